@@ -1,0 +1,21 @@
+/* cmds.h: subcommand entry points (one file each in cmd/) and shared CLI helpers. */
+#ifndef MUSE_CMDS_H
+#define MUSE_CMDS_H
+
+#include "../lib/status.h"
+
+#ifndef MUSE_VERSION
+#define MUSE_VERSION "0.1.0"
+#endif
+
+/* Exit codes of the command-line contract. */
+enum { MUSE_EXIT_OK = 0, MUSE_EXIT_FAIL = 1, MUSE_EXIT_USAGE = 2 };
+
+int cmd_inspect(int argc, const char **argv);
+int cmd_help(int argc, const char **argv);
+int cmd_version(int argc, const char **argv);
+
+/* Prints "muse: error: <msg>" and returns MUSE_EXIT_FAIL (MUSE_EXIT_USAGE for MUSE_ERR_USAGE). */
+int muse_cli_fail(const muse_err *err);
+
+#endif

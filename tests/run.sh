@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# run.sh: runs every test tier (unit, CLI, hostile inputs, interop oracles, fuzz-corpus replay).
+# Each tier prints PASS/FAIL/SKIP lines; raw output goes to build/test.log. Ends with
+# "N passed, N failed, N skipped" and exits non-zero when anything failed.
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p build
+LOG=build/test.log
+RES=build/test-results.txt
+: >"$LOG"
+: >"$RES"
+export MUSE=$PWD/build/asan/muse
+export MUSE_REL=$PWD/bin/muse
+export PY=$PWD/.venv/bin/python
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
+export MUSE_TEST_TMP=$(mktemp -d /tmp/muse-test.XXXXXX)
+trap 'rm -rf "$MUSE_TEST_TMP"' EXIT
+
+# record CMD...: runs CMD, keeps its result lines, sends everything to the log.
+record() {
+	local out rc
+	out=$("$@" 2>&1)
+	rc=$?
+	printf '%s\n' "$out" >>"$LOG"
+	printf '%s\n' "$out" | grep -E '^(PASS|FAIL|SKIP): ' | tee -a "$RES"
+	printf '%s\n' "$out" | grep -E '^#' | head -40
+	if [ $rc -gt 1 ]; then
+		echo "FAIL: $*: exited with status $rc (crash or sanitizer report, see $LOG)" | tee -a "$RES"
+		printf '%s\n' "$out" | tail -20
+	fi
+}
+
+echo "== unit tests (ASan+UBSan)"
+for t in build/asan/tests/test_*; do
+	[ -x "$t" ] && record "$t"
+done
+
+echo "== CLI tests"
+for s in tests/cli/test_*.sh; do
+	[ -f "$s" ] && record env TMP="$(mktemp -d "$MUSE_TEST_TMP/cli.XXXXXX")" bash "$s"
+done
+
+echo "== hostile inputs"
+for s in tests/hostile/run_*.py; do
+	[ -f "$s" ] && record "$PY" "$s"
+done
+
+echo "== interop against independent implementations"
+if ls tests/interop/test_*.py >/dev/null 2>&1; then
+	record "$PY" -m pytest -q -p no:cacheprovider tests/interop
+fi
+
+echo "== fuzz corpus replay"
+for f in build/fuzz/fuzz_*; do
+	[ -x "$f" ] || continue
+	name=${f#build/fuzz/fuzz_}
+	corpus=tests/fuzz/corpus/$name
+	if [ ! -d "$corpus" ]; then
+		echo "FAIL: fuzz/$name: no corpus at $corpus" | tee -a "$RES"
+		continue
+	fi
+	n=$(ls "$corpus" | wc -l)
+	if "$f" -runs=0 "$corpus" >>"$LOG" 2>&1; then
+		echo "PASS: fuzz/$name: replayed $n inputs" | tee -a "$RES"
+	else
+		echo "FAIL: fuzz/$name: a corpus input crashed (see $LOG)" | tee -a "$RES"
+	fi
+done
+
+passed=$(grep -c '^PASS: ' "$RES")
+failed=$(grep -c '^FAIL: ' "$RES")
+skipped=$(grep -c '^SKIP: ' "$RES")
+if [ "$failed" -gt 0 ]; then
+	echo
+	echo "failures:"
+	grep '^FAIL: ' "$RES"
+fi
+echo
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
