@@ -1,6 +1,7 @@
 # lib.sh: helpers for CLI tests. Each check prints one PASS/FAIL line; sourced by tests/cli/*.sh.
 # MUSE is the binary under test (the sanitized build by default).
-: "${MUSE:=build/asan/muse}"
+: "${MUSE:=$PWD/build/asan/muse}"
+MUSE=$(readlink -f "$MUSE")
 : "${TMP:=$(mktemp -d)}"
 T_NAME=$(basename "${BASH_SOURCE[1]:-cli}" .sh)
 
