@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(gcc make clang libclang-rt-14-dev pkg-config
 	libjansson-dev libarchive-dev libssl-dev zlib1g-dev libzstd-dev
-	libpcre2-dev libutf8proc-dev libopenblas-dev liblapacke-dev python3-venv)
+	libpcre2-dev libutf8proc-dev libopenblas-dev liblapacke-dev python3-venv bc time)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
