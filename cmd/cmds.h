@@ -11,6 +11,7 @@
 /* Exit codes of the command-line contract. */
 enum { MUSE_EXIT_OK = 0, MUSE_EXIT_FAIL = 1, MUSE_EXIT_USAGE = 2 };
 
+int cmd_convert(int argc, const char **argv);
 int cmd_inspect(int argc, const char **argv);
 int cmd_help(int argc, const char **argv);
 int cmd_version(int argc, const char **argv);

@@ -14,6 +14,7 @@ typedef struct muse_command {
 } muse_command;
 
 static const muse_command commands[] = {
+	{ "convert", cmd_convert, "convert a model between safetensors, GGUF and PyTorch layouts" },
 	{ "inspect", cmd_inspect, "show the format, metadata and tensors of a model file or directory" },
 	{ "help", cmd_help, "show help for muse or one command" },
 	{ "version", cmd_version, "print the version" },

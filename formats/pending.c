@@ -13,3 +13,9 @@ PENDING(muse_safetensors_open_index)
 PENDING(muse_gguf_open)
 PENDING(muse_pytorch_open)
 PENDING(muse_pytorch_open_index)
+
+__attribute__((weak)) muse_status muse_dtype_convert(muse_dtype dt, void *dst, muse_dtype st, const void *src, size_t n,
+						     muse_err *err)
+{
+	return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "dtype conversion not built");
+}
