@@ -208,8 +208,8 @@ static muse_status read_array(gguf_cur *c, muse_kv *kv, const char *ctx)
 	uint64_t esz = et == MUSE_KV_STRING ? 8 : muse_kv_type_size(et), need;
 	if (!muse_mul_u64(n, esz, &need) || need > left(c))
 		return muse_err_at(c->err, MUSE_ERR_FORMAT, c->file, at,
-				   "%s: array of %" PRIu64 " %s elements needs at least %" PRIu64
-				   " bytes each, %" PRIu64 " left in the file",
+				   "%s: array of %" PRIu64 " %s elements (at least %" PRIu64
+				   " bytes each) exceeds the %" PRIu64 " bytes left in the file",
 				   ctx, n, muse_kv_type_name(et), esz, left(c));
 	if (et == MUSE_KV_STRING) {
 		muse_str *arr = calloc(n ? n : 1, sizeof *arr);
@@ -536,19 +536,19 @@ static muse_status parse_file(muse_reader *r, uint32_t fidx, muse_meta *meta, mu
 	if (n_kv > INT64_MAX)
 		return muse_err_at(err, MUSE_ERR_FORMAT, c->file, 16, "metadata count %" PRId64 " is negative",
 				   (int64_t)n_kv);
-	if (n_tensors > MUSE_GGUF_MAX_TENSORS)
-		return muse_err_at(err, MUSE_ERR_LIMIT, c->file, 8, "tensor count %" PRIu64 " exceeds the cap of %llu",
-				   n_tensors, (unsigned long long)MUSE_GGUF_MAX_TENSORS);
 	/* Both tables must fit in the file before anything is allocated for them. */
 	if (!muse_mul_u64(n_tensors, MIN_TI_BYTES, &need_t) || need_t > left(c))
 		return muse_err_at(err, MUSE_ERR_FORMAT, c->file, 8,
-				   "tensor count %" PRIu64 " needs at least %d bytes of tensor info each, %" PRIu64
-				   " left in the file", n_tensors, MIN_TI_BYTES, left(c));
+				   "tensor count %" PRIu64 " (at least %d bytes of tensor info each) exceeds the %" PRIu64
+				   " bytes left in the file", n_tensors, MIN_TI_BYTES, left(c));
 	if (!muse_mul_u64(n_kv, MIN_KV_BYTES, &need_kv) || !muse_add_u64(need_t, need_kv, &need) || need > left(c))
 		return muse_err_at(err, MUSE_ERR_FORMAT, c->file, 16,
-				   "metadata count %" PRIu64 " needs at least %d bytes each, %" PRIu64
-				   " left in the file after the tensor infos' minimum", n_kv, MIN_KV_BYTES,
+				   "metadata count %" PRIu64 " (at least %d bytes each) exceeds the %" PRIu64
+				   " bytes left in the file besides the tensor infos", n_kv, MIN_KV_BYTES,
 				   left(c) - need_t);
+	if (n_tensors > MUSE_GGUF_MAX_TENSORS)
+		return muse_err_at(err, MUSE_ERR_LIMIT, c->file, 8, "tensor count %" PRIu64 " exceeds the cap of %llu",
+				   n_tensors, (unsigned long long)MUSE_GGUF_MAX_TENSORS);
 	uint64_t kv_start = c->pos;
 	if ((s = read_kvs(c, n_kv, meta)))
 		return s;
