@@ -263,7 +263,12 @@ static muse_status check_key(gguf_cur *c, uint64_t at, const muse_str *k, uint64
 	return MUSE_OK;
 }
 
-static muse_status read_kvs(gguf_cur *c, uint64_t n_kv, muse_meta *meta)
+/* Where the keys checked after the KV table start, so those errors can point at them. */
+typedef struct kv_marks {
+	uint64_t align_at, split_at;
+} kv_marks;
+
+static muse_status read_kvs(gguf_cur *c, uint64_t n_kv, muse_meta *meta, kv_marks *marks)
 {
 	muse_strmap seen;
 	muse_strmap_init(&seen);
@@ -278,6 +283,10 @@ static muse_status read_kvs(gguf_cur *c, uint64_t n_kv, muse_meta *meta)
 		if ((s = check_key(c, at, &key, i)))
 			goto out;
 		snprintf(ctx, sizeof ctx, "key '%s'", quoted(key.ptr, key.len, q, sizeof q));
+		if (!strcmp(key.ptr, "general.alignment"))
+			marks->align_at = at;
+		if (!strncmp(key.ptr, "split.", 6) && !marks->split_at)
+			marks->split_at = at;
 		size_t prev;
 		if (muse_strmap_get(&seen, key.ptr, (size_t)key.len, &prev)) {
 			s = muse_err_at(c->err, MUSE_ERR_FORMAT, c->file, at, "%s: duplicate key (also key %zu)", ctx, prev);
@@ -325,21 +334,21 @@ out:
 }
 
 /* general.alignment: must be a u32 power of two within our cap; 32 when absent. */
-static muse_status get_alignment(gguf_cur *c, const muse_meta *meta, uint64_t kv_start, uint32_t *align)
+static muse_status get_alignment(gguf_cur *c, const muse_meta *meta, uint64_t kv_at, uint32_t *align)
 {
 	const muse_kv *kv = muse_meta_find(meta, "general.alignment");
 	*align = MUSE_GGUF_DEFAULT_ALIGNMENT;
 	if (!kv)
 		return MUSE_OK;
 	if (kv->type != MUSE_KV_U32)
-		return muse_err_at(c->err, MUSE_ERR_FORMAT, c->file, kv_start,
+		return muse_err_at(c->err, MUSE_ERR_FORMAT, c->file, kv_at,
 				   "key 'general.alignment' must be of type u32, not %s", muse_kv_type_name(kv->type));
 	uint64_t a = kv->v.u;
 	if (a == 0 || (a & (a - 1)))
-		return muse_err_at(c->err, MUSE_ERR_FORMAT, c->file, kv_start,
+		return muse_err_at(c->err, MUSE_ERR_FORMAT, c->file, kv_at,
 				   "key 'general.alignment': %" PRIu64 " is not a nonzero power of two", a);
 	if (a > MUSE_GGUF_MAX_ALIGNMENT)
-		return muse_err_at(c->err, MUSE_ERR_LIMIT, c->file, kv_start,
+		return muse_err_at(c->err, MUSE_ERR_LIMIT, c->file, kv_at,
 				   "key 'general.alignment': %" PRIu64 " exceeds the cap of %u", a, MUSE_GGUF_MAX_ALIGNMENT);
 	*align = (uint32_t)a;
 	return MUSE_OK;
@@ -480,6 +489,7 @@ typedef struct gguf_file {
 	uint32_t version, alignment;
 	uint64_t n_tensors, data_start;
 	size_t first_tensor; /* index of its first tensor in the reader */
+	uint64_t split_at;   /* where the first split.* key starts (for messages) */
 } gguf_file;
 
 /*
@@ -549,10 +559,11 @@ static muse_status parse_file(muse_reader *r, uint32_t fidx, muse_meta *meta, mu
 	if (n_tensors > MUSE_GGUF_MAX_TENSORS)
 		return muse_err_at(err, MUSE_ERR_LIMIT, c->file, 8, "tensor count %" PRIu64 " exceeds the cap of %llu",
 				   n_tensors, (unsigned long long)MUSE_GGUF_MAX_TENSORS);
-	uint64_t kv_start = c->pos;
-	if ((s = read_kvs(c, n_kv, meta)))
+	kv_marks marks = { 0, 0 };
+	if ((s = read_kvs(c, n_kv, meta, &marks)))
 		return s;
-	if ((s = get_alignment(c, meta, kv_start, &gf->alignment)))
+	gf->split_at = marks.split_at;
+	if ((s = get_alignment(c, meta, marks.align_at, &gf->alignment)))
 		return s;
 
 	infos = calloc(n_tensors ? n_tensors : 1, sizeof *infos); /* bounded by the file size above */
@@ -593,10 +604,11 @@ out:
 }
 
 /* split.* keys, when present, must be consistent with the file (HOSTILE G48). */
-static muse_status check_split(const muse_reader *r, uint32_t fidx, const muse_meta *meta, uint64_t n_tensors,
+static muse_status check_split(const muse_reader *r, uint32_t fidx, const muse_meta *meta, const gguf_file *gf,
 			       uint64_t *count, uint64_t *no, uint64_t *total, muse_err *err)
 {
 	const char *f = r->files[fidx].path;
+	uint64_t at = gf->split_at, n_tensors = gf->n_tensors;
 	bool has_c = muse_meta_find(meta, "split.count") != NULL;
 	bool has_n = muse_meta_find(meta, "split.no") != NULL;
 	bool has_t = muse_meta_find(meta, "split.tensors.count") != NULL;
@@ -606,18 +618,18 @@ static muse_status check_split(const muse_reader *r, uint32_t fidx, const muse_m
 	if (!has_c && !has_n && !has_t)
 		return MUSE_OK;
 	if (!has_c || !has_n || !has_t)
-		return muse_err_set(err, MUSE_ERR_FORMAT,
-				    "%s: split metadata incomplete: split.count, split.no and split.tensors.count go together", f);
+		return muse_err_at(err, MUSE_ERR_FORMAT, f, at,
+				   "split metadata incomplete: split.count, split.no and split.tensors.count go together");
 	if (!muse_meta_get_u64(meta, "split.count", count) || *count == 0 || *count > 99999)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: key 'split.count' must be an integer in 1..99999", f);
+		return muse_err_at(err, MUSE_ERR_FORMAT, f, at, "key 'split.count' must be an integer in 1..99999");
 	if (!muse_meta_get_u64(meta, "split.no", no) || *no >= *count)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: key 'split.no' must be an integer below split.count (%" PRIu64 ")",
-				    f, *count);
+		return muse_err_at(err, MUSE_ERR_FORMAT, f, at,
+				   "key 'split.no' must be an integer below split.count (%" PRIu64 ")", *count);
 	if (!muse_meta_get_u64(meta, "split.tensors.count", total) || *total < n_tensors ||
 	    (*count == 1 && *total != n_tensors))
-		return muse_err_set(err, MUSE_ERR_FORMAT,
-				    "%s: key 'split.tensors.count' must be an integer >= this shard's %" PRIu64 " tensors", f,
-				    n_tensors);
+		return muse_err_at(err, MUSE_ERR_FORMAT, f, at,
+				   "key 'split.tensors.count' must be an integer >= this shard's %" PRIu64 " tensors",
+				   n_tensors);
 	return MUSE_OK;
 }
 
@@ -633,7 +645,7 @@ static size_t first_shard_prefix(const char *path, uint64_t count)
 }
 
 static muse_status open_shards(muse_reader *r, const char *path, size_t plen, uint64_t count, uint64_t total,
-			       muse_strmap *names, muse_err *err)
+			       uint64_t split_at, muse_strmap *names, muse_err *err)
 {
 	char *sp = malloc(plen + 40);
 	muse_meta sm;
@@ -650,22 +662,22 @@ static muse_status open_shards(muse_reader *r, const char *path, size_t plen, ui
 			goto out;
 		if ((s = parse_file(r, fidx, &sm, names, &gf, err)))
 			goto out;
-		if ((s = check_split(r, fidx, &sm, gf.n_tensors, &c, &no, &t, err)))
+		if ((s = check_split(r, fidx, &sm, &gf, &c, &no, &t, err)))
 			goto out;
 		if (c != count || no != i || t != total) {
-			s = muse_err_set(err, MUSE_ERR_FORMAT,
-					 "%s: split keys say shard %" PRIu64 " of %" PRIu64 " with %" PRIu64
-					 " tensors in all; expected shard %" PRIu64 " of %" PRIu64 " with %" PRIu64,
-					 sp, no, c, t, i, count, total);
+			s = muse_err_at(err, MUSE_ERR_FORMAT, sp, gf.split_at,
+					"split keys say shard %" PRIu64 " of %" PRIu64 " with %" PRIu64
+					" tensors in all; expected shard %" PRIu64 " of %" PRIu64 " with %" PRIu64,
+					no, c, t, i, count, total);
 			goto out;
 		}
 		/* Later shards carry only split.* keys (gguf-split); shard 0's metadata is the model's. */
 		muse_meta_free(&sm);
 	}
 	if (r->n_tensors != total)
-		s = muse_err_set(err, MUSE_ERR_FORMAT,
-				 "%s: split.tensors.count is %" PRIu64 " but the %" PRIu64 " shards hold %zu tensors", path,
-				 total, count, r->n_tensors);
+		s = muse_err_at(err, MUSE_ERR_FORMAT, path, split_at,
+				"split.tensors.count is %" PRIu64 " but the %" PRIu64 " shards hold %zu tensors", total, count,
+				r->n_tensors);
 out:
 	muse_meta_free(&sm);
 	free(sp);
@@ -691,11 +703,11 @@ muse_status muse_gguf_open(const char *path, muse_reader **out, muse_err *err)
 	r->version = gf.version;
 	r->alignment = gf.alignment;
 	r->data_offset = gf.data_start;
-	if ((s = check_split(r, 0, &r->meta, gf.n_tensors, &count, &no, &total, err)))
+	if ((s = check_split(r, 0, &r->meta, &gf, &count, &no, &total, err)))
 		goto fail;
 	size_t plen;
 	if (count > 1 && no == 0 && (plen = first_shard_prefix(path, count))) {
-		if ((s = open_shards(r, path, plen, count, total, &names, err)))
+		if ((s = open_shards(r, path, plen, count, total, gf.split_at, &names, err)))
 			goto fail;
 		r->data_offset = 0; /* several data sections: offsets are per file */
 	}

@@ -160,7 +160,7 @@ case("G24a", "bool value 2", head(0, 1) + gstr("k") + u32(7) + b"\x02" + bytes(8
 case("G24b", "bool array with 0xFF", head(0, 1) + gstr("k") + u32(9) + u32(7) + u64(3) + b"\x01\x00\xff" + bytes(8), pattern=r"byte 51: key 'k': bool value 255 is not 0 or 1")
 
 # ---- G25-G27: alignment ----
-case("G25a", "general.alignment of type i32", gguf(kvs=(ARCH, kv("general.alignment", "i32", 32))), pattern=r"byte 24: key 'general.alignment' must be of type u32, not i32")
+case("G25a", "general.alignment of type i32", gguf(kvs=(ARCH, kv("general.alignment", "i32", 32))), pattern=r"byte 69: key 'general.alignment' must be of type u32, not i32")
 case("G25b", "general.alignment of type string", gguf(kvs=(kv("general.alignment", "str", "32"),)), pattern=r"byte 24: key 'general.alignment' must be of type u32, not str")
 case("G26a", "general.alignment = 0", gguf(kvs=(kv("general.alignment", "u32", 0),)), pattern=r"byte 24: key 'general.alignment': 0 is not a nonzero power of two")
 case("G26b", "general.alignment = 13", gguf(kvs=(kv("general.alignment", "u32", 13),)), pattern=r"byte 24: key 'general.alignment': 13 is not a nonzero power of two")
@@ -250,10 +250,10 @@ def split_kvs(no, count, total):
     return (kv("split.no", "u16", no), kv("split.count", "u16", count), kv("split.tensors.count", "i32", total))
 
 
-case("G48b", "split.count = 0", gguf(kvs=(ARCH,) + split_kvs(0, 0, 1)), pattern=r"key 'split.count' must be an integer in 1..99999")
-case("G48c", "split.no >= split.count", gguf(kvs=(ARCH,) + split_kvs(2, 2, 1)), pattern=r"key 'split.no' must be an integer below split.count")
-case("G48d", "split.tensors.count below this shard's tensors", gguf(kvs=(ARCH,) + split_kvs(0, 1, 0)), pattern=r"split.tensors.count' must be")
-case("G48e", "split keys incomplete", gguf(kvs=(ARCH, kv("split.count", "u16", 2))), pattern=r"split metadata incomplete")
+case("G48b", "split.count = 0", gguf(kvs=(ARCH,) + split_kvs(0, 0, 1)), pattern=r"byte 69: key 'split.count' must be an integer in 1..99999")
+case("G48c", "split.no >= split.count", gguf(kvs=(ARCH,) + split_kvs(2, 2, 1)), pattern=r"byte 69: key 'split.no' must be an integer below split.count")
+case("G48d", "split.tensors.count below this shard's tensors", gguf(kvs=(ARCH,) + split_kvs(0, 1, 0)), pattern=r"byte 69: key 'split.tensors.count' must be")
+case("G48e", "split keys incomplete", gguf(kvs=(ARCH, kv("split.count", "u16", 2))), pattern=r"byte 69: split metadata incomplete")
 
 
 def shards(dirpath, second_total=2, second_no=1, n_second=1, make_second=True):
@@ -267,10 +267,10 @@ def shards(dirpath, second_total=2, second_no=1, n_second=1, make_second=True):
     return os.path.join(dirpath, "m-00001-of-00002.gguf")
 
 
-case("G48f", "shards disagree on split.tensors.count", lambda d: shards(d, second_total=3), pattern=r"m-00002-of-00002.gguf: split keys say shard 1 of 2 with 3 tensors")
-case("G48g", "second shard claims split.no 0", lambda d: shards(d, second_no=0), pattern=r"split keys say shard 0 of 2")
+case("G48f", "shards disagree on split.tensors.count", lambda d: shards(d, second_total=3), pattern=r"m-00002-of-00002.gguf: byte 24: split keys say shard 1 of 2 with 3 tensors")
+case("G48g", "second shard claims split.no 0", lambda d: shards(d, second_no=0), pattern=r"byte 24: split keys say shard 0 of 2")
 case("G48h", "shards hold more tensors than split.tensors.count", lambda d: shards(d, n_second=2, second_total=2),
-     pattern=r"split.tensors.count is 2 but the 2 shards hold 3 tensors")
+     pattern=r"m-00001-of-00002.gguf: byte 69: split.tensors.count is 2 but the 2 shards hold 3 tensors")
 case("G48i", "second shard missing", lambda d: shards(d, make_second=False), pattern=r"m-00002-of-00002.gguf: cannot open")
 case("G48j", "two valid shards (accept)", lambda d: shards(d), expect="accept")
 
