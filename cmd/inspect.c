@@ -1,6 +1,6 @@
 /* inspect.c: `muse inspect PATH [--json]`: format, metadata summary, tensor table, totals by dtype. */
 #include <inttypes.h>
-#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,139 +177,150 @@ static int print_text(const muse_reader *r, bool tensors)
 	return 0;
 }
 
-static json_t *jstr(const char *s, uint64_t len)
+/*
+ * JSON output is streamed by hand: a tree library costs more than the reader
+ * itself at 10^5 tensors. Integers are printed exactly (u64 too); floats with
+ * 17 significant digits; non-finite floats as NaN/Infinity/-Infinity, as
+ * Python's json module writes and reads them. Strings with invalid UTF-8 or NUL
+ * bytes get U+FFFD (exact bytes: use the unit tests or the format's own tools).
+ */
+static void jstr(FILE *o, const char *s, uint64_t len)
 {
-	char *clean = muse_utf8_sanitize(s, len);
-	json_t *j = clean ? json_string(clean) : NULL;
+	char *clean = muse_utf8_sanitize(s, (size_t)len);
+	const unsigned char *p = (const unsigned char *)(clean ? clean : "");
+	fputc('"', o);
+	for (; *p; p++) {
+		switch (*p) {
+		case '"': fputs("\\\"", o); break;
+		case '\\': fputs("\\\\", o); break;
+		case '\n': fputs("\\n", o); break;
+		case '\r': fputs("\\r", o); break;
+		case '\t': fputs("\\t", o); break;
+		default:
+			if (*p < 0x20)
+				fprintf(o, "\\u%04x", *p);
+			else
+				fputc(*p, o);
+		}
+	}
+	fputc('"', o);
 	free(clean);
-	return j ? j : json_null();
 }
 
-static json_t *jscalar(muse_kv_type t, const void *p)
+static void jreal(FILE *o, double v)
+{
+	if (isnan(v))
+		fputs("NaN", o);
+	else if (isinf(v))
+		fputs(v > 0 ? "Infinity" : "-Infinity", o);
+	else if (v == (double)(int64_t)v && fabs(v) < 1e15)
+		fprintf(o, "%.1f", v); /* keep it a real for readers that care about the type */
+	else
+		fprintf(o, "%.17g", v);
+}
+
+static void jscalar(FILE *o, muse_kv_type t, const void *p)
 {
 	switch (t) {
-	case MUSE_KV_U8: return json_integer(*(const uint8_t *)p);
-	case MUSE_KV_I8: return json_integer(*(const int8_t *)p);
-	case MUSE_KV_U16: return json_integer(*(const uint16_t *)p);
-	case MUSE_KV_I16: return json_integer(*(const int16_t *)p);
-	case MUSE_KV_U32: return json_integer(*(const uint32_t *)p);
-	case MUSE_KV_I32: return json_integer(*(const int32_t *)p);
-	case MUSE_KV_U64: {
-		uint64_t v = *(const uint64_t *)p;
-		return v <= INT64_MAX ? json_integer((json_int_t)v) : json_real((double)v);
-	}
-	case MUSE_KV_I64: return json_integer(*(const int64_t *)p);
-	case MUSE_KV_F32: return json_real(*(const float *)p);
-	case MUSE_KV_F64: return json_real(*(const double *)p);
-	case MUSE_KV_BOOL: return json_boolean(*(const uint8_t *)p);
-	default: return json_null();
+	case MUSE_KV_F32: jreal(o, *(const float *)p); break;
+	case MUSE_KV_F64: jreal(o, *(const double *)p); break;
+	default: print_scalar(o, t, p);
 	}
 }
 
-static json_t *jkv(const muse_kv *kv)
+static void jkv(FILE *o, const muse_kv *kv)
 {
-	json_t *o = json_object();
-	json_object_set_new(o, "type", json_string(muse_kv_type_name(kv->type)));
+	fprintf(o, "{\"type\": \"%s\", ", muse_kv_type_name(kv->type));
 	switch (kv->type) {
 	case MUSE_KV_STRING:
-		json_object_set_new(o, "value", jstr(kv->v.s.ptr, kv->v.s.len));
+		fputs("\"value\": ", o);
+		jstr(o, kv->v.s.ptr, kv->v.s.len);
 		break;
 	case MUSE_KV_ARRAY: {
-		json_object_set_new(o, "element_type", json_string(muse_kv_type_name(kv->arr_type)));
-		json_t *a = json_array();
+		fprintf(o, "\"element_type\": \"%s\", \"value\": [", muse_kv_type_name(kv->arr_type));
 		size_t esz = muse_kv_type_size(kv->arr_type);
 		for (uint64_t i = 0; i < kv->n; i++) {
+			if (i)
+				fputs(", ", o);
 			if (kv->arr_type == MUSE_KV_STRING) {
 				const muse_str *s = (const muse_str *)kv->arr + i;
-				json_array_append_new(a, jstr(s->ptr, s->len));
+				jstr(o, s->ptr, s->len);
 			} else {
-				json_array_append_new(a, jscalar(kv->arr_type, (const uint8_t *)kv->arr + i * esz));
+				jscalar(o, kv->arr_type, (const uint8_t *)kv->arr + i * esz);
 			}
 		}
-		json_object_set_new(o, "value", a);
+		fputc(']', o);
 		break;
 	}
 	case MUSE_KV_F32: case MUSE_KV_F64:
-		json_object_set_new(o, "value", json_real(kv->v.f));
+		fputs("\"value\": ", o);
+		jreal(o, kv->v.f);
 		break;
 	case MUSE_KV_BOOL:
-		json_object_set_new(o, "value", json_boolean(kv->v.b));
+		fprintf(o, "\"value\": %s", kv->v.b ? "true" : "false");
 		break;
 	case MUSE_KV_I8: case MUSE_KV_I16: case MUSE_KV_I32: case MUSE_KV_I64:
-		json_object_set_new(o, "value", json_integer(kv->v.i));
+		fprintf(o, "\"value\": %" PRId64, kv->v.i);
 		break;
 	default:
-		json_object_set_new(o, "value", kv->v.u <= INT64_MAX ? json_integer((json_int_t)kv->v.u)
-								: json_real((double)kv->v.u));
+		fprintf(o, "\"value\": %" PRIu64, kv->v.u);
 	}
-	return o;
+	fputc('}', o);
 }
 
 static int print_json(const muse_reader *r, bool tensors)
 {
-	json_t *root = json_object();
-	json_object_set_new(root, "path", jstr(r->path, strlen(r->path)));
-	json_object_set_new(root, "format", json_string(r->format));
+	FILE *o = stdout;
+	fputs("{\n \"path\": ", o);
+	jstr(o, r->path, strlen(r->path));
+	fprintf(o, ",\n \"format\": \"%s\"", r->format);
 	if (r->version)
-		json_object_set_new(root, "version", json_integer(r->version));
+		fprintf(o, ",\n \"version\": %u", r->version);
 	if (r->alignment)
-		json_object_set_new(root, "alignment", json_integer(r->alignment));
-	json_t *files = json_array();
+		fprintf(o, ",\n \"alignment\": %u", r->alignment);
+	fputs(",\n \"files\": [", o);
 	for (uint32_t i = 0; i < r->n_files; i++) {
-		json_t *f = json_object();
-		json_object_set_new(f, "path", jstr(r->files[i].path, strlen(r->files[i].path)));
-		json_object_set_new(f, "bytes", json_integer((json_int_t)r->files[i].size));
-		json_array_append_new(files, f);
+		fputs(i ? ", {\"path\": " : "{\"path\": ", o);
+		jstr(o, r->files[i].path, strlen(r->files[i].path));
+		fprintf(o, ", \"bytes\": %" PRIu64 "}", r->files[i].size);
 	}
-	json_object_set_new(root, "files", files);
-	json_t *meta = json_object();
+	fputs("],\n \"metadata\": {", o);
 	for (size_t i = 0; i < r->meta.n; i++) {
-		char *k = muse_utf8_sanitize(r->meta.kv[i].key, strlen(r->meta.kv[i].key));
-		json_object_set_new(meta, k ? k : "?", jkv(&r->meta.kv[i]));
-		free(k);
+		fputs(i ? ",\n  " : "\n  ", o);
+		jstr(o, r->meta.kv[i].key, strlen(r->meta.kv[i].key));
+		fputs(": ", o);
+		jkv(o, &r->meta.kv[i]);
 	}
-	json_object_set_new(root, "metadata", meta);
+	fputs(r->meta.n ? "\n },\n" : "},\n", o);
 	if (tensors) {
-		json_t *ts = json_array();
+		fputs(" \"tensors\": [", o);
 		for (size_t i = 0; i < r->n_tensors; i++) {
 			const muse_tensor *t = &r->tensors[i];
-			json_t *o = json_object();
-			json_object_set_new(o, "name", jstr(t->name, strlen(t->name)));
-			json_object_set_new(o, "dtype", json_string(muse_dtype_name(t->dtype)));
-			json_t *shape = json_array();
+			fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", o);
+			jstr(o, t->name, strlen(t->name));
+			fprintf(o, ", \"dtype\": \"%s\", \"shape\": [", muse_dtype_name(t->dtype));
 			for (int d = 0; d < t->ndim; d++)
-				json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
-			json_object_set_new(o, "shape", shape);
-			json_object_set_new(o, "nbytes", json_integer((json_int_t)t->nbytes));
-			json_object_set_new(o, "offset", json_integer((json_int_t)t->offset));
-			json_object_set_new(o, "file", json_integer(t->file));
-			if (t->strided)
-				json_object_set_new(o, "strided", json_true());
-			json_array_append_new(ts, o);
+				fprintf(o, d ? ", %" PRIu64 : "%" PRIu64, t->shape[d]);
+			fprintf(o, "], \"nbytes\": %" PRIu64 ", \"offset\": %" PRIu64 ", \"file\": %u%s}", t->nbytes,
+				t->offset, t->file, t->strided ? ", \"strided\": true" : "");
 		}
-		json_object_set_new(root, "tensors", ts);
+		fputs(r->n_tensors ? "\n ],\n" : "],\n", o);
 	}
 	dtype_total tot[MUSE_DT_COUNT];
 	uint64_t params, bytes;
 	totals(r, tot, &params, &bytes);
-	json_t *td = json_object();
+	fputs(" \"totals\": {", o);
+	bool first = true;
 	for (int d = 1; d < MUSE_DT_COUNT; d++) {
 		if (!tot[d].count)
 			continue;
-		json_t *o = json_object();
-		json_object_set_new(o, "tensors", json_integer((json_int_t)tot[d].count));
-		json_object_set_new(o, "bytes", json_integer((json_int_t)tot[d].bytes));
-		json_object_set_new(o, "parameters", json_integer((json_int_t)tot[d].params));
-		json_object_set_new(td, muse_dtype_name((muse_dtype)d), o);
+		fprintf(o, "%s\"%s\": {\"tensors\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"parameters\": %" PRIu64 "}",
+			first ? "" : ", ", muse_dtype_name((muse_dtype)d), tot[d].count, tot[d].bytes, tot[d].params);
+		first = false;
 	}
-	json_object_set_new(root, "totals", td);
-	json_object_set_new(root, "n_tensors", json_integer((json_int_t)r->n_tensors));
-	json_object_set_new(root, "parameters", json_integer((json_int_t)params));
-	json_object_set_new(root, "bytes", json_integer((json_int_t)bytes));
-	int rc = json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-	json_decref(root);
-	return rc;
+	fprintf(o, "},\n \"n_tensors\": %zu,\n \"parameters\": %" PRIu64 ",\n \"bytes\": %" PRIu64 "\n}\n",
+		r->n_tensors, params, bytes);
+	return 0;
 }
 
 int cmd_inspect(int argc, const char **argv)

@@ -156,12 +156,17 @@ muse_status muse_reader_open(const char *path, muse_reader **out, muse_err *err)
 	if (n >= 2 && head[0] == 0x80 && head[1] <= 5)
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 				    "%s: byte 0: legacy (pre-1.6, non-zip) PyTorch file: not supported", path);
-	/* JSON index files name their shards. */
-	if (n >= 1 && (head[0] == '{' || head[0] == ' ' || head[0] == '\n')) {
+	/*
+	 * safetensors starts with a little-endian u64 header length capped at 10^8;
+	 * JSON text (an index file) read as such a number is always far larger.
+	 */
+	uint64_t hlen = 0;
+	for (int i = 7; i >= 0; i--)
+		hlen = hlen << 8 | head[i];
+	if (n >= 8 && hlen > 100000000ull && (head[0] == '{' || head[0] == ' ' || head[0] == '\n' || head[0] == '\t')) {
 		if (ends_with(path, ".bin.index.json") || ends_with(path, ".pt.index.json"))
 			return muse_pytorch_open_index(path, out, err);
 		return muse_safetensors_open_index(path, out, err);
 	}
-	/* safetensors: u64 header length, then the JSON header (which the reader checks). */
 	return muse_safetensors_open(path, out, err);
 }
