@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #define OUT_BUF (4u << 20)
-#define MAX_TEMPS 256
+#define MAX_TEMPS 4096 /* open outputs at once: shards of the largest checkpoints stay far below */
 
 /* Registry read by the signal handler: plain pointers to strings that outlive registration. */
 static char *volatile temps[MAX_TEMPS];
@@ -130,6 +130,12 @@ muse_status muse_out_open(muse_outfile *o, const char *path, muse_err *err)
 	free(bcopy);
 	/* Register before the file exists so a signal between mkstemp and registration cannot leak it. */
 	o->slot = reg_add(o->tmp);
+	if (o->slot < 0) {
+		free(o->tmp);
+		o->tmp = NULL;
+		muse_out_abort(o);
+		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: more than %d outputs open at once", path, MAX_TEMPS);
+	}
 	o->fd = mkostemp(o->tmp, O_CLOEXEC);
 	if (o->fd < 0) {
 		int e = errno;
