@@ -1,0 +1,64 @@
+/* quant.c: the quantizer traits table and the threaded row driver. */
+#include "quant.h"
+
+#include <omp.h>
+#include <stddef.h>
+
+#define ROW(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, false }
+
+static const muse_quant_traits table[] = {
+	ROW(Q4_0, q4_0), ROW(Q4_1, q4_1), ROW(Q5_0, q5_0), ROW(Q5_1, q5_1), ROW(Q8_0, q8_0),
+	ROW(Q2_K, q2_k), ROW(Q3_K, q3_k), ROW(Q4_K, q4_k), ROW(Q5_K, q5_k), ROW(Q6_K, q6_k),
+	ROW(IQ4_NL, iq4_nl), ROW(IQ4_XS, iq4_xs), ROW(MXFP4, mxfp4), ROW(TQ1_0, tq1_0), ROW(TQ2_0, tq2_0),
+};
+
+const muse_quant_traits *muse_quant_traits_of(muse_dtype t)
+{
+	for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+		if (table[i].type == t)
+			return &table[i];
+	return NULL;
+}
+
+muse_status muse_quantize_rows(muse_dtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+			       const float *importance, int nthreads, muse_err *err)
+{
+	const muse_quant_traits *q = muse_quant_traits_of(t);
+	const muse_dtype_traits *dt = muse_dtype_info(t);
+	if (!q || !q->quantize_ref)
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "quantizing to %s is not supported", muse_dtype_name(t));
+	if (n_per_row <= 0 || n_per_row % dt->blck)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: row of %lld elements is not a whole number of %u-element blocks",
+				    muse_dtype_name(t), (long long)n_per_row, dt->blck);
+	if (q->needs_importance && !importance)
+		return muse_err_set(err, MUSE_ERR_USAGE, "%s needs an importance matrix (--imatrix)", muse_dtype_name(t));
+	muse_quantize_fn fn = q->quantize_fast ? q->quantize_fast : q->quantize_ref;
+	size_t row_bytes = (size_t)(n_per_row / dt->blck) * dt->block_bytes;
+	if (nthreads <= 0)
+		nthreads = omp_get_max_threads();
+	/* Rows are independent, so any split gives the same bytes. */
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+	for (int64_t r0 = 0; r0 < nrows; r0 += 16) {
+		int64_t n = nrows - r0 < 16 ? nrows - r0 : 16;
+		fn(src + r0 * n_per_row, (uint8_t *)dst + (size_t)r0 * row_bytes, n, n_per_row, importance);
+	}
+	return MUSE_OK;
+}
+
+muse_status muse_dequantize(muse_dtype t, const void *src, float *dst, int64_t n, muse_err *err)
+{
+	const muse_quant_traits *q = muse_quant_traits_of(t);
+	const muse_dtype_traits *dt = muse_dtype_info(t);
+	if (!q || !q->dequantize)
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "decoding %s is not supported", muse_dtype_name(t));
+	if (n < 0 || n % dt->blck)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: %lld elements are not whole blocks", muse_dtype_name(t),
+				    (long long)n);
+	int64_t nblk = n / dt->blck, per = 4096; /* blocks per task */
+#pragma omp parallel for schedule(static) if (nblk > 4 * per)
+	for (int64_t b = 0; b < nblk; b += per) {
+		int64_t k = nblk - b < per ? nblk - b : per;
+		q->dequantize((const uint8_t *)src + (size_t)b * dt->block_bytes, dst + b * dt->blck, k * dt->blck);
+	}
+	return MUSE_OK;
+}
