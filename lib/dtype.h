@@ -94,7 +94,12 @@ muse_dtype muse_dtype_from_name(const char *name);   /* case-insensitive muse/gg
  */
 bool muse_dtype_nbytes(muse_dtype t, uint64_t n, uint64_t *out);
 
-/* ---- scalar conversions (IEEE round-to-nearest-even; see dtype.c for NaN/Inf rules) ---- */
+/*
+ * ---- scalar conversions ----
+ * Round to nearest, ties to even; exact rules for NaN, Inf, overflow and e8m0 are in the comment
+ * at the top of dtype_convert.c (they match torch's casts, NaN bits included where torch is
+ * consistent). These are the reference the vector paths are tested against.
+ */
 float muse_f16_to_f32(uint16_t h);
 uint16_t muse_f32_to_f16(float f);
 float muse_bf16_to_f32(uint16_t h);
@@ -107,12 +112,28 @@ float muse_f8e8m0_to_f32(uint8_t v);
 uint8_t muse_f32_to_f8e8m0(float f);
 
 /*
- * Converts n elements from src (type st) to dst (type dt). Plain types only;
- * float -> int truncates toward zero like numpy's astype and saturating is not
- * promised. Threads over large n; the result does not depend on the thread count.
- * Returns MUSE_ERR_UNSUPPORTED for pairs it does not convert.
+ * Converts n elements from src (type st) to dst (type dt). Plain float and
+ * integer types (F64, F32, F16, BF16, the F8 types, I8..U64, BOOL); the same
+ * type on both sides is a byte copy for any type. float -> int truncates toward
+ * zero like numpy's astype; beyond that muse saturates out-of-range values and
+ * maps NaN to 0 (numpy leaves those undefined). Buffers need no alignment and
+ * must not overlap, except dst == src when both types have the same size.
+ * Uses AVX2/F16C when the CPU has them and OpenMP threads over large n; the
+ * result does not depend on either. Returns MUSE_ERR_UNSUPPORTED for F4, F6,
+ * complex and block-quantized types, MUSE_ERR_LIMIT when the byte size
+ * overflows, MUSE_ERR_USAGE for invalid dtypes or NULL buffers.
  */
 muse_status muse_dtype_convert(muse_dtype dt, void *dst, muse_dtype st, const void *src, size_t n,
 			       muse_err *err);
+
+/*
+ * The scalar, single-threaded reference that defines muse_dtype_convert's
+ * output (same contract); tests compare the two bit for bit.
+ */
+muse_status muse_dtype_convert_ref(muse_dtype dt, void *dst, muse_dtype st, const void *src,
+				   size_t n, muse_err *err);
+
+/* The vector kernels muse_dtype_convert uses on this CPU: "avx2+f16c" or "scalar". */
+const char *muse_dtype_simd_name(void);
 
 #endif
