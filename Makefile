@@ -29,6 +29,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_CORE_OBJ := $(patsubst %.c,build/fuzz/%.o,$(CORE_SRC))
 
+.SECONDARY:
 .PHONY: all deps test unit fuzz fuzz-build bench demo clean install asan
 all: bin/muse bin/muse-convert bin/muse-quantize
 
