@@ -144,6 +144,11 @@ INLINE __m256i f8_round_lanes(__m256i a, const int MB, const int BIAS)
 	__m256i odd = _mm256_and_si256(_mm256_srli_epi32(a, s), one);
 	__m256i nrm = _mm256_add_epi32(a, _mm256_set1_epi32((int)(((uint32_t)(BIAS - 127) << 23) + ((1u << (s - 1)) - 1))));
 	nrm = _mm256_srli_epi32(_mm256_add_epi32(nrm, odd), s);
+	__m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)((uint32_t)(128 - BIAS) << 23)), a);
+	/* below the smallest normal (zeros included) is rare in real tensors: skip that work when no
+	 * lane needs it. The branch only picks which lanes are computed, never how. */
+	if (_mm256_testz_si256(small, small))
+		return nrm;
 	/* subnormal results: q = RNE(m >> (151 - BIAS - MB - e)), shift clamped to 25 (gives 0) */
 	__m256i e = _mm256_srli_epi32(a, 23);
 	__m256i ez = _mm256_cmpeq_epi32(e, _mm256_setzero_si256());
@@ -157,8 +162,7 @@ INLINE __m256i f8_round_lanes(__m256i a, const int MB, const int BIAS)
 	__m256i up = _mm256_or_si256(_mm256_cmpgt_epi32(r, h),
 				     _mm256_and_si256(_mm256_cmpeq_epi32(r, h), _mm256_cmpeq_epi32(_mm256_and_si256(q, one), one)));
 	q = _mm256_sub_epi32(q, up); /* up is -1 where rounding up */
-	__m256i is_nrm = _mm256_cmpgt_epi32(a, _mm256_set1_epi32((int)(((uint32_t)(128 - BIAS) << 23) - 1)));
-	return _mm256_blendv_epi8(q, nrm, is_nrm);
+	return _mm256_blendv_epi8(nrm, q, small);
 }
 
 /* Packs four vectors of codes 0..255 (32 lanes) into 32 bytes in order. */
