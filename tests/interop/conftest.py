@@ -19,7 +19,7 @@ def pytest_runtest_logreport(report):
             line = f"SKIP: {name}: {reason}"
         else:
             line = f"FAIL: {name}"
-        sys.__stdout__.write(line + "\n")
+        sys.__stdout__.write("\n" + line + "\n")  # pytest -q leaves progress dots on the line
         sys.__stdout__.flush()
 
 

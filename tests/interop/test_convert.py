@@ -36,6 +36,11 @@ def sample_tensors():
     }
 
 
+def tbytes(t):
+    """Raw little-endian bytes of a tensor of any dtype and rank."""
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def gguf_tensor_bytes(reader, name):
     for t in reader.tensors:
         if t.name == name:
@@ -55,7 +60,7 @@ def test_safetensors_to_gguf_read_by_gguf_py(tmp_path, muse):
         # gguf-py reports ne[] (innermost first); muse writes the PyTorch shape reversed.
         assert list(t.shape) == list(reversed(want.shape)) or (want.dim() == 0 and list(t.shape) in ([], [1]))
         raw = np.asarray(t.data).tobytes()
-        assert raw == want.contiguous().view(torch.uint8).numpy().tobytes(), name
+        assert raw == tbytes(want), name
 
 
 def test_gguf_back_to_safetensors_exact(tmp_path, muse):
@@ -67,7 +72,7 @@ def test_gguf_back_to_safetensors_exact(tmp_path, muse):
     assert set(back) == set(src)
     for k, v in src.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
-        assert torch.equal(back[k].view(torch.uint8) if v.numel() else back[k], v.view(torch.uint8) if v.numel() else v), k
+        assert tbytes(back[k]) == tbytes(v), k
 
 
 def test_pytorch_views_to_safetensors(tmp_path, muse):
