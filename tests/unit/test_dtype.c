@@ -746,6 +746,8 @@ static int convert_file(int argc, char **argv)
 			    : muse_dtype_convert(dt, dst, st, src, n, &err);
 	if (s != MUSE_OK) {
 		fprintf(stderr, "muse: error: %s\n", err.msg);
+		free(src);
+		free(dst);
 		return 1;
 	}
 	FILE *out = fopen(argv[5 + ref], "wb");
