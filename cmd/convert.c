@@ -1,10 +1,11 @@
-/* convert.c: `muse convert IN OUT --raw`: streams tensors from any reader into GGUF or safetensors, casting as asked. */
+/* convert.c: `muse convert HF_DIR OUT.gguf` (architecture-aware) and `muse convert IN OUT --raw`: streams tensors from any reader into GGUF or safetensors, casting as asked. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../formats/hf2gguf.h"
 #include "../formats/model_writer.h"
 #include "../formats/reader.h"
 #include "../lib/progress.h"
@@ -12,6 +13,7 @@
 #include "options.h"
 
 static const char *const convert_usage[] = {
+	"muse convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
 	"muse convert IN OUT --raw [--to gguf|safetensors] [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
 	NULL,
 };
@@ -259,10 +261,16 @@ int cmd_convert(int argc, const char **argv)
 	} else
 		fmt = ends_with(argv[1], ".gguf") ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS;
 	if (!raw) {
-		fprintf(stderr, "muse: error: convert: architecture-aware conversion (HF <-> GGUF tensor names, "
-				"tokenizer, hparams) is not in this build yet; use --raw to copy tensors with their "
-				"names unchanged\n");
-		return MUSE_EXIT_USAGE;
+		/* Architecture-aware: an HF checkpoint directory into GGUF (formats/hf2gguf.c). */
+		if (fmt != MUSE_OUT_GGUF || !is_dir(argv[0])) {
+			fprintf(stderr, "muse: error: convert: architecture-aware conversion reads an HF checkpoint "
+					"directory and writes GGUF; use --raw to copy tensors with their names unchanged\n");
+			return MUSE_EXIT_USAGE;
+		}
+		muse_err err = { 0 };
+		if (muse_hf2gguf(argv[0], argv[1], want, shard, quiet, &err))
+			return muse_cli_fail(&err);
+		return MUSE_EXIT_OK;
 	}
 	return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
 }

@@ -1,0 +1,357 @@
+/* hf2gguf.c: HF directory -> GGUF: arch table names, llama Q/K permutation, config and tokenizer metadata, streamed. */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/checked.h"
+#include "../lib/progress.h"
+#include "arch.h"
+#include "hf2gguf.h"
+#include "hf_config.h"
+#include "model_writer.h"
+#include "reader.h"
+#include "tokenizer_gguf.h"
+
+#define CHUNK_ELEMS (4u << 20) /* elements cast per step */
+
+void muse_hf_name_to_title(const char *id, char *out, size_t cap)
+{
+	size_t n = 0;
+	const char *p = id;
+	if (!cap)
+		return;
+	while (*p) {
+		while (*p == ' ' || *p == '-' || *p == '\t' || *p == '\n')
+			p++;
+		if (!*p)
+			break;
+		const char *e = p;
+		while (*e && *e != ' ' && *e != '-' && *e != '\t' && *e != '\n')
+			e++;
+		/* str.islower(): some cased letter and no upper case one. */
+		int lower = 0, upper = 0;
+		for (const char *q = p; q < e; q++) {
+			lower |= islower((unsigned char)*q) != 0;
+			upper |= isupper((unsigned char)*q) != 0;
+		}
+		int version = isdigit((unsigned char)*p);
+		if (*p == 'v' && e > p + 1 && isdigit((unsigned char)p[1])) {
+			const char *q = p + 1;
+			version = 1;
+			while (q < e) {
+				if (!isdigit((unsigned char)*q)) {
+					version = 0;
+					break;
+				}
+				while (q < e && isdigit((unsigned char)*q))
+					q++;
+				if (q < e && (*q != '.' || q + 1 >= e || !isdigit((unsigned char)q[1]))) {
+					version = 0;
+					break;
+				}
+				if (q < e)
+					q++;
+			}
+		}
+		int title = lower && !upper && !version;
+		if (n && n + 1 < cap)
+			out[n++] = ' ';
+		int prev_alpha = 0;
+		for (const char *q = p; q < e && n + 1 < cap; q++) {
+			char c = *q;
+			if (title && isalpha((unsigned char)c))
+				c = (char)(prev_alpha ? tolower((unsigned char)c) : toupper((unsigned char)c));
+			prev_alpha = isalpha((unsigned char)c) != 0;
+			out[n++] = c;
+		}
+		p = e;
+	}
+	out[n] = '\0';
+}
+
+void muse_hf_size_label(uint64_t n, char *out, size_t cap)
+{
+	double x = (double)n;
+	double v;
+	char suf;
+	if (x > 1e12) {
+		v = x * 1e-12;
+		suf = 'T';
+	} else if (x > 1e9) {
+		v = x * 1e-9;
+		suf = 'B';
+	} else if (x > 1e6) {
+		v = x * 1e-6;
+		suf = 'M';
+	} else {
+		v = x * 1e-3;
+		suf = 'K';
+	}
+	/* fix = max(2 - len(str(round(v)).lstrip('0')), 0) */
+	char r[32];
+	snprintf(r, sizeof r, "%.0f", nearbyint(v));
+	const char *d = r;
+	while (*d == '0')
+		d++;
+	int fix = 2 - (int)strlen(d);
+	snprintf(out, cap, "%.*f%c", fix > 0 ? fix : 0, v, suf);
+}
+
+typedef struct plan {
+	size_t src;                  /* reader index */
+	const muse_arch_tensor *rule;
+	muse_dtype dt;
+	char name[256];
+} plan;
+
+/* The output type of a float tensor: F32 for norms and 1-D, else --outtype or (auto) the source's own. */
+static muse_dtype pick_dtype(const muse_tensor *t, const muse_arch_tensor *rule, muse_dtype want)
+{
+	if (rule->f32 || t->ndim <= 1)
+		return MUSE_DT_F32;
+	if (want != MUSE_DT_INVALID)
+		return want;
+	if (t->dtype == MUSE_DT_F32 || t->dtype == MUSE_DT_F16 || t->dtype == MUSE_DT_BF16)
+		return t->dtype;
+	return MUSE_DT_F32;
+}
+
+/* Index of the first element that became +-Inf in F16 although its source was finite, or n. */
+static size_t f16_overflow_at(const uint16_t *h, const uint8_t *src, muse_dtype st, size_t n)
+{
+	size_t esz = muse_dtype_info(st)->block_bytes;
+	for (size_t i = 0; i < n; i++) {
+		if ((h[i] & 0x7fff) != 0x7c00)
+			continue;
+		float f;
+		if (muse_dtype_convert(MUSE_DT_F32, &f, st, src + i * esz, 1, NULL) == MUSE_OK && !isinf(f))
+			return i;
+	}
+	return n;
+}
+
+/* Casts and writes one tensor's dense bytes chunk by chunk. */
+static muse_status emit(muse_model_writer *w, size_t idx, const muse_tensor *t, const char *name, const uint8_t *src,
+			muse_dtype dt, void **buf, size_t *cap, muse_progress *pg, muse_err *err)
+{
+	if (dt == t->dtype) {
+		muse_status s = muse_model_writer_write(w, idx, src, (size_t)t->nbytes, err);
+		if (!s)
+			muse_progress_add(pg, t->nbytes);
+		return s;
+	}
+	size_t sesz = muse_dtype_info(t->dtype)->block_bytes, desz = muse_dtype_info(dt)->block_bytes;
+	for (uint64_t off = 0; off < t->nelements; off += CHUNK_ELEMS) {
+		size_t n = (size_t)(t->nelements - off < CHUNK_ELEMS ? t->nelements - off : CHUNK_ELEMS);
+		if (n * desz > *cap) {
+			free(*buf);
+			*cap = n * desz;
+			if (!(*buf = malloc(*cap))) {
+				*cap = 0;
+				return muse_err_set(err, MUSE_ERR_NOMEM, "tensor '%s': out of memory", name);
+			}
+		}
+		const uint8_t *in = src + off * sesz;
+		muse_status s = muse_dtype_convert(dt, *buf, t->dtype, in, n, err);
+		if (s)
+			return s;
+		size_t at = dt == MUSE_DT_F16 ? f16_overflow_at(*buf, in, t->dtype, n) : n;
+		if (at < n)
+			return muse_err_set(err, MUSE_ERR_LIMIT,
+					    "tensor '%s': element %llu overflows F16; use --outtype bf16 or f32", t->name,
+					    (unsigned long long)(off + at));
+		if ((s = muse_model_writer_write(w, idx, *buf, n * desz, err)))
+			return s;
+		muse_progress_add(pg, n * sesz);
+	}
+	return t->nelements ? MUSE_OK : muse_model_writer_write(w, idx, src, 0, err);
+}
+
+/* HF tensors convert_hf_to_gguf.py drops: buffers, not weights. */
+static int skipped(const char *name)
+{
+	static const char *const sfx[] = { ".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias", NULL };
+	size_t n = strlen(name);
+	for (size_t i = 0; sfx[i]; i++) {
+		size_t k = strlen(sfx[i]);
+		if (n >= k && !strcmp(name + n - k, sfx[i]))
+			return 1;
+	}
+	return 0;
+}
+
+#define NOMEM(x) do { if (x) { s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory"); goto done; } } while (0)
+
+muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint64_t shard_bytes, bool quiet,
+			 muse_err *err)
+{
+	muse_status s;
+	muse_hf_config cfg;
+	muse_meta hp, meta;
+	muse_reader *r = NULL;
+	muse_model_writer *w = NULL;
+	plan *pl = NULL;
+	size_t n_pl = 0;
+	void *cbuf = NULL;
+	size_t ccap = 0;
+	muse_meta_init(&hp);
+	muse_meta_init(&meta);
+
+	if ((s = muse_hf_config_load(dir, &cfg, &hp, err)))
+		goto done;
+	const muse_arch *a = cfg.arch;
+	if ((s = muse_reader_open(dir, &r, err)))
+		goto done;
+	NOMEM(!(pl = calloc(r->n_tensors ? r->n_tensors : 1, sizeof *pl)));
+
+	/* Pass 1: map every name, pick types, check shapes against the config, count parameters. */
+	uint64_t n_params = 0, total = 0;
+	muse_dtype ft_dt = MUSE_DT_INVALID;
+	for (size_t i = 0; i < r->n_tensors; i++) {
+		const muse_tensor *t = &r->tensors[i];
+		plan *p = &pl[n_pl];
+		int64_t blk;
+		if (skipped(t->name))
+			continue;
+		s = muse_arch_map_name(a, t->name, cfg.n_layer, p->name, sizeof p->name, &p->rule, &blk);
+		if (s == MUSE_ERR_UNSUPPORTED) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s' has no %s mapping", r->path, t->name,
+					 a->gguf_name);
+			goto done;
+		}
+		if (s) {
+			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': block number not below num_hidden_layers %llu",
+					 r->path, t->name, (unsigned long long)cfg.n_layer);
+			goto done;
+		}
+		if (!muse_dtype_info(t->dtype)->is_float || muse_dtype_info(t->dtype)->blck != 1) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': %s weights are not supported", r->path,
+					 t->name, muse_dtype_name(t->dtype));
+			goto done;
+		}
+		/* The embedding and output matrices must agree with vocab_size x hidden_size. */
+		if ((!strcmp(p->name, "token_embd.weight") || !strcmp(p->name, "output.weight")) &&
+		    (t->ndim != 2 || t->shape[0] != cfg.vocab_size || t->shape[1] != cfg.n_embd)) {
+			s = muse_err_set(err, MUSE_ERR_FORMAT,
+					 "%s: tensor '%s': shape disagrees with config.json (vocab_size %llu x hidden_size %llu)",
+					 r->path, t->name, (unsigned long long)cfg.vocab_size, (unsigned long long)cfg.n_embd);
+			goto done;
+		}
+		if (p->rule->xf != MUSE_XF_NONE) {
+			uint64_t nh = p->rule->xf == MUSE_XF_PERMUTE_Q ? cfg.n_head : cfg.n_head_kv;
+			if (t->ndim < 1 || t->ndim > 2 || t->shape[0] % (2 * nh)) {
+				s = muse_err_set(err, MUSE_ERR_FORMAT,
+						 "%s: tensor '%s': %llu rows do not split into %llu heads of an even size",
+						 r->path, t->name, (unsigned long long)(t->ndim ? t->shape[0] : 0),
+						 (unsigned long long)nh);
+				goto done;
+			}
+		}
+		p->src = i;
+		p->dt = pick_dtype(t, p->rule, want);
+		if (ft_dt == MUSE_DT_INVALID && t->ndim >= 2)
+			ft_dt = p->dt;
+		n_params += t->nelements;
+		total += t->nbytes;
+		n_pl++;
+	}
+	if (ft_dt == MUSE_DT_INVALID)
+		ft_dt = want != MUSE_DT_INVALID ? want : MUSE_DT_F32;
+
+	/* Metadata in convert_hf_to_gguf.py's order. */
+	char title[256], size[32];
+	const char *base = strrchr(dir, '/');
+	char dname[256];
+	snprintf(dname, sizeof dname, "%s", base && base[1] ? base + 1 : dir);
+	if (base && !base[1]) { /* "dir/": the component before the slash */
+		size_t L = strlen(dir);
+		while (L > 1 && dir[L - 1] == '/')
+			L--;
+		size_t st = L;
+		while (st > 0 && dir[st - 1] != '/')
+			st--;
+		snprintf(dname, sizeof dname, "%.*s", (int)(L - st), dir + st);
+	}
+	muse_hf_name_to_title(dname, title, sizeof title);
+	muse_hf_size_label(n_params, size, sizeof size);
+	NOMEM(muse_meta_set_str(&meta, "general.architecture", a->gguf_name));
+	NOMEM(muse_meta_set_str(&meta, "general.type", "model"));
+	NOMEM(muse_meta_set_str(&meta, "general.name", title));
+	if (n_params)
+		NOMEM(muse_meta_set_str(&meta, "general.size_label", size));
+	for (size_t k = 0; k < hp.n; k++)
+		NOMEM(muse_meta_copy_kv(&meta, &hp.kv[k]));
+	NOMEM(muse_meta_set_u32(&meta, "general.file_type", ft_dt == MUSE_DT_F32 ? 0 : ft_dt == MUSE_DT_F16 ? 1 : 32));
+	char key[128];
+	snprintf(key, sizeof key, "%s.vocab_size", a->gguf_name);
+	NOMEM(muse_meta_set_u32(&meta, key, (uint32_t)cfg.vocab_size));
+	snprintf(key, sizeof key, "%s.rope.dimension_count", a->gguf_name);
+	NOMEM(muse_meta_set_u32(&meta, key, (uint32_t)cfg.rope_dim));
+	NOMEM(muse_meta_set_u32(&meta, "general.quantization_version", 2));
+	if ((s = muse_tokenizer_gguf_load(dir, cfg.vocab_size, &meta, quiet ? NULL : stderr, err)))
+		goto done;
+
+	if ((s = muse_model_writer_create(&w, MUSE_OUT_GGUF, out, shard_bytes, err)) ||
+	    (s = muse_model_writer_set_meta(w, &meta, NULL, err)))
+		goto done;
+	for (size_t k = 0; k < n_pl; k++) {
+		const muse_tensor *t = &r->tensors[pl[k].src];
+		if ((s = muse_model_writer_add_tensor(w, pl[k].name, pl[k].dt, t->ndim, t->shape, err)))
+			goto done;
+	}
+	if ((s = muse_model_writer_begin(w, err)))
+		goto done;
+
+	/* Pass 2: data, one tensor at a time. */
+	muse_progress pg;
+	muse_progress_start(&pg, "convert", total, quiet);
+	for (size_t k = 0; k < n_pl; k++) {
+		muse_tensor *t = &r->tensors[pl[k].src];
+		const uint8_t *src = muse_reader_view(r, pl[k].src);
+		uint8_t *dense = NULL;
+		if (!src) {
+			NOMEM(t->nbytes > SIZE_MAX || !(dense = malloc(t->nbytes ? (size_t)t->nbytes : 1)));
+			if ((s = muse_reader_read(r, pl[k].src, dense, err))) {
+				free(dense);
+				goto done;
+			}
+			src = dense;
+		}
+		if (pl[k].rule->xf != MUSE_XF_NONE) {
+			uint64_t nh = pl[k].rule->xf == MUSE_XF_PERMUTE_Q ? cfg.n_head : cfg.n_head_kv;
+			uint8_t *pb = malloc(t->nbytes ? (size_t)t->nbytes : 1);
+			if (!pb) {
+				free(dense);
+				NOMEM(1);
+			}
+			s = muse_arch_permute_rows(pb, src, t->shape[0], t->nbytes / t->shape[0], nh, err);
+			free(dense);
+			dense = pb;
+			src = pb;
+			if (s) {
+				free(dense);
+				goto done;
+			}
+		}
+		s = emit(w, k, t, pl[k].name, src, pl[k].dt, &cbuf, &ccap, &pg, err);
+		free(dense);
+		if (s)
+			goto done;
+	}
+	if ((s = muse_model_writer_finish(w, err)))
+		goto done;
+	muse_progress_end(&pg);
+	if (!quiet)
+		fprintf(stderr, "muse: wrote %zu tensors (%s, %s) to %s\n", n_pl, a->gguf_name,
+			muse_dtype_name(ft_dt), out);
+done:
+	muse_model_writer_free(w);
+	muse_reader_free(r);
+	muse_meta_free(&hp);
+	muse_meta_free(&meta);
+	free(pl);
+	free(cbuf);
+	return s;
+}

@@ -1,0 +1,230 @@
+/* hf_config.c: config.json -> muse_hf_config and the "<arch>.*" GGUF keys. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hf_config.h"
+
+/* First key of names present in obj (convert_hf_to_gguf.py's find_hparam), or NULL. */
+static json_t *find(json_t *obj, const char *const *names)
+{
+	for (; *names; names++) {
+		json_t *v = json_object_get(obj, *names);
+		if (v && !json_is_null(v))
+			return v;
+	}
+	return NULL;
+}
+
+/* A non-negative integer that fits u32 (every GGUF hparam here is u32). */
+static muse_status get_u32(const char *path, json_t *obj, const char *const *names, int required, uint64_t *out,
+			   int *found, muse_err *err)
+{
+	json_t *v = find(obj, names);
+	*found = 0;
+	if (!v) {
+		if (required)
+			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: missing \"%s\"", path, names[0]);
+		return MUSE_OK;
+	}
+	double d = json_is_real(v) ? json_real_value(v) : -1;
+	if (!json_is_real(v) || !(d >= 0 && d <= 4294967295.0) || d != floor(d))
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: \"%s\" is not an integer in 0..4294967295", path,
+				    names[0]);
+	*out = (uint64_t)d;
+	*found = 1;
+	return MUSE_OK;
+}
+
+static muse_status get_num(const char *path, json_t *v, const char *what, double *out, muse_err *err)
+{
+	if (!json_is_number(v) || !isfinite(json_number_value(v)))
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: \"%s\" is not a finite number", path, what);
+	*out = json_number_value(v);
+	return MUSE_OK;
+}
+
+#define KEY(buf, arch, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
+#define NOMEM(x) do { if (x) { s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory"); goto done; } } while (0)
+
+muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err)
+{
+	char path[4096], k[256];
+	muse_status s = MUSE_OK;
+	json_error_t je;
+	memset(cfg, 0, sizeof *cfg);
+	if ((size_t)snprintf(path, sizeof path, "%s/config.json", dir) >= sizeof path)
+		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: path too long", dir);
+	/* Reals for every number: configs carry integers beyond int64 (1e30 limits) that jansson would refuse. */
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
+	if (!root)
+		return muse_err_at(err, MUSE_ERR_FORMAT, path, (uint64_t)(je.position > 0 ? je.position : 0),
+				   "config.json: %s", je.text);
+	if (!json_is_object(root)) {
+		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: not a JSON object", path);
+		goto done;
+	}
+	/* Multimodal wrappers keep the text model's hparams in text_config; the converter merges them up. */
+	json_t *tc = json_object_get(root, "text_config");
+	if (json_is_object(tc))
+		json_object_update(root, tc);
+
+	json_t *archs = json_object_get(root, "architectures");
+	json_t *a0 = json_is_array(archs) ? json_array_get(archs, 0) : NULL;
+	if (!json_is_string(a0)) {
+		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: no \"architectures\" entry naming the model class", path);
+		goto done;
+	}
+	cfg->arch = muse_arch_find(json_string_value(a0));
+	if (!cfg->arch) {
+		char list[512];
+		muse_arch_list(list, sizeof list);
+		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+				 "%s: architecture '%s' is not supported (supported: %s); use --raw to copy tensors "
+				 "with their names unchanged", path, json_string_value(a0), list);
+		goto done;
+	}
+	const char *an = cfg->arch->gguf_name;
+
+	static const char *const n_layer[] = { "n_layers", "num_hidden_layers", "n_layer", "num_layers", NULL };
+	static const char *const n_ctx[] = { "max_position_embeddings", "n_ctx", "n_positions", "max_length",
+					     "max_sequence_length", "model_max_length", NULL };
+	static const char *const n_embd[] = { "hidden_size", "n_embd", "dim", NULL };
+	static const char *const n_ff[] = { "prefix_dense_intermediate_size", "dense_intermediate_size",
+					    "intermediate_size", "n_inner", "hidden_dim", NULL };
+	static const char *const n_head[] = { "num_attention_heads", "n_head", "n_heads", NULL };
+	static const char *const n_kv[] = { "num_key_value_heads", "n_kv_heads", NULL };
+	static const char *const vocab[] = { "vocab_size", NULL };
+	static const char *const head_dim[] = { "head_dim", NULL };
+	uint64_t v;
+	int f;
+
+	if ((s = get_u32(path, root, n_layer, 1, &cfg->n_layer, &f, err)))
+		goto done;
+	NOMEM(muse_meta_set_u32(meta, KEY(k, an, "block_count"), (uint32_t)cfg->n_layer));
+	if ((s = get_u32(path, root, n_ctx, 0, &v, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "context_length"), (uint32_t)v));
+	if ((s = get_u32(path, root, n_embd, 1, &cfg->n_embd, &f, err)))
+		goto done;
+	NOMEM(muse_meta_set_u32(meta, KEY(k, an, "embedding_length"), (uint32_t)cfg->n_embd));
+	if ((s = get_u32(path, root, n_ff, 0, &v, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "feed_forward_length"), (uint32_t)v));
+	if ((s = get_u32(path, root, n_head, 1, &cfg->n_head, &f, err)))
+		goto done;
+	if (!cfg->n_head) {
+		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: \"num_attention_heads\" is 0", path);
+		goto done;
+	}
+	NOMEM(muse_meta_set_u32(meta, KEY(k, an, "attention.head_count"), (uint32_t)cfg->n_head));
+	if ((s = get_u32(path, root, n_kv, 0, &cfg->n_head_kv, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "attention.head_count_kv"), (uint32_t)cfg->n_head_kv));
+	else
+		cfg->n_head_kv = cfg->n_head;
+	if (!cfg->n_head_kv) {
+		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: \"num_key_value_heads\" is 0", path);
+		goto done;
+	}
+
+	/* rope_parameters (transformers 5) or rope_scaling (4.x); theta may sit at the top level. */
+	json_t *rp = json_object_get(root, "rope_parameters");
+	if (!json_is_object(rp) || !json_object_size(rp))
+		rp = json_object_get(root, "rope_scaling");
+	if (!json_is_object(rp))
+		rp = NULL;
+	json_t *full = rp ? json_object_get(rp, "full_attention") : NULL;
+	if (json_is_object(full))
+		rp = full;
+	json_t *rtype = rp ? json_object_get(rp, "rope_type") : NULL;
+	if (rp && !rtype)
+		rtype = json_object_get(rp, "type");
+	if (rtype && json_is_string(rtype)) {
+		const char *t = json_string_value(rtype);
+		json_t *fac = json_object_get(rp, "factor");
+		double d;
+		if ((!strcmp(t, "linear") || !strcmp(t, "yarn")) && fac && !json_is_null(fac)) {
+			if ((s = get_num(path, fac, "factor", &d, err)))
+				goto done;
+			NOMEM(muse_meta_set_str(meta, KEY(k, an, "rope.scaling.type"), t));
+			NOMEM(muse_meta_set_f32(meta, KEY(k, an, "rope.scaling.factor"), (float)d));
+			if (!strcmp(t, "yarn")) {
+				static const char *const orig[] = { "original_max_position_embeddings", NULL };
+				if ((s = get_u32(path, rp, orig, 1, &v, &f, err)))
+					goto done;
+				NOMEM(muse_meta_set_u32(meta, KEY(k, an, "rope.scaling.original_context_length"),
+							(uint32_t)v));
+				static const struct { const char *hf, *gg; } yk[] = {
+					{ "extrapolation_factor", "rope.scaling.yarn_ext_factor" },
+					{ "attention_factor", "rope.scaling.yarn_attn_factor" },
+					{ "beta_fast", "rope.scaling.yarn_beta_fast" },
+					{ "beta_slow", "rope.scaling.yarn_beta_slow" },
+				};
+				for (size_t i = 0; i < sizeof yk / sizeof yk[0]; i++) {
+					json_t *x = json_object_get(rp, yk[i].hf);
+					if (!x && !strcmp(yk[i].hf, "attention_factor"))
+						x = json_object_get(rp, "attn_factor");
+					if (!x || json_is_null(x))
+						continue;
+					if ((s = get_num(path, x, yk[i].hf, &d, err)))
+						goto done;
+					NOMEM(muse_meta_set_f32(meta, KEY(k, an, yk[i].gg), (float)d));
+				}
+			}
+		} else if (!strcmp(t, "su") || !strcmp(t, "longrope")) {
+			NOMEM(muse_meta_set_str(meta, KEY(k, an, "rope.scaling.type"), "longrope"));
+		} else if (strcmp(t, "default") && strcmp(t, "dynamic") && strcmp(t, "llama3")) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: rope type '%s' is not supported", path, t);
+			goto done;
+		} else if (!strcmp(t, "llama3")) {
+			/* llama.cpp needs a generated rope_freqs tensor for this; not built yet. */
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					 "%s: rope type 'llama3' (rope_freqs tensor) is not supported yet", path);
+			goto done;
+		}
+	}
+	json_t *theta = rp ? json_object_get(rp, "rope_theta") : NULL;
+	if (!theta || json_is_null(theta)) {
+		static const char *const th[] = { "global_rope_theta", "rope_global_theta", "rope_theta_global",
+						  "rope_theta", "rotary_emb_base", NULL };
+		theta = find(root, th);
+	}
+	if (theta) {
+		double d;
+		if ((s = get_num(path, theta, "rope_theta", &d, err)))
+			goto done;
+		NOMEM(muse_meta_set_f32(meta, KEY(k, an, "rope.freq_base"), (float)d));
+	}
+	static const char *const rms[] = { "rms_norm_eps", "norm_eps", NULL };
+	json_t *eps = find(root, rms);
+	if (eps) {
+		double d;
+		if ((s = get_num(path, eps, "rms_norm_eps", &d, err)))
+			goto done;
+		NOMEM(muse_meta_set_f32(meta, KEY(k, an, "attention.layer_norm_rms_epsilon"), (float)d));
+	}
+	uint64_t hd = 0;
+	if ((s = get_u32(path, root, head_dim, 0, &hd, &f, err)))
+		goto done;
+	if (f) {
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "attention.key_length"), (uint32_t)hd));
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "attention.value_length"), (uint32_t)hd));
+	} else {
+		hd = cfg->n_embd / cfg->n_head;
+	}
+	json_t *tie = json_object_get(root, "tie_word_embeddings");
+	cfg->tie_embeddings = tie ? json_is_true(tie) : 1;
+
+	/* LlamaModel.set_gguf_parameters: after the base keys (file_type sits between, the caller's). */
+	if ((s = get_u32(path, root, vocab, 1, &cfg->vocab_size, &f, err)))
+		goto done;
+	cfg->rope_dim = hd;
+done:
+	json_decref(root);
+	return s;
+}
