@@ -69,10 +69,10 @@ build/rel/bench/%: tests/bench/%.c $(REL_CORE_OBJ)
 fuzz-build: $(FUZZ_BIN)
 build/fuzz/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(BASE_CFLAGS) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -c -o $@ $<
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_CORE_OBJ)
+	$(CLANG) $(BASE_CFLAGS) -Wno-unknown-warning-option -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -c -o $@ $<
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(BASE_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE_OBJ) $(LIBS)
+	$(CLANG) $(BASE_CFLAGS) -Wno-unknown-warning-option -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE_OBJ) $(LIBS)
 
 # Run one fuzzer: make fuzz FUZZ=safetensors SECONDS=600
 FUZZ ?= safetensors
