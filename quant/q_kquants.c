@@ -14,6 +14,7 @@
  * Block structs are the on-disk layouts; host byte order is little-endian, as everywhere in muse.
  */
 #include "quant.h"
+#include "quant_tables.h"
 
 #include <math.h>
 #include <string.h>
@@ -74,32 +75,6 @@ _Static_assert(sizeof(kq_block_q6) == 210, "Q6_K block is 210 bytes");
 /* ---- helpers shared by the five types ---- */
 
 /*
- * Round to nearest, ties to even, for |f| <= 2^22: adding 1.5 * 2^23 puts the integer in the low
- * mantissa bits. Larger or non-finite inputs give ggml's same garbage (its assert is compiled out).
- */
-static inline int kq_nearest(float f)
-{
-	float v = f + 12582912.f;
-	int32_t i;
-	memcpy(&i, &v, sizeof i);
-	return (i & 0x007fffff) - 0x00400000;
-}
-
-static inline uint16_t kq_to_f16(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, sizeof u);
-	if ((u & 0x7FFFFFFF) > 0x7F800000)
-		return (uint16_t)(((u >> 16) & 0x8000) | 0x7E00); /* ggml drops NaN payloads */
-	return muse_f32_to_f16(f);
-}
-
-static inline float kq_f16(uint16_t h)
-{
-	return muse_f16_to_f32(h);
-}
-
-/*
  * Symmetric fit of n values to signed levels [-nmax, nmax-1] minimizing the weighted squared error
  * (ggml's make_qx_quants with rmse_type 1): weights qw, or x^2 when qw is NULL. Tries the plain
  * scale and 18 nudged ones. L gets level + nmax (0 for an all-zero group); returns the scale.
@@ -121,7 +96,7 @@ static float kq_fit_signed(int n, int nmax, const float *x, int8_t *L, const flo
 	float iscale = -nmax / max;
 	float sumlx = 0, suml2 = 0;
 	for (int i = 0; i < n; i++) {
-		int l = kq_nearest(iscale * x[i]);
+		int l = muse_q_nearest_int(iscale * x[i]);
 		l = KQ_MAX(-nmax, KQ_MIN(nmax - 1, l));
 		L[i] = (int8_t)(l + nmax);
 		float w = qw ? qw[i] : x[i] * x[i];
@@ -137,7 +112,7 @@ static float kq_fit_signed(int n, int nmax, const float *x, int8_t *L, const flo
 		iscale = -(nmax + 0.1f * is) / max;
 		sumlx = suml2 = 0;
 		for (int i = 0; i < n; i++) {
-			int l = kq_nearest(iscale * x[i]);
+			int l = muse_q_nearest_int(iscale * x[i]);
 			l = KQ_MAX(-nmax, KQ_MIN(nmax - 1, l));
 			float w = qw ? qw[i] : x[i] * x[i];
 			sumlx += w * x[i] * l;
@@ -145,7 +120,7 @@ static float kq_fit_signed(int n, int nmax, const float *x, int8_t *L, const flo
 		}
 		if (suml2 > 0 && sumlx * sumlx > best * suml2) {
 			for (int i = 0; i < n; i++) {
-				int l = kq_nearest(iscale * x[i]);
+				int l = muse_q_nearest_int(iscale * x[i]);
 				L[i] = (int8_t)(nmax + KQ_MAX(-nmax, KQ_MIN(nmax - 1, l)));
 			}
 			scale = sumlx / suml2;
@@ -176,7 +151,7 @@ static float kq_fit_q3(int n, int nmax, const float *x, int8_t *L)
 	float iscale = -nmax / max;
 	float sumlx = 0, suml2 = 0;
 	for (int i = 0; i < n; i++) {
-		int l = kq_nearest(iscale * x[i]);
+		int l = muse_q_nearest_int(iscale * x[i]);
 		l = KQ_MAX(-nmax, KQ_MIN(nmax - 1, l));
 		L[i] = (int8_t)l;
 		float w = x[i] * x[i];
@@ -191,7 +166,7 @@ static float kq_fit_q3(int n, int nmax, const float *x, int8_t *L)
 			if (!(slx > 0))
 				continue;
 			float sl2 = suml2 - w * L[i] * L[i];
-			int nl = kq_nearest(x[i] * sl2 / slx);
+			int nl = muse_q_nearest_int(x[i] * sl2 / slx);
 			nl = KQ_MAX(-nmax, KQ_MIN(nmax - 1, nl));
 			if (nl == L[i])
 				continue;
@@ -245,7 +220,7 @@ static float kq_fit_min(int n, int nmax, const float *x, const float *weights, u
 	float scale = 1 / iscale;
 	float best_error = 0;
 	for (int i = 0; i < n; i++) {
-		int l = kq_nearest(iscale * (x[i] - min));
+		int l = muse_q_nearest_int(iscale * (x[i] - min));
 		L[i] = (uint8_t)KQ_MAX(0, KQ_MIN(nmax, l));
 		float diff = scale * L[i] + min - x[i];
 		diff = use_mad ? fabsf(diff) : diff * diff;
@@ -255,7 +230,7 @@ static float kq_fit_min(int n, int nmax, const float *x, const float *weights, u
 		iscale = (rmin + rdelta * is + nmax) / (max - min);
 		float sum_l = 0, sum_l2 = 0, sum_xl = 0;
 		for (int i = 0; i < n; i++) {
-			int l = kq_nearest(iscale * (x[i] - min));
+			int l = muse_q_nearest_int(iscale * (x[i] - min));
 			l = KQ_MAX(0, KQ_MIN(nmax, l));
 			Laux[i] = (uint8_t)l;
 			float w = weights[i];
@@ -305,7 +280,7 @@ static float kq_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float
 	}
 	float iscale = nmax / max;
 	for (int i = 0; i < n; i++)
-		L[i] = (uint8_t)kq_nearest(iscale * x[i]);
+		L[i] = (uint8_t)muse_q_nearest_int(iscale * x[i]);
 	float scale = 1 / iscale;
 	float best_mse = 0;
 	for (int i = 0; i < n; i++) {
@@ -320,7 +295,7 @@ static float kq_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float
 		float scale_is = 1 / iscale_is;
 		float mse = 0;
 		for (int i = 0; i < n; i++) {
-			int l = kq_nearest(iscale_is * x[i]);
+			int l = muse_q_nearest_int(iscale_is * x[i]);
 			l = KQ_MIN(nmax, l);
 			float diff = x[i] - scale_is * l;
 			float w = qw[i];
@@ -333,7 +308,7 @@ static float kq_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float
 	}
 	float sumlx = 0, suml2 = 0;
 	for (int i = 0; i < n; i++) {
-		int l = kq_nearest(iscale * x[i]);
+		int l = muse_q_nearest_int(iscale * x[i]);
 		l = KQ_MIN(nmax, l);
 		L[i] = (uint8_t)l;
 		float w = qw[i];
@@ -348,7 +323,7 @@ static float kq_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float
 			float sl2 = suml2 - w * L[i] * L[i];
 			if (!(slx > 0 && sl2 > 0))
 				continue;
-			int nl = kq_nearest(x[i] * sl2 / slx);
+			int nl = muse_q_nearest_int(x[i] * sl2 / slx);
 			nl = KQ_MIN(nmax, nl);
 			if (nl == L[i])
 				continue;
@@ -432,14 +407,14 @@ static float kq_sumsq(const float *x)
 /* Second pass shared by both Q2_K paths: requantize with the stored (rounded) scales and mins. */
 static void q2_finish(const float *x, kq_block_q2 *y, uint8_t *L)
 {
-	float dall = kq_f16(y->d), mall = kq_f16(y->dmin);
+	float dall = muse_f16_to_f32(y->d), mall = muse_f16_to_f32(y->dmin);
 	for (int j = 0; j < QK_K / 16; j++) {
 		const float d = dall * (y->scales[j] & 0xF);
 		if (!d)
 			continue;
 		const float dm = mall * (y->scales[j] >> 4);
 		for (int ii = 0; ii < 16; ii++) {
-			int l = kq_nearest((x[16 * j + ii] + dm) / d);
+			int l = muse_q_nearest_int((x[16 * j + ii] + dm) / d);
 			L[16 * j + ii] = (uint8_t)KQ_MAX(0, KQ_MIN(3, l));
 		}
 	}
@@ -463,19 +438,19 @@ static void q2_block_ref(const float *x, kq_block_q2 *y)
 	if (max_scale > 0) {
 		float iscale = 15.f / max_scale;
 		for (int j = 0; j < QK_K / 16; j++)
-			y->scales[j] = (uint8_t)kq_nearest(iscale * scales[j]);
-		y->d = kq_to_f16(max_scale / 15.f);
+			y->scales[j] = (uint8_t)muse_q_nearest_int(iscale * scales[j]);
+		y->d = muse_q_fp16(max_scale / 15.f);
 	} else {
 		memset(y->scales, 0, sizeof y->scales);
-		y->d = kq_to_f16(0.f);
+		y->d = muse_q_fp16(0.f);
 	}
 	if (max_min > 0) {
 		float iscale = 15.f / max_min;
 		for (int j = 0; j < QK_K / 16; j++)
-			y->scales[j] |= (uint8_t)((unsigned)kq_nearest(iscale * mins[j]) << 4);
-		y->dmin = kq_to_f16(max_min / 15.f);
+			y->scales[j] |= (uint8_t)((unsigned)muse_q_nearest_int(iscale * mins[j]) << 4);
+		y->dmin = muse_q_fp16(max_min / 15.f);
 	} else {
-		y->dmin = kq_to_f16(0.f);
+		y->dmin = muse_q_fp16(0.f);
 	}
 	q2_finish(x, y, L);
 }
@@ -496,8 +471,8 @@ static void q2_block_imp(const float *x, kq_block_q2 *y, const float *qw_block)
 	}
 	float dm = kq_fit_pos(QK_K / 16, 15, scales, Ls, sw);
 	float mm = kq_fit_pos(QK_K / 16, 15, mins, Lm, sw);
-	y->d = kq_to_f16(dm);
-	y->dmin = kq_to_f16(mm);
+	y->d = muse_q_fp16(dm);
+	y->dmin = muse_q_fp16(mm);
 	for (int j = 0; j < QK_K / 16; j++)
 		y->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
 	q2_finish(x, y, L);
@@ -521,7 +496,7 @@ void muse_dequantize_q2_k(const void *src, float *y, int64_t n)
 {
 	const kq_block_q2 *x = src;
 	for (int64_t i = 0; i < n / QK_K; i++) {
-		const float d = kq_f16(x[i].d), min = kq_f16(x[i].dmin);
+		const float d = muse_f16_to_f32(x[i].d), min = muse_f16_to_f32(x[i].dmin);
 		const uint8_t *q = x[i].qs;
 		int is = 0;
 		for (int h = 0; h < QK_K; h += 128, q += 32)
@@ -540,13 +515,13 @@ void muse_dequantize_q2_k(const void *src, float *y, int64_t n)
 /* Shared tail: requantize with the stored scales, split off the high bits, pack. */
 static void q3_finish(const float *x, kq_block_q3 *y, int8_t *L)
 {
-	float dall = kq_f16(y->d);
+	float dall = muse_f16_to_f32(y->d);
 	for (int j = 0; j < QK_K / 16; j++) {
 		float d = dall * kq_scale_q3(j, y->scales);
 		if (!d)
 			continue;
 		for (int ii = 0; ii < 16; ii++) {
-			int l = kq_nearest(x[16 * j + ii] / d);
+			int l = muse_q_nearest_int(x[16 * j + ii] / d);
 			L[16 * j + ii] = (int8_t)(KQ_MAX(-4, KQ_MIN(3, l)) + 4);
 		}
 	}
@@ -577,12 +552,12 @@ static void q3_block_ref(const float *x, kq_block_q3 *y)
 		float iscale = -32.f / max_scale;
 		for (int j = 0; j < QK_K / 16; j++) {
 			/* ggml narrows to int8_t before clamping */
-			int8_t l = (int8_t)kq_nearest(iscale * scales[j]);
+			int8_t l = (int8_t)muse_q_nearest_int(iscale * scales[j]);
 			kq_put_scale_q3(j, KQ_MAX(-32, KQ_MIN(31, l)) + 32, y->scales);
 		}
-		y->d = kq_to_f16(1 / iscale);
+		y->d = muse_q_fp16(1 / iscale);
 	} else {
-		y->d = kq_to_f16(0.f);
+		y->d = muse_q_fp16(0.f);
 	}
 	q3_finish(x, y, L);
 }
@@ -606,7 +581,7 @@ static void q3_block_imp(const float *x, kq_block_q3 *y, const float *qw_block)
 	float d_block = kq_fit_signed(QK_K / 16, 32, scales, Ls, sw);
 	for (int j = 0; j < QK_K / 16; j++)
 		kq_put_scale_q3(j, Ls[j], y->scales);
-	y->d = kq_to_f16(d_block);
+	y->d = muse_q_fp16(d_block);
 	q3_finish(x, y, L);
 }
 
@@ -628,7 +603,7 @@ void muse_dequantize_q3_k(const void *src, float *y, int64_t n)
 {
 	const kq_block_q3 *x = src;
 	for (int64_t i = 0; i < n / QK_K; i++) {
-		const float d_all = kq_f16(x[i].d);
+		const float d_all = muse_f16_to_f32(x[i].d);
 		const uint8_t *q = x[i].qs, *hm = x[i].hmask;
 		uint8_t m = 1;
 		int is = 0;
@@ -650,12 +625,12 @@ static void q45_requant(const float *x, uint16_t d16, uint16_t dmin16, const uin
 	for (int j = 0; j < QK_K / 32; j++) {
 		uint8_t sc, m;
 		kq_scale_min(j, scales, &sc, &m);
-		const float d = kq_f16(d16) * sc;
+		const float d = muse_f16_to_f32(d16) * sc;
 		if (!d)
 			continue;
-		const float dm = kq_f16(dmin16) * m;
+		const float dm = muse_f16_to_f32(dmin16) * m;
 		for (int ii = 0; ii < 32; ii++) {
-			int l = kq_nearest((x[32 * j + ii] + dm) / d);
+			int l = muse_q_nearest_int((x[32 * j + ii] + dm) / d);
 			L[32 * j + ii] = (uint8_t)KQ_MAX(0, KQ_MIN(nmax, l));
 		}
 	}
@@ -686,12 +661,12 @@ static void q45_scales_ref(const float *x, int nmax, float rmin, float rdelta, i
 	float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
 	for (int j = 0; j < QK_K / 32; j++) {
 		/* ggml narrows to uint8_t before the clamp to 63 */
-		uint8_t ls = (uint8_t)kq_nearest(inv_scale * scales[j]);
-		uint8_t lm = (uint8_t)kq_nearest(inv_min * mins[j]);
+		uint8_t ls = (uint8_t)muse_q_nearest_int(inv_scale * scales[j]);
+		uint8_t lm = (uint8_t)muse_q_nearest_int(inv_min * mins[j]);
 		kq_put_scale_min(j, KQ_MIN(63, ls), KQ_MIN(63, lm), scales_out);
 	}
-	*d = kq_to_f16(max_scale / 63.f);
-	*dmin = kq_to_f16(max_min / 63.f);
+	*d = muse_q_fp16(max_scale / 63.f);
+	*dmin = muse_q_fp16(max_min / 63.f);
 }
 
 /*
@@ -726,8 +701,8 @@ static void q45_scales_imp(const float *x, const float *qw_block, int nmax, bool
 		}
 		kq_put_scale_min(j, ls, lm, scales_out);
 	}
-	*d = kq_to_f16(d_block);
-	*dmin = kq_to_f16(m_block);
+	*d = muse_q_fp16(d_block);
+	*dmin = muse_q_fp16(m_block);
 }
 
 size_t muse_quantize_q4_k_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
@@ -754,7 +729,7 @@ void muse_dequantize_q4_k(const void *src, float *y, int64_t n)
 	const kq_block_q4 *x = src;
 	for (int64_t i = 0; i < n / QK_K; i++) {
 		const uint8_t *q = x[i].qs;
-		const float d = kq_f16(x[i].d), min = kq_f16(x[i].dmin);
+		const float d = muse_f16_to_f32(x[i].d), min = muse_f16_to_f32(x[i].dmin);
 		for (int is = 0; is < QK_K / 32; is += 2, q += 32) {
 			uint8_t sc, m;
 			kq_scale_min(is, x[i].scales, &sc, &m);
@@ -805,7 +780,7 @@ void muse_dequantize_q5_k(const void *src, float *y, int64_t n)
 	const kq_block_q5 *x = src;
 	for (int64_t i = 0; i < n / QK_K; i++) {
 		const uint8_t *ql = x[i].qs, *qh = x[i].qh;
-		const float d = kq_f16(x[i].d), min = kq_f16(x[i].dmin);
+		const float d = muse_f16_to_f32(x[i].d), min = muse_f16_to_f32(x[i].dmin);
 		uint8_t u1 = 1, u2 = 2;
 		for (int is = 0; is < QK_K / 32; is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
 			uint8_t sc, m;
@@ -838,20 +813,20 @@ static void q6_block(const float *x, kq_block_q6 *y, const float *qw_block)
 	}
 	if (max_abs < KQ_EPS) {
 		memset(y, 0, sizeof *y);
-		y->d = kq_to_f16(0.f);
+		y->d = muse_q_fp16(0.f);
 		return;
 	}
 	float iscale = -128.f / max_scale;
-	y->d = kq_to_f16(1 / iscale);
+	y->d = muse_q_fp16(1 / iscale);
 	for (int ib = 0; ib < QK_K / 16; ib++)
-		y->scales[ib] = (int8_t)KQ_MIN(127, kq_nearest(iscale * scales[ib]));
-	const float dall = kq_f16(y->d);
+		y->scales[ib] = (int8_t)KQ_MIN(127, muse_q_nearest_int(iscale * scales[ib]));
+	const float dall = muse_f16_to_f32(y->d);
 	for (int j = 0; j < QK_K / 16; j++) {
 		float d = dall * y->scales[j];
 		if (!d)
 			continue;
 		for (int ii = 0; ii < 16; ii++) {
-			int l = kq_nearest(x[16 * j + ii] / d);
+			int l = muse_q_nearest_int(x[16 * j + ii] / d);
 			L[16 * j + ii] = (int8_t)(KQ_MAX(-32, KQ_MIN(31, l)) + 32);
 		}
 	}
@@ -881,7 +856,7 @@ void muse_dequantize_q6_k(const void *src, float *y, int64_t n)
 {
 	const kq_block_q6 *x = src;
 	for (int64_t i = 0; i < n / QK_K; i++) {
-		const float d = kq_f16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		const uint8_t *ql = x[i].ql, *qh = x[i].qh;
 		const int8_t *sc = x[i].scales;
 		for (int h = 0; h < QK_K; h += 128, y += 128, ql += 64, qh += 32, sc += 8)
