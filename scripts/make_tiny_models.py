@@ -4,6 +4,7 @@ each with a small byte-level BPE tokenizer trained offline on a fixed text, for 
 Generated, never committed.
 
 usage: make_tiny_models.py OUT_DIR [--arch llama] [--dtype f32|f16|bf16] [--tie]
+                           [--pre llama-bpe|qwen2|gpt-2|smollm] [--format safetensors|bin]
 
 OUT_DIR gets config.json, model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json
 and special_tokens_map.json, as save_pretrained writes them.
@@ -26,19 +27,35 @@ CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def make_tokenizer(vocab_size):
-    """A byte-level BPE with the Llama-3 / SmolLM2 split regex, trained deterministically on TEXT."""
+PRE_TOKENIZERS = ("llama-bpe", "qwen2", "gpt-2", "smollm")
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+
+
+def make_tokenizer(vocab_size, pre="llama-bpe"):
+    """A byte-level BPE trained deterministically on TEXT, with the pre-tokenizer of a known model family:
+    llama-bpe (Llama-3 / SmolLM2-style split regex), qwen2 (same with single digits), gpt-2 (ByteLevel's own
+    regex), smollm (single digits, then GPT-2's regex)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    # The "llama-bpe" pre-tokenizer: the Llama-3 regex, then byte-level without its own regex.
-    llama3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(llama3), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    if pre in ("llama-bpe", "qwen2"):
+        regex = LLAMA3_REGEX if pre == "llama-bpe" else QWEN2_REGEX
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    elif pre == "gpt-2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    elif pre == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    else:
+        raise ValueError(pre)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -49,11 +66,11 @@ def make_tokenizer(vocab_size):
     return fast
 
 
-def make_llama(out, dtype, tie, seed=1234):
+def make_llama(out, dtype="f32", tie=False, pre="llama-bpe", fmt="safetensors", seed=1234):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = make_tokenizer(400)
+    tok = make_tokenizer(400, pre)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=tie,
@@ -67,7 +84,12 @@ def make_llama(out, dtype, tie, seed=1234):
             if n.endswith("norm.weight"):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
     model = model.to({"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype])
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)
+    if fmt == "bin":
+        # transformers 5 writes only safetensors; the legacy file is torch.save of the same state dict.
+        sd = {k: v for k, v in model.state_dict().items() if not (tie and k == "lm_head.weight")}
+        torch.save(sd, os.path.join(out, "pytorch_model.bin"))
+        os.remove(os.path.join(out, "model.safetensors"))
     tok.save_pretrained(out)
     # Say explicitly that no BOS/EOS is added (the tokenizer's post-processor adds none): without these keys
     # llama.cpp would default to adding BOS for a gpt2-style vocab and tokenize differently from HF.
@@ -85,9 +107,11 @@ def main():
     ap.add_argument("--arch", default="llama", choices=["llama"])
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
     ap.add_argument("--tie", action="store_true", help="tied embeddings (no lm_head.weight)")
+    ap.add_argument("--pre", default="llama-bpe", choices=PRE_TOKENIZERS, help="pre-tokenizer family")
+    ap.add_argument("--format", default="safetensors", choices=["safetensors", "bin"], help="weights file")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    make_llama(a.out, a.dtype, a.tie)
+    make_llama(a.out, a.dtype, a.tie, a.pre, a.format)
 
 
 if __name__ == "__main__":
