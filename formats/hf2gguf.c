@@ -188,7 +188,7 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 			 muse_err *err)
 {
 	muse_status s;
-	muse_hf_config cfg;
+	muse_hf_config cfg = { 0 };
 	muse_meta hp, meta;
 	muse_reader *r = NULL;
 	muse_model_writer *w = NULL;
@@ -259,6 +259,9 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	}
 	if (ft_dt == MUSE_DT_INVALID)
 		ft_dt = want != MUSE_DT_INVALID ? want : MUSE_DT_F32;
+	/* Llama-3 rope scaling: a generated F32 tensor, first, as convert_hf_to_gguf.py's generate_extra_tensors. */
+	size_t extra = cfg.n_rope_freqs ? 1 : 0;
+	n_params += cfg.n_rope_freqs;
 
 	/* Metadata in convert_hf_to_gguf.py's order. */
 	char title[256], size[32];
@@ -296,6 +299,8 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	if ((s = muse_model_writer_create(&w, MUSE_OUT_GGUF, out, shard_bytes, err)) ||
 	    (s = muse_model_writer_set_meta(w, &meta, NULL, err)))
 		goto done;
+	if (extra && (s = muse_model_writer_add_tensor(w, "rope_freqs.weight", MUSE_DT_F32, 1, &cfg.n_rope_freqs, err)))
+		goto done;
 	for (size_t k = 0; k < n_pl; k++) {
 		const muse_tensor *t = &r->tensors[pl[k].src];
 		if ((s = muse_model_writer_add_tensor(w, pl[k].name, pl[k].dt, t->ndim, t->shape, err)))
@@ -307,6 +312,8 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	/* Pass 2: data, one tensor at a time. */
 	muse_progress pg;
 	muse_progress_start(&pg, "convert", total, quiet);
+	if (extra && (s = muse_model_writer_write(w, 0, cfg.rope_freqs, (size_t)cfg.n_rope_freqs * sizeof(float), err)))
+		goto done;
 	for (size_t k = 0; k < n_pl; k++) {
 		muse_tensor *t = &r->tensors[pl[k].src];
 		const uint8_t *src = muse_reader_view(r, pl[k].src);
@@ -335,7 +342,7 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 				goto done;
 			}
 		}
-		s = emit(w, k, t, pl[k].name, src, pl[k].dt, &cbuf, &ccap, &pg, err);
+		s = emit(w, k + extra, t, pl[k].name, src, pl[k].dt, &cbuf, &ccap, &pg, err);
 		free(dense);
 		if (s)
 			goto done;
@@ -344,9 +351,10 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 		goto done;
 	muse_progress_end(&pg);
 	if (!quiet)
-		fprintf(stderr, "muse: wrote %zu tensors (%s, %s) to %s\n", n_pl, a->gguf_name,
+		fprintf(stderr, "muse: wrote %zu tensors (%s, %s) to %s\n", n_pl + extra, a->gguf_name,
 			muse_dtype_name(ft_dt), out);
 done:
+	muse_hf_config_free(&cfg);
 	muse_model_writer_free(w);
 	muse_reader_free(r);
 	muse_meta_free(&hp);

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hf_config.h"
@@ -43,6 +44,63 @@ static muse_status get_num(const char *path, json_t *v, const char *what, double
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: \"%s\" is not a finite number", path, what);
 	*out = json_number_value(v);
 	return MUSE_OK;
+}
+
+/* A number field of a rope dict, or its default when absent. */
+static muse_status rope_num(const char *path, json_t *rp, const char *key, double def, double *out, muse_err *err)
+{
+	json_t *v = json_object_get(rp, key);
+	*out = def;
+	return v && !json_is_null(v) ? get_num(path, v, key, out, err) : MUSE_OK;
+}
+
+/*
+ * Llama-3 rope scaling factors, computed as LlamaModel.generate_extra_tensors
+ * does in torch float32: every tensor operation rounds to float, Python
+ * scalars enter as floats, the thresholds are Python doubles rounded to
+ * float for the comparison.
+ */
+static muse_status llama3_freqs(const char *path, json_t *rp, double base, uint64_t dim, muse_hf_config *cfg,
+				muse_err *err)
+{
+	double factor, lo, hi, old;
+	muse_status s;
+	if ((s = rope_num(path, rp, "factor", 8.0, &factor, err)) ||
+	    (s = rope_num(path, rp, "low_freq_factor", 1.0, &lo, err)) ||
+	    (s = rope_num(path, rp, "high_freq_factor", 4.0, &hi, err)) ||
+	    (s = rope_num(path, rp, "original_max_position_embeddings", 8192.0, &old, err)))
+		return s;
+	if (dim < 2 || dim > 65536 || lo == 0 || hi == 0 || hi == lo || factor == 0)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: llama3 rope parameters out of range", path);
+	cfg->n_rope_freqs = (dim + 1) / 2; /* torch.arange(0, dim, 2) */
+	cfg->rope_freqs = malloc(cfg->n_rope_freqs * sizeof(float));
+	if (!cfg->rope_freqs)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	double low_wavelen = old / lo, high_wavelen = old / hi;
+	for (uint64_t i = 0; i < cfg->n_rope_freqs; i++) {
+		float x = (float)(2 * i) / (float)dim;
+		float p = (float)pow((double)(float)base, (double)x);
+		float freq = 1.0f / p;
+		float wavelen = (float)(2 * M_PI) / freq;
+		float f;
+		if (wavelen < (float)high_wavelen) {
+			f = 1.0f;
+		} else if (wavelen > (float)low_wavelen) {
+			f = (float)factor;
+		} else {
+			float smooth = ((float)old / wavelen - (float)lo) / (float)(hi - lo);
+			f = 1.0f / ((1.0f - smooth) / (float)factor + smooth);
+		}
+		cfg->rope_freqs[i] = f;
+	}
+	return MUSE_OK;
+}
+
+void muse_hf_config_free(muse_hf_config *cfg)
+{
+	free(cfg->rope_freqs);
+	cfg->rope_freqs = NULL;
+	cfg->n_rope_freqs = 0;
 }
 
 #define KEY(buf, arch, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
@@ -141,6 +199,7 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 	json_t *full = rp ? json_object_get(rp, "full_attention") : NULL;
 	if (json_is_object(full))
 		rp = full;
+	json_t *llama3 = NULL;
 	json_t *rtype = rp ? json_object_get(rp, "rope_type") : NULL;
 	if (rp && !rtype)
 		rtype = json_object_get(rp, "type");
@@ -178,13 +237,10 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 			}
 		} else if (!strcmp(t, "su") || !strcmp(t, "longrope")) {
 			NOMEM(muse_meta_set_str(meta, KEY(k, an, "rope.scaling.type"), "longrope"));
-		} else if (strcmp(t, "default") && strcmp(t, "dynamic") && strcmp(t, "llama3")) {
-			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: rope type '%s' is not supported", path, t);
-			goto done;
 		} else if (!strcmp(t, "llama3")) {
-			/* llama.cpp needs a generated rope_freqs tensor for this; not built yet. */
-			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-					 "%s: rope type 'llama3' (rope_freqs tensor) is not supported yet", path);
+			llama3 = rp;
+		} else if (strcmp(t, "default") && strcmp(t, "dynamic")) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: rope type '%s' is not supported", path, t);
 			goto done;
 		}
 	}
@@ -194,11 +250,11 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 						  "rope_theta", "rotary_emb_base", NULL };
 		theta = find(root, th);
 	}
+	double base = 10000.0;
 	if (theta) {
-		double d;
-		if ((s = get_num(path, theta, "rope_theta", &d, err)))
+		if ((s = get_num(path, theta, "rope_theta", &base, err)))
 			goto done;
-		NOMEM(muse_meta_set_f32(meta, KEY(k, an, "rope.freq_base"), (float)d));
+		NOMEM(muse_meta_set_f32(meta, KEY(k, an, "rope.freq_base"), (float)base));
 	}
 	static const char *const rms[] = { "rms_norm_eps", "norm_eps", NULL };
 	json_t *eps = find(root, rms);
@@ -217,6 +273,8 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 	} else {
 		hd = cfg->n_embd / cfg->n_head;
 	}
+	if (llama3 && (s = llama3_freqs(path, llama3, base, hd, cfg, err)))
+		goto done;
 	json_t *tie = json_object_get(root, "tie_word_embeddings");
 	cfg->tie_embeddings = tie ? json_is_true(tie) : 1;
 
@@ -225,6 +283,8 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 		goto done;
 	cfg->rope_dim = hd;
 done:
+	if (s)
+		muse_hf_config_free(cfg);
 	json_decref(root);
 	return s;
 }

@@ -14,6 +14,8 @@ typedef struct muse_hf_config {
 	uint64_t n_layer, n_embd, n_head, n_head_kv, vocab_size;
 	uint64_t rope_dim;  /* head_dim, else hidden_size / num_attention_heads */
 	int tie_embeddings; /* tie_word_embeddings (default true in transformers' PretrainedConfig) */
+	float *rope_freqs;  /* Llama-3 rope scaling: rope_dim / 2 factors for the rope_freqs.weight tensor; owned */
+	uint64_t n_rope_freqs;
 } muse_hf_config;
 
 /*
@@ -28,5 +30,7 @@ typedef struct muse_hf_config {
  * (cfg->vocab_size, cfg->rope_dim): those are the caller's, as is general.*.
  */
 muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err);
+/* Frees what load allocated (rope_freqs); safe on a zeroed or failed cfg. */
+void muse_hf_config_free(muse_hf_config *cfg);
 
 #endif

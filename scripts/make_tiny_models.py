@@ -4,7 +4,7 @@ each with a small byte-level BPE tokenizer trained offline on a fixed text, for 
 Generated, never committed.
 
 usage: make_tiny_models.py OUT_DIR [--arch llama] [--dtype f32|f16|bf16] [--tie]
-                           [--pre llama-bpe|qwen2|gpt-2|smollm] [--format safetensors|bin]
+                           [--pre llama-bpe|qwen2|gpt-2|smollm] [--format safetensors|bin] [--rope default|llama3]
 
 OUT_DIR gets config.json, model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json
 and special_tokens_map.json, as save_pretrained writes them.
@@ -66,14 +66,20 @@ def make_tokenizer(vocab_size, pre="llama-bpe"):
     return fast
 
 
-def make_llama(out, dtype="f32", tie=False, pre="llama-bpe", fmt="safetensors", seed=1234):
+def make_llama(out, dtype="f32", tie=False, pre="llama-bpe", fmt="safetensors", rope="default", seed=1234):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = make_tokenizer(400, pre)
+    rp = {"rope_type": "default", "rope_theta": 10000.0}
+    if rope == "llama3":
+        # Llama-3.1 style long-context scaling; original context 64 puts the 8 rotary frequencies of head_dim 16
+        # in all three bands (kept, scaled by factor, smoothly interpolated).
+        rp = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=tie,
+                      rms_norm_eps=1e-5, rope_parameters=rp, tie_word_embeddings=tie,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
@@ -109,9 +115,10 @@ def main():
     ap.add_argument("--tie", action="store_true", help="tied embeddings (no lm_head.weight)")
     ap.add_argument("--pre", default="llama-bpe", choices=PRE_TOKENIZERS, help="pre-tokenizer family")
     ap.add_argument("--format", default="safetensors", choices=["safetensors", "bin"], help="weights file")
+    ap.add_argument("--rope", default="default", choices=["default", "llama3"], help="rope scaling")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    make_llama(a.out, a.dtype, a.tie, a.pre, a.format)
+    make_llama(a.out, a.dtype, a.tie, a.pre, a.format, a.rope)
 
 
 if __name__ == "__main__":

@@ -167,22 +167,37 @@ def test_permutation_against_transformers(muse, work):
                         assert np.array_equal(gg[h * hd + 2 * i + j], hf[h * hd + j * (hd // 2) + i])
 
 
-def test_logits_match_transformers(muse, work):
-    """llama.cpp runs muse's GGUF (F32) and its logits match transformers' on fixed tokens."""
+def _logits_check(gguf_path, model_dir):
     if not os.access(llamacpp.tool("llama_logits"), os.X_OK):
         pytest.skip("llama.cpp oracle llama_logits not built (scripts/build_llama_cpp.sh)")
     import torch
     from transformers import LlamaForCausalLM
     tokens = [1, 45, 100, 7, 399, 250, 3, 12]
-    model = LlamaForCausalLM.from_pretrained(work["models"]["f32"], dtype=torch.float32).eval()
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         want = model(torch.tensor([tokens])).logits[0].numpy()
-    got = llamacpp.logits(_muse(muse, work, "f32", "f32"), tokens)
+    got = llamacpp.logits(gguf_path, tokens)
     assert got.shape == want.shape
     # F32 weights on both sides; the difference is summation order in ggml vs torch kernels (measured 2e-7
     # with logits of std 0.16; a wrong permutation or a swapped norm moves them by ~0.1).
     assert want.std() > 0.05
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_logits_match_transformers(muse, work):
+    """llama.cpp runs muse's GGUF (F32) and its logits match transformers' on fixed tokens."""
+    _logits_check(_muse(muse, work, "f32", "f32"), work["models"]["f32"])
+
+
+def test_llama3_rope_freqs(muse, work):
+    """Llama-3.1 rope scaling: muse generates rope_freqs.weight (F32, first) bit-exact with
+    convert_hf_to_gguf.py's torch float32 computation, same metadata; llama.cpp's logits match transformers'."""
+    work["models"]["llama3"] = _tiny(work, "llama3", rope="llama3")
+    rm, kv = _compare(_muse(muse, work, "llama3", "f32"), _reference(work, "llama3", "f32"))
+    assert rm.tensors[0].name == "rope_freqs.weight"
+    f = np.asarray(rm.tensors[0].data)
+    assert f[0] == 1 and f[-1] == 8 and 1 < f[1] < 8  # all three bands present
+    _logits_check(_muse(muse, work, "llama3", "f32"), work["models"]["llama3"])
 
 
 TEXTS = ["Hello world", "The quick brown fox 12345 jumps", "  spaces\tand\nnewlines  \n\n\n x",
