@@ -1,8 +1,12 @@
 /* test_arch.c: architecture tables (name mapping, block numbers), Q/K permutation, name/size heuristics, pre-tokenizer choice. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../formats/arch.h"
 #include "../../formats/hf2gguf.h"
+#include "../../formats/hf_config.h"
 #include "../../formats/tokenizer_gguf.h"
 #include "unit.h"
 
@@ -100,12 +104,175 @@ static void test_pre(void)
 	CHECK(muse_tokenizer_pre_name("not json") == NULL);
 }
 
+
+/* ---- config.json and tokenizer files from a scratch directory ---- */
+
+static char scratch[64];
+
+static void put(const char *name, const char *text)
+{
+	char p[256];
+	snprintf(p, sizeof p, "%s/%s", scratch, name);
+	FILE *f = fopen(p, "wb");
+	if (!f)
+		return;
+	fputs(text, f);
+	fclose(f);
+}
+
+static void drop(const char *name)
+{
+	char p[256];
+	snprintf(p, sizeof p, "%s/%s", scratch, name);
+	unlink(p);
+}
+
+#define CFG_HEAD "{\"architectures\":[\"LlamaForCausalLM\"],\"num_hidden_layers\":2,\"hidden_size\":64,"
+#define CFG_TAIL "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"vocab_size\":8,\"rms_norm_eps\":1e-5}"
+
+static muse_status cfg_with(const char *text, muse_err *err)
+{
+	muse_hf_config c;
+	muse_meta m;
+	muse_meta_init(&m);
+	put("config.json", text);
+	muse_status s = muse_hf_config_load(scratch, &c, &m, err);
+	if (!s)
+		muse_hf_config_free(&c);
+	muse_meta_free(&m);
+	return s;
+}
+
+static void test_config(void)
+{
+	muse_err err = { 0 };
+	muse_hf_config c;
+	muse_meta m;
+	muse_meta_init(&m);
+	put("config.json", CFG_HEAD "\"max_position_embeddings\":1e30,\"rope_theta\":500000," CFG_TAIL);
+	/* 1e30 does not fit u32: refused, not wrapped. */
+	CHECK(muse_hf_config_load(scratch, &c, &m, &err) == MUSE_ERR_FORMAT);
+	put("config.json", CFG_HEAD "\"max_position_embeddings\":256,\"rope_theta\":500000," CFG_TAIL);
+	CHECK(muse_hf_config_load(scratch, &c, &m, &err) == MUSE_OK);
+	CHECK(c.n_layer == 2 && c.n_head == 4 && c.n_head_kv == 2 && c.rope_dim == 16 && c.tie_embeddings);
+	double d;
+	CHECK(muse_meta_get_f64(&m, "llama.rope.freq_base", &d) && d == 500000);
+	uint64_t u;
+	CHECK(muse_meta_get_u64(&m, "llama.context_length", &u) && u == 256);
+	muse_hf_config_free(&c);
+	muse_meta_free(&m);
+
+	CHECK(cfg_with("[]", &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with("{\"architectures\":[\"LlamaForCausalLM\"]", &err) == MUSE_ERR_FORMAT);
+	CHECK(strstr(err.msg, "byte ") != NULL);
+	CHECK(cfg_with("{\"architectures\":[\"X\"]}", &err) == MUSE_ERR_UNSUPPORTED);
+	CHECK(strstr(err.msg, "LlamaForCausalLM") && strstr(err.msg, "--raw"));
+	CHECK(cfg_with("{\"architectures\":[]}", &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with(CFG_HEAD "\"num_attention_heads\":0,\"vocab_size\":8}", &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with(CFG_HEAD "\"num_attention_heads\":-4,\"vocab_size\":8}", &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with(CFG_HEAD "\"num_attention_heads\":4.5,\"vocab_size\":8}", &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with(CFG_HEAD "\"num_attention_heads\":\"4\",\"vocab_size\":8}", &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with(CFG_HEAD "\"num_attention_heads\":4}", &err) == MUSE_ERR_FORMAT); /* no vocab_size */
+	CHECK(cfg_with(CFG_HEAD "\"hidden_size\":1," CFG_TAIL, &err) == MUSE_ERR_FORMAT); /* duplicate key */
+	CHECK(cfg_with(CFG_HEAD "\"rope_scaling\":{\"rope_type\":\"weird\"}," CFG_TAIL, &err) == MUSE_ERR_UNSUPPORTED);
+	CHECK(cfg_with(CFG_HEAD "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}," CFG_TAIL, &err) ==
+	      MUSE_ERR_FORMAT); /* yarn needs original_max_position_embeddings */
+	CHECK(cfg_with(CFG_HEAD "\"rope_scaling\":{\"rope_type\":\"llama3\",\"low_freq_factor\":4,"
+			       "\"high_freq_factor\":4}," CFG_TAIL, &err) == MUSE_ERR_FORMAT);
+	CHECK(cfg_with(CFG_HEAD "\"rope_scaling\":{\"rope_type\":\"llama3\"}," CFG_TAIL, &err) == MUSE_OK);
+	CHECK(cfg_with(CFG_HEAD "\"rope_theta\":\"x\"," CFG_TAIL, &err) == MUSE_ERR_FORMAT);
+	put("config.json", CFG_HEAD "\"bos_token_id\":1,\"eos_token_id\":99," CFG_TAIL);
+}
+
+static muse_status tok_with(const char *tok, uint64_t n_vocab, muse_meta *m, muse_err *err)
+{
+	put("tokenizer.json", tok);
+	return muse_tokenizer_gguf_load(scratch, n_vocab, m, NULL, err);
+}
+
+#define BL "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"
+
+static void test_tokenizer(void)
+{
+	muse_err err = { 0 };
+	muse_meta m;
+	muse_meta_init(&m);
+	put("tokenizer_config.json", "{\"bos_token\":{\"content\":\"<s>\"},\"eos_token\":\"</s>\",\"add_bos_token\":true,"
+				     "\"model_max_length\":1000000000000000019884624838656,\"chat_template\":\"T\\u00e9\"}");
+	CHECK(tok_with("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":3,\"b\":4,\"ab\":5},\"merges\":[[\"a\",\"b\"],"
+		       "[\"a \",\"b\"]]},\"added_tokens\":[{\"id\":0,\"content\":\"<s>\",\"special\":true},"
+		       "{\"id\":1,\"content\":\"</s>\",\"special\":true},{\"id\":2,\"content\":\"x\\u2581y\","
+		       "\"special\":false}]," BL "}", 8, &m, &err) == MUSE_OK);
+	const muse_kv *kv = muse_meta_find(&m, "tokenizer.ggml.tokens");
+	CHECK(kv && kv->n == 8);
+	if (kv && kv->n == 8) {
+		const muse_str *t = kv->arr;
+		CHECK(!strcmp(t[0].ptr, "<s>") && !strcmp(t[2].ptr, "x y") && !strcmp(t[6].ptr, "[PAD6]"));
+	}
+	kv = muse_meta_find(&m, "tokenizer.ggml.token_type");
+	CHECK(kv && kv->n == 8);
+	if (kv && kv->n == 8) {
+		const int32_t *tt = kv->arr;
+		CHECK(tt[0] == 3 && tt[2] == 4 && tt[3] == 1 && tt[7] == 5);
+	}
+	kv = muse_meta_find(&m, "tokenizer.ggml.merges");
+	CHECK(kv && kv->n == 2);
+	if (kv && kv->n == 2)
+		CHECK(!strcmp(((const muse_str *)kv->arr)[1].ptr, "a\xc4\xa0 b"));
+	uint64_t u;
+	CHECK(muse_meta_get_u64(&m, "tokenizer.ggml.bos_token_id", &u) && u == 0);
+	CHECK(muse_meta_get_u64(&m, "tokenizer.ggml.eos_token_id", &u) && u == 1); /* config's 99 is out of range */
+	CHECK(muse_meta_find(&m, "tokenizer.ggml.add_bos_token") && muse_meta_find(&m, "tokenizer.ggml.add_bos_token")->v.b);
+	CHECK(!strcmp(muse_meta_get_str(&m, "tokenizer.chat_template"), "T\xc3\xa9"));
+	CHECK(!strcmp(muse_meta_get_str(&m, "tokenizer.ggml.pre"), "gpt-2"));
+	muse_meta_free(&m);
+
+	/* Hostile or unsupported tokenizers: refused with an error, nothing leaked (ASan). */
+	const char *bad[] = {
+		"{\"model\":{\"type\":\"Unigram\"}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":8}}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1}}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1,\"b\":1}}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":[]}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1},\"merges\":[[\"a\"]]}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1},\"merges\":[7]}," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1}},\"added_tokens\":[{\"id\":9,\"content\":\"z\"}]," BL "}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1}},\"pre_tokenizer\":{\"type\":\"Metaspace\"}}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1}}}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1}}," BL,
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1,\"a\":2}}," BL "}",
+		"[1]",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		muse_meta_init(&m);
+		muse_status s = tok_with(bad[i], 8, &m, &err);
+		CHECK(s != MUSE_OK);
+		if (s == MUSE_OK)
+			printf("  accepted bad tokenizer %zu\n", i);
+		muse_meta_free(&m);
+	}
+	muse_meta_init(&m);
+	CHECK(tok_with("{\"model\":{\"vocab\":{}}," BL "}", 0, &m, &err) == MUSE_ERR_LIMIT);
+	drop("tokenizer.json");
+	CHECK(muse_tokenizer_gguf_load(scratch, 8, &m, NULL, &err) == MUSE_ERR_UNSUPPORTED);
+	muse_meta_free(&m);
+}
+
 int main(void)
 {
+	snprintf(scratch, sizeof scratch, "/tmp/muse_test_arch_XXXXXX");
+	if (!mkdtemp(scratch))
+		return 1;
 	unit_file_name = "arch";
 	RUN(test_map_names);
 	RUN(test_permute);
 	RUN(test_names);
 	RUN(test_pre);
+	RUN(test_config);
+	RUN(test_tokenizer);
+	drop("config.json");
+	drop("tokenizer.json");
+	drop("tokenizer_config.json");
+	rmdir(scratch);
 	UNIT_MAIN_END();
 }
