@@ -18,13 +18,17 @@ typedef enum muse_arch_xform {
  * One tensor-name rule. "{N}" in both patterns stands for the block number
  * (decimal digits, no sign, no leading zeros except "0"); a pattern without
  * it names a single tensor. f32 marks tensors always written as F32
- * (norms, whatever their rank); 1-D tensors are F32 anyway.
+ * (norms, whatever their rank); 1-D tensors are F32 anyway. required
+ * rows must be present (for every block when the pattern has "{N}"):
+ * a checkpoint missing one is refused instead of making a GGUF llama.cpp
+ * cannot load.
  */
 typedef struct muse_arch_tensor {
 	const char *hf;
 	const char *gguf;
 	muse_arch_xform xf;
 	int f32;
+	int required;
 } muse_arch_tensor;
 
 /* One architecture: the HF class names it answers to, its GGUF name and its tensor rules. */

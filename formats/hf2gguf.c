@@ -15,6 +15,7 @@
 #include "tokenizer_gguf.h"
 
 #define CHUNK_ELEMS (4u << 20) /* elements cast per step */
+#define MAX_LAYERS 65536u      /* far above any model; bounds the per-block bookkeeping */
 
 void muse_hf_name_to_title(const char *id, char *out, size_t cap)
 {
@@ -193,6 +194,7 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	muse_reader *r = NULL;
 	muse_model_writer *w = NULL;
 	plan *pl = NULL;
+	uint8_t *seen = NULL;
 	size_t n_pl = 0;
 	void *cbuf = NULL;
 	size_t ccap = 0;
@@ -205,6 +207,16 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	if ((s = muse_reader_open(dir, &r, err)))
 		goto done;
 	NOMEM(!(pl = calloc(r->n_tensors ? r->n_tensors : 1, sizeof *pl)));
+	/* Which required rows were seen, per block: n_rules x n_layer flags (layer count capped first). */
+	if (cfg.n_layer > MAX_LAYERS) {
+		s = muse_err_set(err, MUSE_ERR_LIMIT, "%s/config.json: num_hidden_layers %llu above %u", dir,
+				 (unsigned long long)cfg.n_layer, MAX_LAYERS);
+		goto done;
+	}
+	size_t n_rules = 0, slots = cfg.n_layer ? (size_t)cfg.n_layer : 1;
+	while (a->tensors[n_rules].hf)
+		n_rules++;
+	NOMEM(!(seen = calloc(n_rules * slots, 1)));
 
 	/* Pass 1: map every name, pick types, check shapes against the config, count parameters. */
 	uint64_t n_params = 0, total = 0;
@@ -249,6 +261,7 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 				goto done;
 			}
 		}
+		seen[(size_t)(p->rule - a->tensors) * slots + (size_t)(blk < 0 ? 0 : blk)] = 1;
 		p->src = i;
 		p->dt = pick_dtype(t, p->rule, want);
 		if (ft_dt == MUSE_DT_INVALID && t->ndim >= 2)
@@ -256,6 +269,21 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 		n_params += t->nelements;
 		total += t->nbytes;
 		n_pl++;
+	}
+	for (size_t k = 0; k < n_rules; k++) {
+		const muse_arch_tensor *rule = &a->tensors[k];
+		const char *ph = strstr(rule->hf, "{N}");
+		for (size_t b = 0; rule->required && b < (ph ? slots : 1); b++) {
+			if (seen[k * slots + b])
+				continue;
+			if (ph)
+				s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%.*s%zu%s' is missing (config.json: %llu layers)",
+						 r->path, (int)(ph - rule->hf), rule->hf, b, ph + 3,
+						 (unsigned long long)cfg.n_layer);
+			else
+				s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s' is missing", r->path, rule->hf);
+			goto done;
+		}
 	}
 	if (ft_dt == MUSE_DT_INVALID)
 		ft_dt = want != MUSE_DT_INVALID ? want : MUSE_DT_F32;
@@ -360,6 +388,7 @@ done:
 	muse_meta_free(&hp);
 	muse_meta_free(&meta);
 	free(pl);
+	free(seen);
 	free(cbuf);
 	return s;
 }

@@ -279,6 +279,20 @@ def test_refusals(muse, work, tmp_path):
     bad(lambda d: os.remove(d / "tokenizer.json"), "tokenizer.json: missing")
     bad(lambda d: os.remove(d / "model.safetensors"), "")
 
+    def drop_tensor(name):
+        def f(d):
+            from safetensors.numpy import load_file, save_file
+            st = load_file(str(d / "model.safetensors"))
+            del st[name]
+            save_file(st, str(d / "model.safetensors"), metadata={"format": "pt"})
+        return f
+
+    bad(drop_tensor("model.layers.1.self_attn.k_proj.weight"),
+        "tensor 'model.layers.1.self_attn.k_proj.weight' is missing (config.json: 2 layers)")
+    bad(drop_tensor("model.norm.weight"), "tensor 'model.norm.weight' is missing")
+    bad(edit_cfg(num_hidden_layers=3), "tensor 'model.layers.2.input_layernorm.weight' is missing")
+    bad(edit_cfg(num_hidden_layers=10 ** 6), "num_hidden_layers 1000000 above 65536")
+
     def huge(d):
         from safetensors.numpy import load_file, save_file
         st = load_file(str(d / "model.safetensors"))
