@@ -1,6 +1,8 @@
 /* hf2gguf.c: HF directory -> GGUF: arch table names, llama Q/K permutation, config and tokenizer metadata, streamed. */
 #include <ctype.h>
 #include <math.h>
+#include <regex.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,141 @@ void muse_hf_name_to_title(const char *id, char *out, size_t cap)
 		p = e;
 	}
 	out[n] = '\0';
+}
+
+/* Anchored, case-insensitive POSIX ERE match. */
+static int rx(const char *pat, const char *s)
+{
+	regex_t re;
+	if (regcomp(&re, pat, REG_EXTENDED | REG_ICASE | REG_NOSUB))
+		return 0;
+	int ok = regexec(&re, s, 0, NULL, 0) == 0;
+	regfree(&re);
+	return ok;
+}
+
+enum { NT_BASE = 1, NT_SIZE = 2, NT_FT = 4, NT_VER = 8, NT_TYPE = 16 };
+#define MAX_PARTS 64
+
+static void join(char *out, size_t cap, char parts[][128], const int *types, int n, int want, int without)
+{
+	size_t k = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		if (!(types[i] & want) || (types[i] & without))
+			continue;
+		if (want == NT_SIZE) { /* dict.fromkeys: first occurrence only */
+			int dup = 0;
+			for (int j = 0; j < i; j++)
+				dup |= (types[j] & NT_SIZE) && !strcmp(parts[j], parts[i]);
+			if (dup)
+				continue;
+		}
+		int w = snprintf(out + k, cap - k, "%s%s", k ? "-" : "", parts[i]);
+		if (w < 0 || (size_t)w >= cap - k)
+			return;
+		k += (size_t)w;
+	}
+}
+
+void muse_hf_name_components(const char *id, uint64_t total, char *basename, char *finetune, char *version,
+			     char *size_label, size_t cap)
+{
+	char parts[MAX_PARTS][128];
+	int types[MAX_PARTS] = { 0 }, n = 0;
+	basename[0] = finetune[0] = version[0] = size_label[0] = '\0';
+	if (strchr(id, ' ') || strchr(id, '/'))
+		return;
+	for (const char *p = id; *p;) {
+		const char *e = strchr(p, '-');
+		size_t L = e ? (size_t)(e - p) : strlen(p);
+		if (L) {
+			if (n == MAX_PARTS || L + 2 >= sizeof parts[0]) /* + 2: the bloom rewrite grows a part by one */
+				return; /* nothing sensible to derive from such a name */
+			memcpy(parts[n], p, L);
+			parts[n++][L] = '\0';
+		}
+		p += L + (e != NULL);
+	}
+	for (int i = 0; i < n; i++) {
+		char *part = parts[i];
+		size_t L = strlen(part);
+		if (rx("^(v|iter)?[0-9]+([.][0-9]+)*$", part)) {
+			types[i] |= NT_VER;
+		} else if (rx("^(i?q[0-9](_[A-Za-z0-9_])*|b?fp?(16|32))$", part)) {
+			types[i] |= NT_TYPE;
+			for (char *c = part; *c; c++)
+				*c = (char)toupper((unsigned char)*c);
+		} else if (i > 0 && rx("^((a|[0-9]+x)?[0-9]+([._][0-9]+)?[kmbt][0-9]?|small|mini|medium|large|x?xl)$", part)) {
+			for (char *c = part; *c; c++)
+				if (*c == '_')
+					*c = '.';
+			if (isdigit((unsigned char)part[L - 1])) { /* bloom-7b1 -> 7.1b */
+				char last = part[L - 1], prev = part[L - 2];
+				part[L - 2] = '.';
+				part[L - 1] = last;
+				part[L] = prev;
+				part[L + 1] = '\0';
+				L++;
+			}
+			if (L > 1 && isdigit((unsigned char)part[L - 2]) && strchr("kmbt", part[L - 1]))
+				part[L - 1] = (char)toupper((unsigned char)part[L - 1]);
+			/* float(part[:-1]) * 1000 ** " KMBT".find(part[-1]); names float() refuses are kept. */
+			char num[128];
+			snprintf(num, sizeof num, "%.*s", (int)(L - 1), part);
+			/* float() accepts digits with at most one '.'; anything else (8x7, small) stays a size label. */
+			const char *dot = strchr(num, '.');
+			int numeric_only = num[0] != '\0' && num[strspn(num, "0123456789.")] == '\0' &&
+					   (!dot || !strchr(dot + 1, '.')) && strcmp(num, ".");
+			if (total && numeric_only) {
+				double v = strtod(num, NULL);
+				const char *sfx = " KMBT", *f = strchr(sfx, part[L - 1]);
+				double label = v * pow(1000.0, f ? (double)(f - sfx) : -1.0);
+				double t = (double)total;
+				if (fabs(label - t) > (double)(7 * total / 8)) {
+					types[i] |= NT_FT;
+					part[L - 1] = (char)tolower((unsigned char)part[L - 1]);
+				}
+			}
+			if (!types[i])
+				types[i] |= NT_SIZE;
+		} else if (i > 0 && rx("^(chat|instruct|vision|lora)$", part)) {
+			types[i] |= NT_FT;
+		}
+	}
+	/* Word sizes ("small") give way to numeric ones. */
+	int numeric = 0;
+	for (int i = 0; i < n; i++)
+		numeric |= (types[i] & NT_SIZE) && strpbrk(parts[i], "0123456789");
+	for (int i = 0; numeric && i < n; i++) {
+		int alpha = 1;
+		for (const char *c = parts[i]; *c; c++)
+			alpha &= isalpha((unsigned char)*c) != 0;
+		if ((types[i] & NT_SIZE) && alpha)
+			types[i] &= ~NT_SIZE;
+	}
+	int at_start = 1;
+	for (int i = 0; i < n; i++) {
+		if (at_start && ((!types[i] && isalpha((unsigned char)parts[i][0])) || (types[i] & NT_VER))) {
+			types[i] |= NT_BASE;
+		} else {
+			at_start = 0;
+			if (!types[i])
+				types[i] |= NT_FT;
+		}
+	}
+	for (int i = n - 1; i >= 0; i--) {
+		if ((types[i] & NT_BASE) && (types[i] & ~NT_BASE))
+			types[i] &= ~NT_BASE;
+		else
+			break;
+	}
+	join(basename, cap, parts, types, n, NT_BASE, 0);
+	join(size_label, cap, parts, types, n, NT_SIZE, 0);
+	join(finetune, cap, parts, types, n, NT_FT, 0);
+	join(version, cap, parts, types, n, NT_VER, NT_BASE);
+	if (!size_label[0] && !finetune[0] && !version[0])
+		basename[0] = '\0';
 }
 
 void muse_hf_size_label(uint64_t n, char *out, size_t cap)
@@ -310,7 +447,17 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	NOMEM(muse_meta_set_str(&meta, "general.architecture", a->gguf_name));
 	NOMEM(muse_meta_set_str(&meta, "general.type", "model"));
 	NOMEM(muse_meta_set_str(&meta, "general.name", title));
-	if (n_params)
+	char nb[256], nf[256], nv[256], ns[256];
+	muse_hf_name_components(dname, n_params, nb, nf, nv, ns, sizeof nb);
+	if (nb[0])
+		NOMEM(muse_meta_set_str(&meta, "general.basename", nb));
+	if (nf[0])
+		NOMEM(muse_meta_set_str(&meta, "general.finetune", nf));
+	if (nv[0])
+		NOMEM(muse_meta_set_str(&meta, "general.version", nv));
+	if (ns[0])
+		NOMEM(muse_meta_set_str(&meta, "general.size_label", ns));
+	else if (n_params)
 		NOMEM(muse_meta_set_str(&meta, "general.size_label", size));
 	for (size_t k = 0; k < hp.n; k++)
 		NOMEM(muse_meta_copy_kv(&meta, &hp.kv[k]));

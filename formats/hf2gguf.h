@@ -29,6 +29,15 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
  */
 void muse_hf_name_to_title(const char *id, char *out, size_t cap);
 
+/*
+ * gguf.Metadata.get_model_id_components for a directory name: the
+ * basename, finetune, version and size label convert_hf_to_gguf.py derives
+ * from "SmolLM2-135M-Instruct"-style names (each "" when absent). ASCII
+ * only, like muse_hf_name_to_title. Each output holds cap bytes.
+ */
+void muse_hf_name_components(const char *id, uint64_t total_params, char *basename, char *finetune, char *version,
+			     char *size_label, size_t cap);
+
 /* gguf.size_label for a parameter count: "125K", "1.2M", "7.0B" ... into out. */
 void muse_hf_size_label(uint64_t n_params, char *out, size_t cap);
 

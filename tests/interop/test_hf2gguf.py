@@ -134,6 +134,18 @@ def test_same_as_convert_hf_to_gguf(muse, work, tag, outtype):
     assert kv["general.file_type"][1] == {"f32": 0, "f16": 1, "bf16": 32}[outtype]
 
 
+@pytest.mark.parametrize("dirname", ["TinyLlama-1.1B-Chat-v1.0", "Phi-3-mini-128k-instruct"])
+def test_name_from_directory(muse, work, dirname):
+    """general.name/basename/finetune/version/size_label derived from the directory name as gguf-py's Metadata
+    heuristics do (no model card in the fixture)."""
+    d = work["tmp"] / "named" / dirname
+    if not d.exists():
+        shutil.copytree(work["models"]["f32"], d)
+    work["models"][dirname] = str(d)
+    rm, kv = _compare(_muse(muse, work, dirname, "f16"), _reference(work, dirname, "f16"))
+    assert "general.basename" in kv
+
+
 def test_auto_keeps_source_precision(muse, work):
     """D2: muse's auto writes F32 from F32 and BF16 from BF16 (2-D), norms F32 either way."""
     for tag, want in (("f32", "F32"), ("bf16tied", "BF16")):

@@ -105,6 +105,56 @@ static void test_pre(void)
 }
 
 
+/* Expected values printed by gguf-py's Metadata.get_model_id_components (llama.cpp 0c1e57098bba). */
+static void test_name_components(void)
+{
+	static const struct {
+		const char *id;
+		unsigned long long total;
+		const char *base, *ft, *ver, *size;
+	} cases[] = {
+		{ "llama", 125248ull, "", "", "", "" },
+		{ "SmolLM2-135M-Instruct", 125248ull, "SmolLM2", "135m-Instruct", "", "" },
+		{ "Meta-Llama-3.1-8B-Instruct", 125248ull, "Meta-Llama-3.1", "8b-Instruct", "", "" },
+		{ "Mistral-7B-v0.3", 125248ull, "Mistral", "7b", "v0.3", "" },
+		{ "bloom-7b1", 125248ull, "bloom", "7.1b", "", "" },
+		{ "Mixtral-8x7B-Instruct-v0.1", 125248ull, "Mixtral", "Instruct", "v0.1", "8x7B" },
+		{ "Qwen2.5-0.5B", 125248ull, "Qwen2.5", "0.5b", "", "" },
+		{ "tiny-llama-v1.2-chat", 125248ull, "tiny-llama-v1.2", "chat", "", "" },
+		{ "gpt2-small", 125248ull, "gpt2", "", "", "small" },
+		{ "llama-2-7b-hf", 125248ull, "llama-2", "7b-hf", "", "" },
+		{ "Phi-3-mini-128k-instruct", 125248ull, "Phi-3-mini", "instruct", "", "128K" },
+		{ "model-Q4_K-bf16", 125248ull, "", "", "", "" },
+		{ "a--b", 125248ull, "", "", "", "" },
+		{ "x-32k", 125248ull, "x", "", "", "32K" },
+		{ "TinyLlama-1.1B-Chat-v1.0", 125248ull, "TinyLlama", "1.1b-Chat", "v1.0", "" },
+		{ "llama", 8030261248ull, "", "", "", "" },
+		{ "SmolLM2-135M-Instruct", 8030261248ull, "SmolLM2", "135m-Instruct", "", "" },
+		{ "Meta-Llama-3.1-8B-Instruct", 8030261248ull, "Meta-Llama-3.1", "Instruct", "", "8B" },
+		{ "Mistral-7B-v0.3", 8030261248ull, "Mistral", "", "v0.3", "7B" },
+		{ "bloom-7b1", 8030261248ull, "bloom", "", "", "7.1B" },
+		{ "Mixtral-8x7B-Instruct-v0.1", 8030261248ull, "Mixtral", "Instruct", "v0.1", "8x7B" },
+		{ "Qwen2.5-0.5B", 8030261248ull, "Qwen2.5", "0.5b", "", "" },
+		{ "tiny-llama-v1.2-chat", 8030261248ull, "tiny-llama-v1.2", "chat", "", "" },
+		{ "gpt2-small", 8030261248ull, "gpt2", "", "", "small" },
+		{ "llama-2-7b-hf", 8030261248ull, "llama-2", "hf", "", "7B" },
+		{ "Phi-3-mini-128k-instruct", 8030261248ull, "Phi-3", "128k-instruct", "", "mini" },
+		{ "model-Q4_K-bf16", 8030261248ull, "", "", "", "" },
+		{ "a--b", 8030261248ull, "", "", "", "" },
+		{ "x-32k", 8030261248ull, "x", "32k", "", "" },
+		{ "TinyLlama-1.1B-Chat-v1.0", 8030261248ull, "TinyLlama", "Chat", "v1.0", "1.1B" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char b[128], f[128], v[128], sz[128];
+		muse_hf_name_components(cases[i].id, cases[i].total, b, f, v, sz, sizeof b);
+		int ok = !strcmp(b, cases[i].base) && !strcmp(f, cases[i].ft) && !strcmp(v, cases[i].ver) &&
+			 !strcmp(sz, cases[i].size);
+		CHECK(ok);
+		if (!ok)
+			printf("  %s %llu: got '%s' '%s' '%s' '%s'\n", cases[i].id, cases[i].total, b, f, v, sz);
+	}
+}
+
 /* ---- config.json and tokenizer files from a scratch directory ---- */
 
 static char scratch[64];
@@ -267,6 +317,7 @@ int main(void)
 	RUN(test_map_names);
 	RUN(test_permute);
 	RUN(test_names);
+	RUN(test_name_components);
 	RUN(test_pre);
 	RUN(test_config);
 	RUN(test_tokenizer);
