@@ -1,5 +1,4 @@
 /* convert.c: `muse convert HF_DIR OUT.gguf` (architecture-aware) and `muse convert IN OUT --raw`: streams tensors from any reader into GGUF or safetensors, casting as asked. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +17,6 @@ static const char *const convert_usage[] = {
 	NULL,
 };
 
-#define CHUNK_ELEMS (4u << 20) /* elements cast per step: memory is bounded by a chunk, not a tensor */
-#define COPY_BYTES (64u << 20) /* bytes handed to the writer per step when no cast is needed */
 
 /* The dtype a tensor is written as: plain float tensors follow --outtype, everything else keeps its type. */
 static muse_dtype out_dtype(muse_dtype src, muse_dtype want)
@@ -30,86 +27,20 @@ static muse_dtype out_dtype(muse_dtype src, muse_dtype want)
 	return want;
 }
 
-/* Index of the first element that became ±Inf in F16 although its source was finite, or n. */
-static size_t f16_overflow_at(const uint16_t *h, const uint8_t *src, muse_dtype st, size_t n)
-{
-	size_t esz = muse_dtype_info(st)->block_bytes;
-	for (size_t i = 0; i < n; i++) {
-		if ((h[i] & 0x7fff) != 0x7c00)
-			continue;
-		float f;
-		if (muse_dtype_convert(MUSE_DT_F32, &f, st, src + i * esz, 1, NULL) == MUSE_OK && !isinf(f))
-			return i;
-	}
-	return n;
-}
-
-typedef struct cast_buf {
-	void *p;
-	size_t cap;
-} cast_buf;
-
-/* Writes tensor i from the dense bytes at src, casting to dt chunk by chunk. */
-static muse_status emit(const muse_tensor *t, size_t i, const uint8_t *src, muse_dtype dt, muse_model_writer *w,
-			cast_buf *cb, muse_progress *pg, muse_err *err)
-{
-	if (dt == t->dtype) {
-		uint64_t off = 0;
-		do {
-			size_t n = (size_t)(t->nbytes - off < COPY_BYTES ? t->nbytes - off : COPY_BYTES);
-			muse_status s = muse_model_writer_write(w, i, src + off, n, err);
-			if (s)
-				return s;
-			muse_progress_add(pg, n);
-			off += n;
-		} while (off < t->nbytes);
-		return MUSE_OK;
-	}
-	size_t sesz = muse_dtype_info(t->dtype)->block_bytes, desz = muse_dtype_info(dt)->block_bytes;
-	for (uint64_t off = 0; off < t->nelements; off += CHUNK_ELEMS) {
-		size_t n = (size_t)(t->nelements - off < CHUNK_ELEMS ? t->nelements - off : CHUNK_ELEMS);
-		if (n * desz > cb->cap) {
-			free(cb->p);
-			cb->cap = n * desz;
-			cb->p = malloc(cb->cap);
-			if (!cb->p) {
-				cb->cap = 0;
-				return muse_err_set(err, MUSE_ERR_NOMEM, "tensor '%s': out of memory", t->name);
-			}
-		}
-		const uint8_t *s_in = src + off * sesz;
-		muse_status s = muse_dtype_convert(dt, cb->p, t->dtype, s_in, n, err);
-		if (s)
-			return s;
-		size_t at = dt == MUSE_DT_F16 ? f16_overflow_at(cb->p, s_in, t->dtype, n) : n;
-		if (at < n)
-			return muse_err_set(err, MUSE_ERR_LIMIT,
-					    "tensor '%s': element %llu overflows F16; use --outtype bf16 or f32", t->name,
-					    (unsigned long long)(off + at));
-		s = muse_model_writer_write(w, i, cb->p, n * desz, err);
-		if (s)
-			return s;
-		muse_progress_add(pg, n * sesz);
-	}
-	if (!t->nelements)
-		return muse_model_writer_write(w, i, src, 0, err);
-	return MUSE_OK;
-}
-
 /* Contiguous tensors stream from the map; strided ones (PyTorch views) are materialized once. */
-static muse_status write_tensor(muse_reader *r, size_t i, muse_dtype dt, muse_model_writer *w, cast_buf *cb,
+static muse_status write_tensor(muse_reader *r, size_t i, muse_dtype dt, muse_model_writer *w, muse_cast_buf *cb,
 				muse_progress *pg, muse_err *err)
 {
 	const muse_tensor *t = &r->tensors[i];
 	const uint8_t *view = muse_reader_view(r, i);
 	if (view)
-		return emit(t, i, view, dt, w, cb, pg, err);
+		return muse_model_writer_put(w, i, t->name, view, t->dtype, t->nelements, dt, cb, pg, err);
 	uint8_t *dense = t->nbytes <= SIZE_MAX ? malloc(t->nbytes ? (size_t)t->nbytes : 1) : NULL;
 	if (!dense)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", r->path, t->name);
 	muse_status s = muse_reader_read(r, i, dense, err);
 	if (!s)
-		s = emit(t, i, dense, dt, w, cb, pg, err);
+		s = muse_model_writer_put(w, i, t->name, dense, t->dtype, t->nelements, dt, cb, pg, err);
 	free(dense);
 	return s;
 }
@@ -158,7 +89,7 @@ static int run_convert(const char *in, const char *out, muse_out_format fmt, mus
 	muse_err err = { 0 };
 	muse_reader *r = NULL;
 	muse_model_writer *w = NULL;
-	cast_buf cb = { 0 };
+	muse_cast_buf cb = { 0 };
 	muse_meta meta;
 	muse_meta_init(&meta);
 	char path[4096];

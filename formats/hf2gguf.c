@@ -16,7 +16,6 @@
 #include "reader.h"
 #include "tokenizer_gguf.h"
 
-#define CHUNK_ELEMS (4u << 20) /* elements cast per step */
 #define MAX_LAYERS 65536u      /* far above any model; bounds the per-block bookkeeping */
 
 void muse_hf_name_to_title(const char *id, char *out, size_t cap)
@@ -256,57 +255,6 @@ static muse_dtype pick_dtype(const muse_tensor *t, const muse_arch_tensor *rule,
 	return MUSE_DT_F32;
 }
 
-/* Index of the first element that became +-Inf in F16 although its source was finite, or n. */
-static size_t f16_overflow_at(const uint16_t *h, const uint8_t *src, muse_dtype st, size_t n)
-{
-	size_t esz = muse_dtype_info(st)->block_bytes;
-	for (size_t i = 0; i < n; i++) {
-		if ((h[i] & 0x7fff) != 0x7c00)
-			continue;
-		float f;
-		if (muse_dtype_convert(MUSE_DT_F32, &f, st, src + i * esz, 1, NULL) == MUSE_OK && !isinf(f))
-			return i;
-	}
-	return n;
-}
-
-/* Casts and writes one tensor's dense bytes chunk by chunk. */
-static muse_status emit(muse_model_writer *w, size_t idx, const muse_tensor *t, const char *name, const uint8_t *src,
-			muse_dtype dt, void **buf, size_t *cap, muse_progress *pg, muse_err *err)
-{
-	if (dt == t->dtype) {
-		muse_status s = muse_model_writer_write(w, idx, src, (size_t)t->nbytes, err);
-		if (!s)
-			muse_progress_add(pg, t->nbytes);
-		return s;
-	}
-	size_t sesz = muse_dtype_info(t->dtype)->block_bytes, desz = muse_dtype_info(dt)->block_bytes;
-	for (uint64_t off = 0; off < t->nelements; off += CHUNK_ELEMS) {
-		size_t n = (size_t)(t->nelements - off < CHUNK_ELEMS ? t->nelements - off : CHUNK_ELEMS);
-		if (n * desz > *cap) {
-			free(*buf);
-			*cap = n * desz;
-			if (!(*buf = malloc(*cap))) {
-				*cap = 0;
-				return muse_err_set(err, MUSE_ERR_NOMEM, "tensor '%s': out of memory", name);
-			}
-		}
-		const uint8_t *in = src + off * sesz;
-		muse_status s = muse_dtype_convert(dt, *buf, t->dtype, in, n, err);
-		if (s)
-			return s;
-		size_t at = dt == MUSE_DT_F16 ? f16_overflow_at(*buf, in, t->dtype, n) : n;
-		if (at < n)
-			return muse_err_set(err, MUSE_ERR_LIMIT,
-					    "tensor '%s': element %llu overflows F16; use --outtype bf16 or f32", t->name,
-					    (unsigned long long)(off + at));
-		if ((s = muse_model_writer_write(w, idx, *buf, n * desz, err)))
-			return s;
-		muse_progress_add(pg, n * sesz);
-	}
-	return t->nelements ? MUSE_OK : muse_model_writer_write(w, idx, src, 0, err);
-}
-
 /* HF tensors convert_hf_to_gguf.py drops: buffers, not weights. */
 static int skipped(const char *name)
 {
@@ -333,8 +281,7 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 	plan *pl = NULL;
 	uint8_t *seen = NULL;
 	size_t n_pl = 0;
-	void *cbuf = NULL;
-	size_t ccap = 0;
+	muse_cast_buf cb = { 0 };
 	muse_meta_init(&hp);
 	muse_meta_init(&meta);
 
@@ -517,7 +464,7 @@ muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint
 				goto done;
 			}
 		}
-		s = emit(w, k + extra, t, pl[k].name, src, pl[k].dt, &cbuf, &ccap, &pg, err);
+		s = muse_model_writer_put(w, k + extra, t->name, src, t->dtype, t->nelements, pl[k].dt, &cb, &pg, err);
 		free(dense);
 		if (s)
 			goto done;
@@ -536,6 +483,6 @@ done:
 	muse_meta_free(&meta);
 	free(pl);
 	free(seen);
-	free(cbuf);
+	free(cb.p);
 	return s;
 }

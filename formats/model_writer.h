@@ -33,6 +33,25 @@ muse_status muse_model_writer_write(muse_model_writer *w, size_t idx, const void
 muse_status muse_model_writer_finish(muse_model_writer *w, muse_err *err);
 void muse_model_writer_free(muse_model_writer *w);
 
+/* Scratch space for casts, reused across tensors; free(p) when done. */
+typedef struct muse_cast_buf {
+	void *p;
+	size_t cap;
+} muse_cast_buf;
+
+struct muse_progress;
+
+/*
+ * Writes tensor idx from the dense row-major bytes at src (nelements of st),
+ * cast to dt in bounded chunks (memory is one chunk, never the tensor); no
+ * cast is a straight copy in bounded pieces. A cast to F16 that turns a
+ * finite value into Inf is refused, naming the tensor and the element.
+ * pg (may be NULL) advances by source bytes.
+ */
+muse_status muse_model_writer_put(muse_model_writer *w, size_t idx, const char *name, const uint8_t *src,
+				  muse_dtype st, uint64_t nelements, muse_dtype dt, muse_cast_buf *cb,
+				  struct muse_progress *pg, muse_err *err);
+
 /* True when the format can store dtype. */
 int muse_model_writer_supports(muse_out_format fmt, muse_dtype dtype);
 
