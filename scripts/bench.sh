@@ -20,7 +20,7 @@ best3() {
 ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
 rss_kb() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 
-echo "| benchmark | muse | reference | ratio (muse/ref) | muse peak RSS |"
+echo "| benchmark | muse | reference | time ratio muse/ref (<1: muse faster) | muse peak RSS |"
 echo "|---|---|---|---|---|"
 
 # 1. inspect a synthetic sharded checkpoint with 100,000 tensors.
@@ -67,7 +67,7 @@ with safe_open(sys.argv[1], "np") as f:
 ' "$BIG")
 rss=$(rss_kb build/rel/bench/bench_read "$BIG")
 sz=$(stat -c %s "$BIG")
-echo "| read all tensor bytes, $((sz / 1000000)) MB safetensors (warm cache) | ${t_muse} s ($(printf '%.2f' "$(echo "$sz / $t_muse / 1e9" | bc -l)") GB/s) | cat > /dev/null: ${t_cat} s | $(ratio "$t_muse" "$t_cat") | $((rss / 1024)) MiB (mapped file pages) |"
+echo "| read all tensor bytes, $((sz / 1000000)) MB safetensors (warm cache) | ${t_muse} s ($(printf '%.2f' "$(echo "$sz / $t_muse / 1000000000" | bc -l)") GB/s) | cat > /dev/null: ${t_cat} s | $(ratio "$t_muse" "$t_cat") | $((rss / 1024)) MiB (mapped file pages) |"
 echo "| (peer) python safetensors get_tensor + sum, same file | | ${t_py} s | $(ratio "$t_muse" "$t_py") | |"
 
 # 3. dtype conversion throughput against memcpy.
