@@ -17,7 +17,6 @@ static const char *const convert_usage[] = {
 	NULL,
 };
 
-
 /* The dtype a tensor is written as: plain float tensors follow --outtype, everything else keeps its type. */
 static muse_dtype out_dtype(muse_dtype src, muse_dtype want)
 {
