@@ -20,6 +20,8 @@ import time
 import zipfile
 import zlib
 
+from hostile_check import listing, verdict
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MUSE = os.environ.get("MUSE", os.path.join(ROOT, "build", "asan", "muse"))
 DUMP = os.path.join(ROOT, "build", "asan", "tests", "test_pytorch")
@@ -537,8 +539,6 @@ def write(d, data, name="case.bin"):
     return p
 
 
-def listing(d):
-    return sorted((dp, f, os.path.getsize(os.path.join(dp, f))) for dp, _, fs in os.walk(d) for f in fs)
 
 
 def run_case(base, cid, kind, payload, offset, pattern, canary, dump, no_offset):
@@ -555,32 +555,10 @@ def run_case(base, cid, kind, payload, offset, pattern, canary, dump, no_offset)
         cmd = [MUSE, "inspect", path]
     p = subprocess.run(cmd, cwd=d, capture_output=True, timeout=300)
     took = time.time() - start
-    err = p.stderr.decode("utf-8", "replace")
-    lines = err.splitlines()
     why = None
-    if p.returncode in (98, 99) or "Sanitizer" in err or "runtime error" in err:
-        why = f"sanitizer report (exit {p.returncode}): {err[-400:]}"
-    elif canary and os.path.exists(os.path.join(d, CANARY)):
+    if canary and os.path.exists(os.path.join(d, CANARY)):
         why = "the payload ran: the canary file exists"
-    elif listing(d) != before:
-        why = "files were written or changed"
-    elif kind == "accept":
-        if p.returncode != 0:
-            why = f"exit {p.returncode}, expected 0: {err[:300]}"
-    else:
-        fname = os.path.basename(path)
-        if p.returncode != 1:
-            why = f"exit {p.returncode}, expected 1: {err[:300]}"
-        elif len(lines) != 1 or not lines[0].startswith("muse: error: "):
-            why = f"expected one 'muse: error: ' line, got {len(lines)}: {err[:300]}"
-        elif fname not in lines[0]:
-            why = f"message does not name the file: {lines[0]}"
-        elif not no_offset and not re.search(r"byte \d+", lines[0]):
-            why = f"message has no byte offset: {lines[0]}"
-        elif offset is not None and f"byte {offset}:" not in lines[0]:
-            why = f"expected 'byte {offset}:' in: {lines[0]}"
-        elif pattern and not re.search(pattern, lines[0]):
-            why = f"message does not match /{pattern}/: {lines[0]}"
+    why = why or verdict(p, kind, path, before, d, offset, pattern, need_offset=not no_offset)
     if why:
         print(f"FAIL: hostile/pytorch/{cid}: {why}")
         return False

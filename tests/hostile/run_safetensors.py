@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from hostile_check import listing, verdict
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MUSE = os.environ.get("MUSE", os.path.join(ROOT, "build", "asan", "muse"))
 os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=99")
@@ -231,10 +233,6 @@ def write(d, data, name="case.safetensors"):
     return p
 
 
-def listing(d):
-    return sorted((dp, f, os.path.getsize(os.path.join(dp, f))) for dp, _, fs in os.walk(d) for f in fs)
-
-
 def run_case(base, cid, kind, payload, offset, pattern):
     d = os.path.join(base, cid)
     os.mkdir(d)
@@ -243,30 +241,7 @@ def run_case(base, cid, kind, payload, offset, pattern):
     start = time.time()
     p = subprocess.run([MUSE, "inspect", path], cwd=d, capture_output=True, timeout=300)
     took = time.time() - start
-    err = p.stderr.decode("utf-8", "replace")
-    lines = err.splitlines()
-    why = None
-    if p.returncode in (98, 99) or "Sanitizer" in err or "runtime error" in err:
-        why = f"sanitizer report (exit {p.returncode}): {err[-400:]}"
-    elif listing(d) != before:
-        why = "files were written or changed"
-    elif kind == "accept":
-        if p.returncode != 0:
-            why = f"exit {p.returncode}, expected 0: {err[:300]}"
-    else:
-        fname = os.path.basename(path)
-        if p.returncode != 1:
-            why = f"exit {p.returncode}, expected 1: {err[:300]}"
-        elif len(lines) != 1 or not lines[0].startswith("muse: error: "):
-            why = f"expected one 'muse: error: ' line, got {len(lines)}: {err[:300]}"
-        elif fname not in lines[0] and "safetensors" not in lines[0]:
-            why = f"message does not name the file: {lines[0]}"
-        elif not re.search(r"byte \d+", lines[0]):
-            why = f"message has no byte offset: {lines[0]}"
-        elif offset is not None and f"byte {offset}:" not in lines[0]:
-            why = f"expected 'byte {offset}:' in: {lines[0]}"
-        elif pattern and not re.search(pattern, lines[0]):
-            why = f"message does not match /{pattern}/: {lines[0]}"
+    why = verdict(p, kind, path, before, d, offset, pattern, name_ok="safetensors")
     if why:
         print(f"FAIL: hostile/safetensors/{cid}: {why}")
         return False
