@@ -195,6 +195,25 @@ static float make_qkx3_quants_w(int n, int nmax, const float *x, const float *we
 	return scale;
 }
 
+/*
+ * The row loop Q4_0, Q4_1, Q5_0 and Q5_1 share, as ggml's quantize_<t>: the plain
+ * reference per row without importance, the weighted search with it.
+ */
+#define LEGACY_QUANTIZE(name)                                                                                \
+	size_t muse_quantize_##name##_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row,      \
+					  const float *importance)                                           \
+	{                                                                                                    \
+		size_t row_size = (size_t)(n_per_row / MUSE_QK32) * sizeof(muse_block_##name);              \
+		for (int64_t r = 0; r < nrows; r++) {                                                        \
+			muse_block_##name *y = (muse_block_##name *)((uint8_t *)dst + (size_t)r * row_size); \
+			if (importance)                                                                      \
+				name##_row_impl(src + r * n_per_row, y, n_per_row, importance);              \
+			else                                                                                 \
+				name##_row_ref(src + r * n_per_row, y, n_per_row);                           \
+		}                                                                                            \
+		return (size_t)nrows * row_size;                                                             \
+	}
+
 /* ---- Q4_0 ---- */
 
 static void q4_0_row_ref(const float *x, muse_block_q4_0 *y, int64_t k)
@@ -234,18 +253,7 @@ static void q4_0_row_impl(const float *x, muse_block_q4_0 *y, int64_t n_per_row,
 	}
 }
 
-size_t muse_quantize_q4_0_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
-{
-	size_t row_size = (size_t)(n_per_row / MUSE_QK32) * sizeof(muse_block_q4_0);
-	for (int64_t r = 0; r < nrows; r++) {
-		muse_block_q4_0 *y = (muse_block_q4_0 *)((uint8_t *)dst + (size_t)r * row_size);
-		if (importance)
-			q4_0_row_impl(src + r * n_per_row, y, n_per_row, importance);
-		else
-			q4_0_row_ref(src + r * n_per_row, y, n_per_row);
-	}
-	return (size_t)nrows * row_size;
-}
+LEGACY_QUANTIZE(q4_0)
 
 void muse_dequantize_q4_0(const void *src, float *dst, int64_t n)
 {
@@ -300,18 +308,7 @@ static void q4_1_row_impl(const float *x, muse_block_q4_1 *y, int64_t n_per_row,
 	}
 }
 
-size_t muse_quantize_q4_1_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
-{
-	size_t row_size = (size_t)(n_per_row / MUSE_QK32) * sizeof(muse_block_q4_1);
-	for (int64_t r = 0; r < nrows; r++) {
-		muse_block_q4_1 *y = (muse_block_q4_1 *)((uint8_t *)dst + (size_t)r * row_size);
-		if (importance)
-			q4_1_row_impl(src + r * n_per_row, y, n_per_row, importance);
-		else
-			q4_1_row_ref(src + r * n_per_row, y, n_per_row);
-	}
-	return (size_t)nrows * row_size;
-}
+LEGACY_QUANTIZE(q4_1)
 
 void muse_dequantize_q4_1(const void *src, float *dst, int64_t n)
 {
@@ -377,18 +374,7 @@ static void q5_0_row_impl(const float *x, muse_block_q5_0 *y, int64_t n_per_row,
 	}
 }
 
-size_t muse_quantize_q5_0_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
-{
-	size_t row_size = (size_t)(n_per_row / MUSE_QK32) * sizeof(muse_block_q5_0);
-	for (int64_t r = 0; r < nrows; r++) {
-		muse_block_q5_0 *y = (muse_block_q5_0 *)((uint8_t *)dst + (size_t)r * row_size);
-		if (importance)
-			q5_0_row_impl(src + r * n_per_row, y, n_per_row, importance);
-		else
-			q5_0_row_ref(src + r * n_per_row, y, n_per_row);
-	}
-	return (size_t)nrows * row_size;
-}
+LEGACY_QUANTIZE(q5_0)
 
 void muse_dequantize_q5_0(const void *src, float *dst, int64_t n)
 {
@@ -445,18 +431,7 @@ static void q5_1_row_impl(const float *x, muse_block_q5_1 *y, int64_t n_per_row,
 	}
 }
 
-size_t muse_quantize_q5_1_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
-{
-	size_t row_size = (size_t)(n_per_row / MUSE_QK32) * sizeof(muse_block_q5_1);
-	for (int64_t r = 0; r < nrows; r++) {
-		muse_block_q5_1 *y = (muse_block_q5_1 *)((uint8_t *)dst + (size_t)r * row_size);
-		if (importance)
-			q5_1_row_impl(src + r * n_per_row, y, n_per_row, importance);
-		else
-			q5_1_row_ref(src + r * n_per_row, y, n_per_row);
-	}
-	return (size_t)nrows * row_size;
-}
+LEGACY_QUANTIZE(q5_1)
 
 void muse_dequantize_q5_1(const void *src, float *dst, int64_t n)
 {
