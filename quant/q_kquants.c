@@ -14,6 +14,7 @@
  * Block structs are the on-disk layouts; host byte order is little-endian, as everywhere in muse.
  */
 #include "quant.h"
+#include "q_search.h"
 #include "quant_tables.h"
 
 #include <math.h>
@@ -188,83 +189,6 @@ static float kq_fit_q3(int n, int nmax, const float *x, int8_t *L)
 }
 
 /*
- * Asymmetric fit x ~ scale * L - the_min with L in [0, nmax] (ggml's make_qkx2_quants, and
- * make_qkx3_quants, which is the same computation whenever weights are given, as they always are
- * here). The min is clamped to <= 0 so zero stays representable; nstep+1 candidate scales around
- * nmax/(max-min) are refitted by weighted least squares and the lowest weighted error (absolute
- * when use_mad) wins.
- */
-static float kq_fit_min(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
-			uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
-{
-	float min = x[0], max = x[0];
-	float sum_w = weights[0];
-	float sum_x = sum_w * x[0];
-	for (int i = 1; i < n; i++) {
-		if (x[i] < min)
-			min = x[i];
-		if (x[i] > max)
-			max = x[i];
-		float w = weights[i];
-		sum_w += w;
-		sum_x += w * x[i];
-	}
-	if (min > 0)
-		min = 0;
-	if (max == min) {
-		memset(L, 0, (size_t)n);
-		*the_min = -min;
-		return 0.f;
-	}
-	float iscale = nmax / (max - min);
-	float scale = 1 / iscale;
-	float best_error = 0;
-	for (int i = 0; i < n; i++) {
-		int l = muse_q_nearest_int(iscale * (x[i] - min));
-		L[i] = (uint8_t)KQ_MAX(0, KQ_MIN(nmax, l));
-		float diff = scale * L[i] + min - x[i];
-		diff = use_mad ? fabsf(diff) : diff * diff;
-		best_error += weights[i] * diff;
-	}
-	for (int is = 0; is <= nstep; is++) {
-		iscale = (rmin + rdelta * is + nmax) / (max - min);
-		float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-		for (int i = 0; i < n; i++) {
-			int l = muse_q_nearest_int(iscale * (x[i] - min));
-			l = KQ_MAX(0, KQ_MIN(nmax, l));
-			Laux[i] = (uint8_t)l;
-			float w = weights[i];
-			sum_l += w * l;
-			sum_l2 += w * l * l;
-			sum_xl += w * l * x[i];
-		}
-		float D = sum_w * sum_l2 - sum_l * sum_l;
-		if (!(D > 0))
-			continue;
-		float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-		float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-		if (this_min > 0) {
-			this_min = 0;
-			this_scale = sum_xl / sum_l2;
-		}
-		float err = 0;
-		for (int i = 0; i < n; i++) {
-			float diff = this_scale * Laux[i] + this_min - x[i];
-			diff = use_mad ? fabsf(diff) : diff * diff;
-			err += weights[i] * diff;
-		}
-		if (err < best_error) {
-			memcpy(L, Laux, (size_t)n);
-			best_error = err;
-			scale = this_scale;
-			min = this_min;
-		}
-	}
-	*the_min = -min;
-	return scale;
-}
-
-/*
  * Quantizes non-negative values (sub-block scales or mins) to [0, nmax] under weights (ggml's
  * make_qp_quants): best of 9 scales by weighted MSE, then coordinate-descent sweeps. The levels are
  * kept as uint8_t between steps while the sums use the unclamped-below int, exactly as ggml.
@@ -429,7 +353,7 @@ static void q2_block_ref(const float *x, kq_block_q2 *y)
 	for (int j = 0; j < QK_K / 16; j++) {
 		for (int l = 0; l < 16; l++)
 			weights[l] = fabsf(x[16 * j + l]);
-		scales[j] = kq_fit_min(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
+		scales[j] = muse_q_fit_min(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
 		if (scales[j] > max_scale)
 			max_scale = scales[j];
 		if (mins[j] > max_min)
@@ -467,7 +391,7 @@ static void q2_block_imp(const float *x, kq_block_q2 *y, const float *qw_block)
 		sw[j] = 0;
 		for (int l = 0; l < 16; l++)
 			sw[j] += weight[l];
-		scales[j] = kq_fit_min(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+		scales[j] = muse_q_fit_min(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
 	}
 	float dm = kq_fit_pos(QK_K / 16, 15, scales, Ls, sw);
 	float mm = kq_fit_pos(QK_K / 16, 15, mins, Lm, sw);
@@ -650,7 +574,7 @@ static void q45_scales_ref(const float *x, int nmax, float rmin, float rdelta, i
 		float av_x = sqrtf(sum_x2 / 32);
 		for (int l = 0; l < 32; l++)
 			weights[l] = av_x + fabsf(x[32 * j + l]);
-		scales[j] = kq_fit_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, rdelta, nstep,
+		scales[j] = muse_q_fit_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, rdelta, nstep,
 				       false);
 		if (scales[j] > max_scale)
 			max_scale = scales[j];
@@ -688,7 +612,7 @@ static void q45_scales_imp(const float *x, const float *qw_block, int nmax, bool
 		for (int l = 0; l < 32; l++)
 			sumw += weights[l];
 		sw[j] = sumw;
-		scales[j] = kq_fit_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
+		scales[j] = muse_q_fit_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
 				       false);
 	}
 	float d_block = kq_fit_pos(QK_K / 32, 63, scales, Ls, sw);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "quant.h"
+#include "q_search.h"
 #include "quant_tables.h"
 
 /* ggml's MIN/MAX: the operand order decides which side a NaN comes out of. */
@@ -114,84 +115,6 @@ static float make_qx_quants_w(int n, int nmax, const float *x, int8_t *L, const 
 			best = scale * sumlx;
 		}
 	}
-	return scale;
-}
-
-/*
- * ggml's make_qkx3_quants with explicit weights and squared error (use_mad
- * false, the legacy callers' choice): levels 0..nmax with an offset min <= 0;
- * tries nstep+1 scales from (rmin + nmax)/(max - min) upward, solving the
- * weighted least squares for scale and min at each, and keeps the smallest
- * weighted error. *the_min gets -min as in ggml.
- */
-static float make_qkx3_quants_w(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-				float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep)
-{
-	float min = x[0];
-	float max = x[0];
-	float sum_w = weights[0];
-	float sum_x = sum_w * x[0];
-	for (int i = 1; i < n; ++i) {
-		if (x[i] < min)
-			min = x[i];
-		if (x[i] > max)
-			max = x[i];
-		float w = weights[i];
-		sum_w += w;
-		sum_x += w * x[i];
-	}
-	if (min > 0)
-		min = 0;
-	if (max <= min) {
-		memset(L, 0, (size_t)n);
-		*the_min = -min;
-		return 0.f;
-	}
-	float iscale = (float)nmax / (max - min);
-	float scale = 1 / iscale;
-	float best_mad = 0;
-	for (int i = 0; i < n; ++i) {
-		int l = muse_q_nearest_int(iscale * (x[i] - min));
-		L[i] = (uint8_t)Q_MAX(0, Q_MIN(nmax, l));
-		float diff = scale * (float)L[i] + min - x[i];
-		diff = diff * diff;
-		best_mad += weights[i] * diff;
-	}
-	for (int is = 0; is <= nstep; ++is) {
-		iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-		float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-		for (int i = 0; i < n; ++i) {
-			int l = muse_q_nearest_int(iscale * (x[i] - min));
-			l = Q_MAX(0, Q_MIN(nmax, l));
-			Laux[i] = (uint8_t)l;
-			float w = weights[i];
-			sum_l += w * (float)l;
-			sum_l2 += w * (float)l * (float)l;
-			sum_xl += w * (float)l * x[i];
-		}
-		float D = sum_w * sum_l2 - sum_l * sum_l;
-		if (D > 0) {
-			float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-			float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-			if (this_min > 0) {
-				this_min = 0;
-				this_scale = sum_xl / sum_l2;
-			}
-			float mad = 0;
-			for (int i = 0; i < n; ++i) {
-				float diff = this_scale * (float)Laux[i] + this_min - x[i];
-				diff = diff * diff;
-				mad += weights[i] * diff;
-			}
-			if (mad < best_mad) {
-				memcpy(L, Laux, (size_t)n);
-				best_mad = mad;
-				scale = this_scale;
-				min = this_min;
-			}
-		}
-	}
-	*the_min = -min;
 	return scale;
 }
 
@@ -300,7 +223,7 @@ static void q4_1_row_impl(const float *x, muse_block_q4_1 *y, int64_t n_per_row,
 		const float *xb = x + MUSE_QK32 * ib;
 		block_weights(weight, xb, quant_weights + MUSE_QK32 * ib, sigma2);
 		float min;
-		float d = make_qkx3_quants_w(MUSE_QK32, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36);
+		float d = muse_q_fit_min(MUSE_QK32, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
 		muse_q_put_fp16(y[ib].d, d);
 		muse_q_put_fp16(y[ib].m, -min);
 		for (int j = 0; j < 16; ++j)
@@ -424,7 +347,7 @@ static void q5_1_row_impl(const float *x, muse_block_q5_1 *y, int64_t n_per_row,
 		const float *xb = x + MUSE_QK32 * ib;
 		block_weights(weight, xb, quant_weights + MUSE_QK32 * ib, sigma2);
 		float min;
-		float d = make_qkx3_quants_w(MUSE_QK32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36);
+		float d = muse_q_fit_min(MUSE_QK32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
 		muse_q_put_fp16(y[ib].d, d);
 		muse_q_put_fp16(y[ib].m, -min);
 		pack_q5(y[ib].qs, y[ib].qh, L);

@@ -1,0 +1,87 @@
+/* q_search.c: ggml's weighted scale-and-min search, shared by the legacy (Q4_1, Q5_1) and k-quant types. */
+#include "q_search.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "quant_tables.h"
+
+#define Q_FIT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define Q_FIT_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/*
+ * Asymmetric fit x ~ scale * L - the_min with L in [0, nmax] (ggml's make_qkx2_quants, and
+ * make_qkx3_quants, which is the same computation whenever weights are given, as they always are
+ * here). The min is clamped to <= 0 so zero stays representable; nstep+1 candidate scales around
+ * nmax/(max-min) are refitted by weighted least squares and the lowest weighted error (absolute
+ * when use_mad) wins.
+ */
+float muse_q_fit_min(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+			uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
+{
+	float min = x[0], max = x[0];
+	float sum_w = weights[0];
+	float sum_x = sum_w * x[0];
+	for (int i = 1; i < n; i++) {
+		if (x[i] < min)
+			min = x[i];
+		if (x[i] > max)
+			max = x[i];
+		float w = weights[i];
+		sum_w += w;
+		sum_x += w * x[i];
+	}
+	if (min > 0)
+		min = 0;
+	if (max == min) {
+		memset(L, 0, (size_t)n);
+		*the_min = -min;
+		return 0.f;
+	}
+	float iscale = nmax / (max - min);
+	float scale = 1 / iscale;
+	float best_error = 0;
+	for (int i = 0; i < n; i++) {
+		int l = muse_q_nearest_int(iscale * (x[i] - min));
+		L[i] = (uint8_t)Q_FIT_MAX(0, Q_FIT_MIN(nmax, l));
+		float diff = scale * L[i] + min - x[i];
+		diff = use_mad ? fabsf(diff) : diff * diff;
+		best_error += weights[i] * diff;
+	}
+	for (int is = 0; is <= nstep; is++) {
+		iscale = (rmin + rdelta * is + nmax) / (max - min);
+		float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+		for (int i = 0; i < n; i++) {
+			int l = muse_q_nearest_int(iscale * (x[i] - min));
+			l = Q_FIT_MAX(0, Q_FIT_MIN(nmax, l));
+			Laux[i] = (uint8_t)l;
+			float w = weights[i];
+			sum_l += w * l;
+			sum_l2 += w * l * l;
+			sum_xl += w * l * x[i];
+		}
+		float D = sum_w * sum_l2 - sum_l * sum_l;
+		if (!(D > 0))
+			continue;
+		float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+		float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+		if (this_min > 0) {
+			this_min = 0;
+			this_scale = sum_xl / sum_l2;
+		}
+		float err = 0;
+		for (int i = 0; i < n; i++) {
+			float diff = this_scale * Laux[i] + this_min - x[i];
+			diff = use_mad ? fabsf(diff) : diff * diff;
+			err += weights[i] * diff;
+		}
+		if (err < best_error) {
+			memcpy(L, Laux, (size_t)n);
+			best_error = err;
+			scale = this_scale;
+			min = this_min;
+		}
+	}
+	*the_min = -min;
+	return scale;
+}
