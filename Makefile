@@ -9,7 +9,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -ffp-contract=off \
                -fopenmp -DMUSE_VERSION='"$(VERSION)"'
 CFLAGS  ?= -O2 -g
-LIBS    := -ljansson -lcrypto -larchive -lz -lm -lpthread
+LIBS    := -ljansson -lcrypto -larchive -lpcre2-8 -lutf8proc -llapacke -lopenblas -lz -lm -lpthread
 
 LIB_SRC     := $(wildcard lib/*.c)
 FORMATS_SRC := $(wildcard formats/*.c)
