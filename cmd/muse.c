@@ -16,6 +16,10 @@ typedef struct muse_command {
 static const muse_command commands[] = {
 	{ "convert", cmd_convert, "convert a model between safetensors, GGUF and PyTorch layouts" },
 	{ "inspect", cmd_inspect, "show the format, metadata and tensors of a model file or directory" },
+	{ "quantize", cmd_quantize, "quantize a model to GGUF types and mixes, or with RTN/AWQ/GPTQ" },
+	{ "imatrix", cmd_imatrix, "compute a llama.cpp importance matrix from calibration text" },
+	{ "eval", cmd_eval, "perplexity of a model on a text; KL divergence against a reference model" },
+	{ "tokenize", cmd_tokenize, "print the token ids of a text under a model's tokenizer" },
 	{ "help", cmd_help, "show help for muse or one command" },
 	{ "version", cmd_version, "print the version" },
 };
