@@ -80,6 +80,13 @@ const uint8_t *muse_reader_view(const muse_reader *r, size_t i)
 	return m->data ? m->data + t->offset : (const uint8_t *)"";
 }
 
+void muse_reader_release(const muse_reader *r, size_t i)
+{
+	const muse_tensor *t = &r->tensors[i];
+	if (!t->strided && t->file < r->n_files)
+		muse_map_release(&r->files[t->file], t->offset, t->nbytes);
+}
+
 muse_status muse_reader_read(muse_reader *r, size_t i, void *dst, muse_err *err)
 {
 	if (r->ops && r->ops->read)

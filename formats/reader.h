@@ -47,6 +47,8 @@ void muse_reader_free(muse_reader *r); /* NULL is a no-op */
 
 /* A borrowed view of tensor i's bytes in the mmap, or NULL when the tensor is strided. */
 const uint8_t *muse_reader_view(const muse_reader *r, size_t i);
+/* Drops tensor i's mapped pages from the resident set after use (views stay valid; see muse_map_release). */
+void muse_reader_release(const muse_reader *r, size_t i);
 /* Copies tensor i (dense, row-major, t->nbytes bytes) into dst. */
 muse_status muse_reader_read(muse_reader *r, size_t i, void *dst, muse_err *err);
 

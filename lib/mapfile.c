@@ -69,6 +69,17 @@ void muse_map_advise_seq(const muse_map *m, uint64_t off, uint64_t len)
 	madvise((void *)(m->data + start), (size_t)(len + (off - start)), MADV_SEQUENTIAL | MADV_WILLNEED);
 }
 
+void muse_map_release(const muse_map *m, uint64_t off, uint64_t len)
+{
+	if (!m->data || off >= m->size || !len)
+		return;
+	long pg = sysconf(_SC_PAGESIZE);
+	uint64_t start = off - off % (uint64_t)pg;
+	if (len > m->size - off)
+		len = m->size - off;
+	madvise((void *)(m->data + start), (size_t)(len + (off - start)), MADV_DONTNEED);
+}
+
 muse_status muse_read_small_file(const char *path, size_t cap, char **out, size_t *len, muse_err *err)
 {
 	*out = NULL;

@@ -25,6 +25,15 @@ void muse_map_close(muse_map *m); /* no-op on a zeroed or closed map */
 /* Advises the kernel that [off, off+len) will be read sequentially soon. */
 void muse_map_advise_seq(const muse_map *m, uint64_t off, uint64_t len);
 
+/*
+ * Drops [off, off+len) (rounded out to pages) from this process's resident
+ * set once its bytes have been consumed. The mapping is read-only, so the
+ * pages simply fault back in from the page cache if touched again: views
+ * stay valid. Streaming passes call it so that RSS stays about one tensor
+ * instead of growing to the whole input.
+ */
+void muse_map_release(const muse_map *m, uint64_t off, uint64_t len);
+
 /* Reads a whole small file (config/index JSON) into a NUL-terminated buffer, refusing files above cap. */
 muse_status muse_read_small_file(const char *path, size_t cap, char **out, size_t *len, muse_err *err);
 
