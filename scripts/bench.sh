@@ -75,3 +75,8 @@ if [ -x build/rel/bench/bench_dtype ]; then
 	echo
 	build/rel/bench/bench_dtype
 fi
+
+# Further sections, one script each (convert, quantize, ...).
+for s in scripts/bench_*.sh; do
+	bash "$s"
+done
