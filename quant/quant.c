@@ -5,11 +5,15 @@
 #include <stddef.h>
 
 #define ROW(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, false }
+/* the types ggml_quantize_requires_imatrix names (IQ1_M is commented out there: ggml quantizes it without) */
+#define ROW_IMATRIX(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, true }
 
 static const muse_quant_traits table[] = {
 	ROW(Q4_0, q4_0), ROW(Q4_1, q4_1), ROW(Q5_0, q5_0), ROW(Q5_1, q5_1), ROW(Q8_0, q8_0),
 	ROW(Q2_K, q2_k), ROW(Q3_K, q3_k), ROW(Q4_K, q4_k), ROW(Q5_K, q5_k), ROW(Q6_K, q6_k),
 	ROW(IQ4_NL, iq4_nl), ROW(IQ4_XS, iq4_xs), ROW(MXFP4, mxfp4), ROW(TQ1_0, tq1_0), ROW(TQ2_0, tq2_0),
+	ROW_IMATRIX(IQ2_XXS, iq2_xxs), ROW_IMATRIX(IQ2_XS, iq2_xs), ROW(IQ2_S, iq2_s), ROW(IQ3_XXS, iq3_xxs),
+	ROW(IQ3_S, iq3_s), ROW_IMATRIX(IQ1_S, iq1_s), ROW(IQ1_M, iq1_m),
 };
 
 const muse_quant_traits *muse_quant_traits_of(muse_dtype t)

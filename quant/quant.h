@@ -65,6 +65,21 @@ MUSE_Q_DECL(iq4_xs)
 MUSE_Q_DECL(mxfp4)
 MUSE_Q_DECL(tq1_0)
 MUSE_Q_DECL(tq2_0)
+/* the lattice types (quant/q_iq_lattice.c) */
+MUSE_Q_DECL(iq2_xxs)
+MUSE_Q_DECL(iq2_xs)
+MUSE_Q_DECL(iq2_s)
+MUSE_Q_DECL(iq3_xxs)
+MUSE_Q_DECL(iq3_s)
+MUSE_Q_DECL(iq1_s)
+MUSE_Q_DECL(iq1_m)
 #undef MUSE_Q_DECL
+
+/*
+ * For tests: *used gets the entries the neighbour lists of t's lattice hold
+ * (building them on first use), *cap the static capacity reserved for them;
+ * they are equal for the grids ggml ships. -1 for non-lattice types.
+ */
+int muse_iq_lattice_stats(muse_dtype t, size_t *used, size_t *cap);
 
 #endif
