@@ -1,0 +1,873 @@
+/* q_fast.c: AVX2 quantizers for Q4_0, Q8_0 and Q2_K..Q6_K that write the reference quantizers' bytes. */
+/*
+ * Why the bytes stay identical (the reference, q_legacy.c and q_kquants.c, is ggml's scalar code):
+ *  - The k-quant searches run eight sub-blocks side by side, one per AVX2 lane. Each lane performs
+ *    exactly the scalar sequence of IEEE single operations of its sub-block: the same products in
+ *    the same association, the same running sums in element order, divisions and square roots
+ *    (correctly rounded in both), no FMA (the target below does not enable it, and -ffp-contract=off
+ *    holds anyway). Nothing is reassociated across elements; only independent sub-blocks share a
+ *    register. Data-dependent control flow (the best candidate, coordinate-descent sweeps, early
+ *    exits) becomes per-lane masks; a lane whose scalar code would have stopped either is masked
+ *    out or provably changes nothing (a sweep that changes nothing leaves the state it starts from).
+ *  - Per-element work with no reduction (requantizing with the final scales, packing) is
+ *    vectorized within a sub-block; order does not matter there.
+ *  - ggml's nearest_int (the 1.5 * 2^23 addition) and C's truncating float-to-int casts are
+ *    reproduced lane-wise (cvttps2dq gives INT32_MIN out of range and for NaN, as cvttss2si does).
+ *  - Q8_0/Q4_0 take maxima of |x| as a tree: equal to ggml's running maximum for NaN-free blocks.
+ *    A block whose sum is NaN (a NaN, or +Inf and -Inf together) goes to the scalar reference.
+ *    Their fp16 scales use F16C with round-to-nearest-even from the immediate, equal to
+ *    muse_q_fp16 for every non-NaN float (checked over all 2^32 patterns; the unit test samples).
+ *  - Rows are independent, so muse_quantize_rows' split over threads cannot change a byte.
+ * The scalar parts that run once per super-block (turning the eight or sixteen sub-block scales
+ * into the stored ones) are copies of the reference code, kept in its operation order.
+ */
+#include "q_fast.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/dtype_simd.h" /* muse_cvt_simd_get: does this CPU run AVX2+F16C */
+#include "quant.h"
+#include "quant_tables.h"
+
+static bool simd_wanted(void)
+{
+	/* cached: asked once per process; racing first callers store the same value */
+	static _Atomic int known; /* 0 unknown, 1 no, 2 yes */
+	int k = atomic_load_explicit(&known, memory_order_relaxed);
+	if (!k) {
+		const char *e = getenv("MUSE_NO_SIMD");
+		bool off = e && *e && strcmp(e, "0") != 0;
+		k = !off && muse_cvt_simd_get() ? 2 : 1;
+		atomic_store_explicit(&known, k, memory_order_relaxed);
+	}
+	return k == 2;
+}
+
+const char *muse_quant_fast_path(void)
+{
+	return simd_wanted() ? "avx2+f16c" : "reference";
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define TARGET __attribute__((target("avx2,f16c")))
+#define INLINE static inline __attribute__((always_inline)) TARGET
+#define QK_K 256
+#define KQ_EPS 1e-15f
+#define KQ_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define KQ_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* The k-quant block layouts (the same as q_kquants.c's, which keeps its own private). */
+typedef struct {
+	uint8_t scales[16];
+	uint8_t qs[64];
+	uint16_t d, dmin;
+} qf_block_q2;
+typedef struct {
+	uint8_t hmask[32];
+	uint8_t qs[64];
+	uint8_t scales[12];
+	uint16_t d;
+} qf_block_q3;
+typedef struct {
+	uint16_t d, dmin;
+	uint8_t scales[12];
+	uint8_t qs[128];
+} qf_block_q4;
+typedef struct {
+	uint16_t d, dmin;
+	uint8_t scales[12];
+	uint8_t qh[32];
+	uint8_t qs[128];
+} qf_block_q5;
+typedef struct {
+	uint8_t ql[128];
+	uint8_t qh[64];
+	int8_t scales[16];
+	uint16_t d;
+} qf_block_q6;
+_Static_assert(sizeof(qf_block_q2) == 84 && sizeof(qf_block_q3) == 110 && sizeof(qf_block_q4) == 144 &&
+		       sizeof(qf_block_q5) == 176 && sizeof(qf_block_q6) == 210,
+	       "k-quant block sizes");
+
+/* ---- lane helpers ---- */
+
+/* ggml's nearest_int on 8 lanes. */
+INLINE __m256i nearest8(__m256 f)
+{
+	__m256i i = _mm256_castps_si256(_mm256_add_ps(f, _mm256_set1_ps(12582912.f)));
+	return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
+}
+
+INLINE __m256i clamp8(__m256i l, int lo, int hi)
+{
+	return _mm256_max_epi32(_mm256_set1_epi32(lo), _mm256_min_epi32(_mm256_set1_epi32(hi), l));
+}
+
+INLINE __m256 abs8(__m256 x)
+{
+	return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+}
+
+INLINE __m256 blend8(__m256 a, __m256 b, __m256 m)
+{
+	return _mm256_blendv_ps(a, b, m);
+}
+
+INLINE __m256i blendi8(__m256i a, __m256i b, __m256 m)
+{
+	return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m));
+}
+
+INLINE void transpose8(__m256 *r)
+{
+	__m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+	__m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+	__m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+	__m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+	__m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+	__m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+	__m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+	__m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+	r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+	r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+	r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+	r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+	r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+	r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+	r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+	r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* X[i] lane j = x[j * n + i] for i < n (n a multiple of 8): eight sub-blocks of n, one per lane. */
+INLINE void load_lanes(const float *x, int n, __m256 *X)
+{
+	for (int i0 = 0; i0 < n; i0 += 8) {
+		for (int j = 0; j < 8; j++)
+			X[i0 + j] = _mm256_loadu_ps(x + j * n + i0);
+		transpose8(X + i0);
+	}
+}
+
+/* Back from lanes: out[j * n + i] = lane j of L[i], as bytes. */
+static TARGET void store_lanes_u8(const __m256i *L, int n, uint8_t *out)
+{
+	int32_t t[32][8];
+	for (int i = 0; i < n; i++)
+		_mm256_storeu_si256((__m256i *)t[i], L[i]);
+	for (int j = 0; j < 8; j++)
+		for (int i = 0; i < n; i++)
+			out[j * n + i] = (uint8_t)t[i][j];
+}
+
+/* Eight int lanes 0..255 to 8 bytes at out. */
+INLINE void store8_u8(uint8_t *out, __m256i v)
+{
+	__m128i p = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	_mm_storel_epi64((__m128i *)out, _mm_packus_epi16(p, p));
+}
+
+/* ---- the searches, eight sub-blocks at a time ---- */
+
+/*
+ * muse_q_fit_min (ggml's make_qkx2/qkx3_quants) on eight sub-blocks of n. L gets the levels,
+ * scale/the_min the results, lane by lane exactly as the scalar function returns them.
+ */
+static TARGET void fit_min8(int n, int nmax, const __m256 *X, const __m256 *W, __m256i *L, __m256 *scale_out,
+			    __m256 *the_min_out, float rmin, float rdelta, int nstep, bool use_mad)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	__m256 min = X[0], max = X[0];
+	__m256 sum_w = W[0];
+	__m256 sum_x = _mm256_mul_ps(sum_w, X[0]);
+	for (int i = 1; i < n; i++) {
+		min = _mm256_min_ps(X[i], min); /* x < min ? x : min */
+		max = _mm256_max_ps(X[i], max); /* x > max ? x : max */
+		sum_w = _mm256_add_ps(sum_w, W[i]);
+		sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(W[i], X[i]));
+	}
+	min = blend8(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
+	const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
+	const __m256 flat_min = min;
+	const __m256 fnmax = _mm256_set1_ps((float)nmax);
+	__m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max, min));
+	__m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), iscale);
+	__m256 best_error = zero;
+	for (int i = 0; i < n; i++) {
+		__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min))), 0, nmax);
+		L[i] = l;
+		__m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), min), X[i]);
+		diff = use_mad ? abs8(diff) : _mm256_mul_ps(diff, diff);
+		best_error = _mm256_add_ps(best_error, _mm256_mul_ps(W[i], diff));
+	}
+	__m256i Laux[32];
+	__m256 Lf[32];
+	for (int is = 0; is <= nstep; is++) {
+		/* min moves with each better candidate, and ggml's next candidates use the moved one */
+		iscale = _mm256_div_ps(_mm256_set1_ps(rmin + rdelta * (float)is + (float)nmax), _mm256_sub_ps(max, min));
+		__m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+		for (int i = 0; i < n; i++) {
+			__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min))), 0, nmax);
+			Laux[i] = l;
+			__m256 lf = _mm256_cvtepi32_ps(l), wl = _mm256_mul_ps(W[i], lf);
+			Lf[i] = lf;
+			sum_l = _mm256_add_ps(sum_l, wl);
+			sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, lf));
+			sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, X[i]));
+		}
+		__m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+		__m256 ok = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+		if (_mm256_testz_ps(ok, ok))
+			continue;
+		__m256 this_scale = _mm256_div_ps(
+			_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
+		__m256 this_min = _mm256_div_ps(
+			_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
+		__m256 pos = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+		this_min = blend8(this_min, zero, pos);
+		this_scale = blend8(this_scale, _mm256_div_ps(sum_xl, sum_l2), pos);
+		__m256 err = zero;
+		for (int i = 0; i < n; i++) {
+			__m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, Lf[i]), this_min), X[i]);
+			diff = use_mad ? abs8(diff) : _mm256_mul_ps(diff, diff);
+			err = _mm256_add_ps(err, _mm256_mul_ps(W[i], diff));
+		}
+		__m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(err, best_error, _CMP_LT_OQ));
+		if (_mm256_testz_ps(better, better))
+			continue;
+		for (int i = 0; i < n; i++)
+			L[i] = blendi8(L[i], Laux[i], better);
+		best_error = blend8(best_error, err, better);
+		scale = blend8(scale, this_scale, better);
+		min = blend8(min, this_min, better);
+	}
+	/* flat sub-blocks: levels 0, scale 0, the_min = -min as clamped */
+	for (int i = 0; i < n; i++)
+		L[i] = blendi8(L[i], _mm256_setzero_si256(), flat);
+	*scale_out = blend8(scale, zero, flat);
+	*the_min_out = _mm256_xor_ps(blend8(min, flat_min, flat), _mm256_set1_ps(-0.0f));
+}
+
+/* Lane-wise: amax = the largest |x|, max = the first value reaching it (the scalar update on >). */
+INLINE void signed_max8(int n, const __m256 *X, __m256 *amax_out, __m256 *max_out)
+{
+	__m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
+	for (int i = 0; i < n; i++) {
+		__m256 ax = abs8(X[i]);
+		__m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+		amax = blend8(amax, ax, gt);
+		max = blend8(max, X[i], gt);
+	}
+	*amax_out = amax;
+	*max_out = max;
+}
+
+/*
+ * q_kquants.c's kq_fit_signed without weights (w = x^2, ggml's make_qx_quants with rmse_type 1)
+ * on eight sub-blocks of n: L gets level + nmax, the return is the scale.
+ */
+static TARGET __m256 fit_signed8(int n, int nmax, const __m256 *X, __m256i *L)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	__m256 amax, max;
+	signed_max8(n, X, &amax, &max);
+	const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
+	__m256 W[32], WX[32];
+	for (int i = 0; i < n; i++) {
+		W[i] = _mm256_mul_ps(X[i], X[i]);
+		WX[i] = _mm256_mul_ps(W[i], X[i]);
+	}
+	__m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+	__m256 sumlx = zero, suml2 = zero;
+	for (int i = 0; i < n; i++) {
+		__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+		L[i] = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
+		__m256 lf = _mm256_cvtepi32_ps(l);
+		sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], lf));
+		suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+	}
+	/* suml2 != 0 is true for NaN, as in ggml */
+	__m256 scale = blend8(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
+	__m256 best = _mm256_mul_ps(scale, sumlx);
+	__m256i Laux[32];
+	for (int is = -9; is <= 9; is++) {
+		if (is == 0)
+			continue;
+		iscale = _mm256_div_ps(_mm256_set1_ps(-((float)nmax + 0.1f * (float)is)), max);
+		sumlx = suml2 = zero;
+		for (int i = 0; i < n; i++) {
+			__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+			Laux[i] = l;
+			__m256 lf = _mm256_cvtepi32_ps(l);
+			sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], lf));
+			suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+		}
+		__m256 upd = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+					   _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+		if (_mm256_testz_ps(upd, upd))
+			continue;
+		for (int i = 0; i < n; i++)
+			L[i] = blendi8(L[i], _mm256_add_epi32(Laux[i], _mm256_set1_epi32(nmax)), upd);
+		scale = blend8(scale, _mm256_div_ps(sumlx, suml2), upd);
+		best = blend8(best, _mm256_mul_ps(scale, sumlx), upd);
+	}
+	for (int i = 0; i < n; i++)
+		L[i] = blendi8(L[i], _mm256_setzero_si256(), tiny);
+	return blend8(scale, zero, tiny);
+}
+
+/* q_kquants.c's kq_fit_q3 (ggml's make_q3_quants with do_rmse) on eight sub-blocks of n: L gets level + nmax. */
+static TARGET __m256 fit_q3_8(int n, int nmax, const __m256 *X, __m256i *L)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	__m256 amax, max;
+	signed_max8(n, X, &amax, &max);
+	const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
+	__m256 W[32], WX[32], Lf[32];
+	for (int i = 0; i < n; i++) {
+		W[i] = _mm256_mul_ps(X[i], X[i]);
+		WX[i] = _mm256_mul_ps(W[i], X[i]);
+	}
+	__m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+	__m256 sumlx = zero, suml2 = zero;
+	for (int i = 0; i < n; i++) {
+		__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
+		Lf[i] = _mm256_cvtepi32_ps(l);
+		sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], Lf[i]));
+		suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf[i]), Lf[i]));
+	}
+	/* A lane that stops early in the scalar code had a sweep with no change; more sweeps from that
+	 * unchanged state change nothing either, so running all lanes until none changes is exact. */
+	for (int itry = 0; itry < 5; itry++) {
+		__m256 changed = zero;
+		for (int i = 0; i < n; i++) {
+			__m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(WX[i], Lf[i]));
+			__m256 go = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+			__m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf[i]), Lf[i]));
+			__m256i nl = clamp8(nearest8(_mm256_div_ps(_mm256_mul_ps(X[i], sl2), slx)), -nmax, nmax - 1);
+			__m256 nlf = _mm256_cvtepi32_ps(nl);
+			go = _mm256_and_ps(go, _mm256_cmp_ps(nlf, Lf[i], _CMP_NEQ_OQ));
+			slx = _mm256_add_ps(slx, _mm256_mul_ps(WX[i], nlf));
+			sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[i], nlf), nlf));
+			__m256 lhs = _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2);
+			__m256 rhs = _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2);
+			go = _mm256_and_ps(go, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ),
+							     _mm256_cmp_ps(lhs, rhs, _CMP_GT_OQ)));
+			Lf[i] = blend8(Lf[i], nlf, go);
+			sumlx = blend8(sumlx, slx, go);
+			suml2 = blend8(suml2, sl2, go);
+			changed = _mm256_or_ps(changed, go);
+		}
+		if (_mm256_testz_ps(changed, changed))
+			break;
+	}
+	for (int i = 0; i < n; i++) {
+		__m256i l = _mm256_add_epi32(_mm256_cvttps_epi32(Lf[i]), _mm256_set1_epi32(nmax));
+		L[i] = blendi8(l, _mm256_setzero_si256(), tiny);
+	}
+	__m256 scale = blend8(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
+	return blend8(scale, zero, tiny);
+}
+
+/* ---- scale packing (copies of q_kquants.c's helpers) ---- */
+
+static inline void put_scale_min(int j, uint8_t ls, uint8_t lm, uint8_t *q)
+{
+	if (j < 4) {
+		q[j] = ls;
+		q[j + 4] = lm;
+	} else {
+		q[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+		q[j - 4] |= (uint8_t)((ls >> 4) << 6);
+		q[j] |= (uint8_t)((lm >> 4) << 6);
+	}
+}
+
+static inline void get_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+	if (j < 4) {
+		*sc = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+		*m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+	}
+}
+
+static void put_scale_q3(int j, int l, uint8_t *q)
+{
+	if (j < 8)
+		q[j] = (uint8_t)(l & 0xF);
+	else
+		q[j - 8] |= (uint8_t)((l & 0xF) << 4);
+	l >>= 4;
+	q[j % 4 + 8] |= (uint8_t)((unsigned)l << (2 * (j / 4)));
+}
+
+static inline int get_scale_q3(int j, const uint8_t *q)
+{
+	int sc = j < 8 ? q[j] & 0xF : q[j - 8] >> 4;
+	return (sc | (((q[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+}
+
+static void pack2(const uint8_t *L, uint8_t *qs)
+{
+	for (int j = 0; j < QK_K; j += 128)
+		for (int l = 0; l < 32; l++)
+			qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+						  (L[j + l + 96] << 6));
+}
+
+/* L[0..n) = clamp(nearest((x + dm) / d), lo, hi) + bias, n a multiple of 8. */
+INLINE void requant(const float *x, int n, float dm, float d, int lo, int hi, int bias, uint8_t *L)
+{
+	const __m256 vdm = _mm256_set1_ps(dm), vd = _mm256_set1_ps(d);
+	for (int i = 0; i < n; i += 8) {
+		__m256 v = _mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), vdm), vd);
+		__m256i l = _mm256_add_epi32(clamp8(nearest8(v), lo, hi), _mm256_set1_epi32(bias));
+		store8_u8(L + i, l);
+	}
+}
+
+/* L[0..n) = clamp(nearest(x / d), -nmax, nmax - 1) + nmax (Q3_K, Q6_K). */
+INLINE void requant_signed(const float *x, int n, float d, int nmax, uint8_t *L)
+{
+	const __m256 vd = _mm256_set1_ps(d);
+	for (int i = 0; i < n; i += 8) {
+		__m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vd);
+		__m256i l = _mm256_add_epi32(clamp8(nearest8(v), -nmax, nmax - 1), _mm256_set1_epi32(nmax));
+		store8_u8(L + i, l);
+	}
+}
+
+/* ---- Q2_K ---- */
+
+static TARGET void q2_block(const float *x, qf_block_q2 *y)
+{
+	__m256 X[16], W[16];
+	__m256i Lv[16];
+	uint8_t Lfit[QK_K], L[QK_K];
+	float scales[16], mins[16];
+	for (int h = 0; h < 2; h++) {
+		__m256 sc, mn;
+		load_lanes(x + 128 * h, 16, X);
+		for (int i = 0; i < 16; i++)
+			W[i] = abs8(X[i]);
+		fit_min8(16, 3, X, W, Lv, &sc, &mn, -0.5f, 0.1f, 15, true);
+		_mm256_storeu_ps(scales + 8 * h, sc);
+		_mm256_storeu_ps(mins + 8 * h, mn);
+		store_lanes_u8(Lv, 16, Lfit + 128 * h);
+	}
+	float max_scale = 0, max_min = 0;
+	for (int j = 0; j < 16; j++) {
+		if (scales[j] > max_scale)
+			max_scale = scales[j];
+		if (mins[j] > max_min)
+			max_min = mins[j];
+	}
+	if (max_scale > 0) {
+		float iscale = 15.f / max_scale;
+		for (int j = 0; j < 16; j++)
+			y->scales[j] = (uint8_t)muse_q_nearest_int(iscale * scales[j]);
+		y->d = muse_q_fp16(max_scale / 15.f);
+	} else {
+		memset(y->scales, 0, sizeof y->scales);
+		y->d = muse_q_fp16(0.f);
+	}
+	if (max_min > 0) {
+		float iscale = 15.f / max_min;
+		for (int j = 0; j < 16; j++)
+			y->scales[j] |= (uint8_t)((unsigned)muse_q_nearest_int(iscale * mins[j]) << 4);
+		y->dmin = muse_q_fp16(max_min / 15.f);
+	} else {
+		y->dmin = muse_q_fp16(0.f);
+	}
+	float dall = muse_f16_to_f32(y->d), mall = muse_f16_to_f32(y->dmin);
+	for (int j = 0; j < 16; j++) {
+		const float d = dall * (y->scales[j] & 0xF);
+		if (!d) {
+			memcpy(L + 16 * j, Lfit + 16 * j, 16);
+			continue;
+		}
+		const float dm = mall * (y->scales[j] >> 4);
+		requant(x + 16 * j, 16, dm, d, 0, 3, 0, L + 16 * j);
+	}
+	pack2(L, y->qs);
+}
+
+/* ---- Q3_K ---- */
+
+static TARGET void q3_block(const float *x, qf_block_q3 *y)
+{
+	__m256 X[16];
+	__m256i Lv[16];
+	uint8_t Lfit[QK_K], L[QK_K];
+	float scales[16];
+	for (int h = 0; h < 2; h++) {
+		load_lanes(x + 128 * h, 16, X);
+		_mm256_storeu_ps(scales + 8 * h, fit_q3_8(16, 4, X, Lv));
+		store_lanes_u8(Lv, 16, Lfit + 128 * h);
+	}
+	float max_scale = 0, amax = 0;
+	for (int j = 0; j < 16; j++) {
+		float a = fabsf(scales[j]);
+		if (a > amax) {
+			amax = a;
+			max_scale = scales[j];
+		}
+	}
+	memset(y->scales, 0, sizeof y->scales);
+	if (max_scale != 0) {
+		float iscale = -32.f / max_scale;
+		for (int j = 0; j < 16; j++) {
+			int8_t l = (int8_t)muse_q_nearest_int(iscale * scales[j]); /* narrowed before the clamp, as ggml */
+			put_scale_q3(j, KQ_MAX(-32, KQ_MIN(31, l)) + 32, y->scales);
+		}
+		y->d = muse_q_fp16(1 / iscale);
+	} else {
+		y->d = muse_q_fp16(0.f);
+	}
+	float dall = muse_f16_to_f32(y->d);
+	for (int j = 0; j < 16; j++) {
+		float d = dall * get_scale_q3(j, y->scales);
+		if (!d) {
+			memcpy(L + 16 * j, Lfit + 16 * j, 16);
+			continue;
+		}
+		requant_signed(x + 16 * j, 16, d, 4, L + 16 * j);
+	}
+	memset(y->hmask, 0, sizeof y->hmask);
+	for (int j = 0; j < QK_K; j++)
+		if (L[j] > 3) {
+			y->hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+			L[j] -= 4;
+		}
+	pack2(L, y->qs);
+}
+
+/* ---- Q4_K and Q5_K ---- */
+
+static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta, int nstep, uint8_t *L,
+			     uint8_t *scales_out, uint16_t *d16, uint16_t *dmin16)
+{
+	__m256 X[32], W[32], sc, mn;
+	__m256i Lv[32];
+	uint8_t Lfit[QK_K];
+	float scales[8], mins[8];
+	load_lanes(x, 32, X);
+	__m256 sum_x2 = _mm256_setzero_ps();
+	for (int l = 0; l < 32; l++)
+		sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(X[l], X[l]));
+	__m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.f)));
+	for (int l = 0; l < 32; l++)
+		W[l] = _mm256_add_ps(av_x, abs8(X[l]));
+	fit_min8(32, nmax, X, W, Lv, &sc, &mn, rmin, rdelta, nstep, false);
+	_mm256_storeu_ps(scales, sc);
+	_mm256_storeu_ps(mins, mn);
+	store_lanes_u8(Lv, 32, Lfit);
+	float max_scale = 0, max_min = 0;
+	for (int j = 0; j < 8; j++) {
+		if (scales[j] > max_scale)
+			max_scale = scales[j];
+		if (mins[j] > max_min)
+			max_min = mins[j];
+	}
+	float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+	float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+	for (int j = 0; j < 8; j++) {
+		uint8_t ls = (uint8_t)muse_q_nearest_int(inv_scale * scales[j]); /* narrowed before the clamp, as ggml */
+		uint8_t lm = (uint8_t)muse_q_nearest_int(inv_min * mins[j]);
+		put_scale_min(j, KQ_MIN(63, ls), KQ_MIN(63, lm), scales_out);
+	}
+	*d16 = muse_q_fp16(max_scale / 63.f);
+	*dmin16 = muse_q_fp16(max_min / 63.f);
+	const float dall = muse_f16_to_f32(*d16), mall = muse_f16_to_f32(*dmin16);
+	for (int j = 0; j < 8; j++) {
+		uint8_t s, m;
+		get_scale_min(j, scales_out, &s, &m);
+		const float d = dall * s;
+		if (!d) {
+			memcpy(L + 32 * j, Lfit + 32 * j, 32);
+			continue;
+		}
+		const float dm = mall * m;
+		requant(x + 32 * j, 32, dm, d, 0, nmax, 0, L + 32 * j);
+	}
+}
+
+static TARGET void q4_block(const float *x, qf_block_q4 *y)
+{
+	uint8_t L[QK_K];
+	q45_block(x, 15, -1.f, 0.1f, 20, L, y->scales, &y->d, &y->dmin);
+	for (int j = 0; j < QK_K; j += 64)
+		for (int l = 0; l < 32; l++)
+			y->qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+}
+
+static TARGET void q5_block(const float *x, qf_block_q5 *y)
+{
+	uint8_t L[QK_K];
+	q45_block(x, 31, -0.5f, 0.1f, 15, L, y->scales, &y->d, &y->dmin);
+	memset(y->qh, 0, sizeof y->qh);
+	for (int c = 0; c < 4; c++)
+		for (int l = 0; l < 32; l++) {
+			int l1 = L[64 * c + l], l2 = L[64 * c + l + 32];
+			y->qh[l] |= (uint8_t)(((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1)));
+			y->qs[32 * c + l] = (uint8_t)((l1 & 0xF) | ((l2 & 0xF) << 4));
+		}
+}
+
+/* ---- Q6_K ---- */
+
+static TARGET void q6_block(const float *x, qf_block_q6 *y)
+{
+	__m256 X[16];
+	__m256i Lv[16];
+	uint8_t Lfit[QK_K], L[QK_K];
+	float scales[16];
+	for (int h = 0; h < 2; h++) {
+		load_lanes(x + 128 * h, 16, X);
+		_mm256_storeu_ps(scales + 8 * h, fit_signed8(16, 32, X, Lv));
+		store_lanes_u8(Lv, 16, Lfit + 128 * h);
+	}
+	float max_scale = 0, max_abs = 0;
+	for (int ib = 0; ib < 16; ib++) {
+		float a = fabsf(scales[ib]);
+		if (a > max_abs) {
+			max_abs = a;
+			max_scale = scales[ib];
+		}
+	}
+	if (max_abs < KQ_EPS) {
+		memset(y, 0, sizeof *y);
+		y->d = muse_q_fp16(0.f);
+		return;
+	}
+	float iscale = -128.f / max_scale;
+	y->d = muse_q_fp16(1 / iscale);
+	for (int ib = 0; ib < 16; ib++)
+		y->scales[ib] = (int8_t)KQ_MIN(127, muse_q_nearest_int(iscale * scales[ib]));
+	const float dall = muse_f16_to_f32(y->d);
+	for (int j = 0; j < 16; j++) {
+		float d = dall * y->scales[j];
+		if (!d) {
+			memcpy(L + 16 * j, Lfit + 16 * j, 16);
+			continue;
+		}
+		requant_signed(x + 16 * j, 16, d, 32, L + 16 * j);
+	}
+	uint8_t *ql = y->ql, *qh = y->qh;
+	for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
+		for (int l = 0; l < 32; l++) {
+			ql[l] = (uint8_t)((L[j + l] & 0xF) | ((L[j + l + 64] & 0xF) << 4));
+			ql[l + 32] = (uint8_t)((L[j + l + 32] & 0xF) | ((L[j + l + 96] & 0xF) << 4));
+			qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+					  ((L[j + l + 96] >> 4) << 6));
+		}
+}
+
+#define KQ_FAST(name, blk, block_fn)                                                                        \
+	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
+					   const float *importance)                                           \
+	{                                                                                                   \
+		if (importance || !simd_wanted())                                                           \
+			return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);          \
+		int64_t nb = nrows * (n_per_row / QK_K);                                                    \
+		blk *y = dst;                                                                               \
+		for (int64_t i = 0; i < nb; i++)                                                            \
+			block_fn(src + QK_K * i, y + i);                                                    \
+		return (size_t)nb * sizeof(blk);                                                            \
+	}
+KQ_FAST(q2_k, qf_block_q2, q2_block)
+KQ_FAST(q3_k, qf_block_q3, q3_block)
+KQ_FAST(q4_k, qf_block_q4, q4_block)
+KQ_FAST(q5_k, qf_block_q5, q5_block)
+KQ_FAST(q6_k, qf_block_q6, q6_block)
+
+/* ---- Q8_0 and Q4_0: one streaming pass ---- */
+
+/* Largest lane of v. */
+INLINE float hmax8(__m256 v)
+{
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	return _mm_cvtss_f32(m);
+}
+
+/* A block with a NaN (or +Inf and -Inf) has a NaN sum: those take the scalar reference. */
+INLINE bool block_unsafe(__m256 v0, __m256 v1, __m256 v2, __m256 v3)
+{
+	__m256 s = _mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3));
+	return _mm256_movemask_ps(_mm256_cmp_ps(s, s, _CMP_UNORD_Q)) != 0;
+}
+
+/* roundf (half away from zero) on 8 lanes; v - trunc(v) is exact. */
+INLINE __m256 round_away8(__m256 v)
+{
+	__m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+	__m256 frac = abs8(_mm256_sub_ps(v, t));
+	__m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+	__m256 one = _mm256_or_ps(_mm256_set1_ps(1.f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+	return _mm256_add_ps(t, _mm256_and_ps(up, one));
+}
+
+/* fp16 of eight non-NaN floats, as muse_q_fp16 (F16C rounding from the immediate: nearest even). */
+INLINE void put_fp16x8(uint16_t h[8], __m256 d)
+{
+	_mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+}
+
+static TARGET void q8_0_blocks(const float *x, muse_block_q8_0 *y, int64_t nb)
+{
+	int64_t i = 0;
+	for (; i + 8 <= nb; i += 8) {
+		float amax[8];
+		unsigned unsafe = 0;
+		for (int b = 0; b < 8; b++) {
+			const float *xb = x + 32 * (i + b);
+			__m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+			__m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+			if (block_unsafe(v0, v1, v2, v3))
+				unsafe |= 1u << b;
+			amax[b] = hmax8(_mm256_max_ps(_mm256_max_ps(abs8(v0), abs8(v1)), _mm256_max_ps(abs8(v2), abs8(v3))));
+		}
+		__m256 d = _mm256_div_ps(_mm256_loadu_ps(amax), _mm256_set1_ps(127.f));
+		__m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+		float id[8];
+		uint16_t h[8];
+		_mm256_storeu_ps(id, _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d)));
+		put_fp16x8(h, d);
+		for (int b = 0; b < 8; b++) {
+			const float *xb = x + 32 * (i + b);
+			muse_block_q8_0 *yb = y + i + b;
+			if (unsafe >> b & 1) {
+				muse_quantize_q8_0_ref(xb, yb, 1, 32, NULL);
+				continue;
+			}
+			__m256 vid = _mm256_set1_ps(id[b]);
+			const __m256i lo = _mm256_set1_epi32(0xFF);
+			__m256i q0 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb), vid))));
+			__m256i q1 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb + 8), vid))));
+			__m256i q2 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb + 16), vid))));
+			__m256i q3 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb + 24), vid))));
+			/* the low bytes, in order: the int8 cast of ggml keeps exactly these */
+			__m256i p = _mm256_packus_epi16(_mm256_packus_epi32(q0, q1), _mm256_packus_epi32(q2, q3));
+			p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+			_mm256_storeu_si256((__m256i *)yb->qs, p);
+			memcpy(yb->d, &h[b], 2);
+		}
+	}
+	if (i < nb)
+		muse_quantize_q8_0_ref(x + 32 * i, y + i, 1, 32 * (nb - i), NULL);
+}
+
+size_t muse_quantize_q8_0_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
+{
+	if (!simd_wanted())
+		return muse_quantize_q8_0_ref(src, dst, nrows, n_per_row, importance);
+	int64_t nb = nrows * (n_per_row / 32);
+	q8_0_blocks(src, dst, nb);
+	return (size_t)nb * sizeof(muse_block_q8_0);
+}
+
+/* The low byte of a truncating cast, sign-extended (ggml's (int8_t) of a float), on 8 lanes. */
+INLINE __m256i cast_i8_8(__m256 f)
+{
+	return _mm256_srai_epi32(_mm256_slli_epi32(_mm256_cvttps_epi32(f), 24), 24);
+}
+
+/* Q4_0's level: MIN(15, (int8_t)(x * id + 8.5f)) as the uint8_t ggml stores, in 0..255. */
+INLINE __m256i q4_0_level8(__m256 x, __m256 id)
+{
+	__m256i l = _mm256_min_epi32(_mm256_set1_epi32(15), cast_i8_8(_mm256_add_ps(_mm256_mul_ps(x, id), _mm256_set1_ps(8.5f))));
+	return _mm256_and_si256(l, _mm256_set1_epi32(0xFF));
+}
+
+static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
+{
+	int64_t i = 0;
+	for (; i + 8 <= nb; i += 8) {
+		float mx[8];
+		unsigned unsafe = 0;
+		for (int b = 0; b < 8; b++) {
+			const float *xb = x + 32 * (i + b);
+			__m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+			__m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+			if (block_unsafe(v0, v1, v2, v3))
+				unsafe |= 1u << b;
+			__m256 a0 = abs8(v0), a1 = abs8(v1), a2 = abs8(v2), a3 = abs8(v3);
+			float amax = hmax8(_mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
+			mx[b] = 0.0f;
+			if (amax > 0) {
+				/* ggml keeps the first element reaching the largest magnitude, sign included */
+				__m256 am = _mm256_set1_ps(amax);
+				uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a0, am, _CMP_EQ_OQ)) |
+					     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a1, am, _CMP_EQ_OQ)) << 8 |
+					     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a2, am, _CMP_EQ_OQ)) << 16 |
+					     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a3, am, _CMP_EQ_OQ)) << 24;
+				if (m)
+					mx[b] = xb[__builtin_ctz(m)];
+			}
+		}
+		__m256 d = _mm256_div_ps(_mm256_loadu_ps(mx), _mm256_set1_ps(-8.f));
+		__m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+		float id[8];
+		uint16_t h[8];
+		_mm256_storeu_ps(id, _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d)));
+		put_fp16x8(h, d);
+		for (int b = 0; b < 8; b++) {
+			const float *xb = x + 32 * (i + b);
+			muse_block_q4_0 *yb = y + i + b;
+			if (unsafe >> b & 1) {
+				muse_quantize_q4_0_ref(xb, yb, 1, 32, NULL);
+				continue;
+			}
+			__m256 vid = _mm256_set1_ps(id[b]);
+			__m256i lo = _mm256_or_si256(q4_0_level8(_mm256_loadu_ps(xb), vid),
+						     _mm256_slli_epi32(q4_0_level8(_mm256_loadu_ps(xb + 16), vid), 4));
+			__m256i hi = _mm256_or_si256(q4_0_level8(_mm256_loadu_ps(xb + 8), vid),
+						     _mm256_slli_epi32(q4_0_level8(_mm256_loadu_ps(xb + 24), vid), 4));
+			lo = _mm256_and_si256(lo, _mm256_set1_epi32(0xFF));
+			hi = _mm256_and_si256(hi, _mm256_set1_epi32(0xFF));
+			__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
+			_mm_storeu_si128((__m128i *)yb->qs,
+					 _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+			memcpy(yb->d, &h[b], 2);
+		}
+	}
+	if (i < nb)
+		muse_quantize_q4_0_ref(x + 32 * i, y + i, 1, 32 * (nb - i), NULL);
+}
+
+size_t muse_quantize_q4_0_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
+{
+	/* with importance Q4_0 runs a per-row search using the row's mean square: the reference does it */
+	if (importance || !simd_wanted())
+		return muse_quantize_q4_0_ref(src, dst, nrows, n_per_row, importance);
+	int64_t nb = nrows * (n_per_row / 32);
+	q4_0_blocks(src, dst, nb);
+	return (size_t)nb * sizeof(muse_block_q4_0);
+}
+
+#else /* not x86-64: the reference is the fast path */
+
+#define REF_ONLY(name)                                                                                    \
+	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,   \
+					   const float *importance)                                         \
+	{                                                                                                 \
+		return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);                \
+	}
+REF_ONLY(q4_0)
+REF_ONLY(q8_0)
+REF_ONLY(q2_k)
+REF_ONLY(q3_k)
+REF_ONLY(q4_k)
+REF_ONLY(q5_k)
+REF_ONLY(q6_k)
+
+#endif
