@@ -1,5 +1,6 @@
 /* quant.c: the quantizer traits table and the threaded row driver. */
 #include "quant.h"
+#include "q_fast.h"
 
 #include <omp.h>
 #include <stddef.h>
@@ -7,10 +8,12 @@
 #define ROW(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, false }
 /* the types ggml_quantize_requires_imatrix names (IQ1_M is commented out there: ggml quantizes it without) */
 #define ROW_IMATRIX(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, true }
+/* A row with a fast quantizer (q_fast.c): vector code with the reference's bytes, the reference itself without AVX2. */
+#define ROWF(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, muse_quantize_##name##_fast, muse_dequantize_##name, false }
 
 static const muse_quant_traits table[] = {
-	ROW(Q4_0, q4_0), ROW(Q4_1, q4_1), ROW(Q5_0, q5_0), ROW(Q5_1, q5_1), ROW(Q8_0, q8_0),
-	ROW(Q2_K, q2_k), ROW(Q3_K, q3_k), ROW(Q4_K, q4_k), ROW(Q5_K, q5_k), ROW(Q6_K, q6_k),
+	ROWF(Q4_0, q4_0), ROW(Q4_1, q4_1), ROW(Q5_0, q5_0), ROW(Q5_1, q5_1), ROWF(Q8_0, q8_0),
+	ROWF(Q2_K, q2_k), ROWF(Q3_K, q3_k), ROWF(Q4_K, q4_k), ROWF(Q5_K, q5_k), ROWF(Q6_K, q6_k),
 	ROW(IQ4_NL, iq4_nl), ROW(IQ4_XS, iq4_xs), ROW(MXFP4, mxfp4), ROW(TQ1_0, tq1_0), ROW(TQ2_0, tq2_0),
 	ROW_IMATRIX(IQ2_XXS, iq2_xxs), ROW_IMATRIX(IQ2_XS, iq2_xs), ROW(IQ2_S, iq2_s), ROW(IQ3_XXS, iq3_xxs),
 	ROW(IQ3_S, iq3_s), ROW_IMATRIX(IQ1_S, iq1_s), ROW(IQ1_M, iq1_m),
