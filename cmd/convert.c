@@ -1,18 +1,25 @@
-/* convert.c: `muse convert HF_DIR OUT.gguf` (architecture-aware) and `muse convert IN OUT --raw`: streams tensors from any reader into GGUF or safetensors, casting as asked. */
+/* convert.c: `muse convert` HF -> GGUF, GGUF -> HF, GGUF -> GGUF, HF -> HF (cast/reshard/merge) and --raw: streams tensors, casting as asked. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <jansson.h>
 #include <sys/stat.h>
 
+#include "../formats/gguf2hf.h"
 #include "../formats/hf2gguf.h"
 #include "../formats/model_writer.h"
 #include "../formats/reader.h"
 #include "../lib/progress.h"
+#include "../quant/quant.h"
 #include "cmds.h"
 #include "options.h"
 
 static const char *const convert_usage[] = {
 	"muse convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
+	"muse convert IN.gguf OUT_DIR [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
+	"muse convert IN.gguf OUT.gguf [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
+	"muse convert HF_DIR|IN.safetensors OUT_DIR|OUT.safetensors [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
 	"muse convert IN OUT --raw [--to gguf|safetensors] [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
 	NULL,
 };
@@ -73,6 +80,115 @@ static int ends_with(const char *s, const char *suf)
 	return a >= b && !strcmp(s + a - b, suf);
 }
 
+static muse_status convert_stream(const char *in, const char *out, muse_out_format fmt, muse_dtype want,
+				  uint64_t shard, bool quiet, const char *shown, muse_err *errp);
+
+/* Formats are told apart by content, as the readers do: a GGUF file starts with "GGUF". */
+static int is_gguf(const char *p)
+{
+	char m[4];
+	FILE *f = is_dir(p) ? NULL : fopen(p, "rb");
+	int yes = f && fread(m, 1, 4, f) == 4 && !memcmp(m, "GGUF", 4);
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+/* Files of an HF directory that are weights (rewritten by the conversion) rather than files kept beside them. */
+static int is_weights(const char *name)
+{
+	static const char *const sfx[] = { ".safetensors", ".index.json", ".bin", ".pt", ".pth", ".gguf", ".ckpt",
+					   ".h5", ".msgpack", ".onnx", NULL };
+	for (size_t i = 0; sfx[i]; i++)
+		if (ends_with(name, sfx[i]))
+			return 1;
+	return 0;
+}
+
+/* config.json with its dtype keys following --outtype (the other keys and their order kept). */
+static muse_status copy_config(const muse_outdir *d, const char *src, muse_dtype want, muse_err *err)
+{
+	if (want == MUSE_DT_INVALID)
+		return muse_outdir_copy(d, src, "config.json", err);
+	json_error_t je;
+	json_t *j = json_load_file(src, JSON_DECODE_INT_AS_REAL, &je);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return muse_outdir_copy(d, src, "config.json", err); /* not ours to judge: kept as it is */
+	}
+	const char *name = want == MUSE_DT_F16 ? "float16" : want == MUSE_DT_BF16 ? "bfloat16" : "float32";
+	int set = 0;
+	for (int i = 0; i < 2; i++) {
+		const char *k = i ? "dtype" : "torch_dtype";
+		if (json_object_get(j, k)) {
+			json_object_set_new(j, k, json_string(name));
+			set = 1;
+		}
+	}
+	if (!set)
+		json_object_set_new(j, "torch_dtype", json_string(name));
+	char *txt = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+	json_decref(j);
+	if (!txt)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	size_t n = strlen(txt);
+	txt[n] = '\n'; /* replaces the NUL; n + 1 bytes written */
+	muse_status s = muse_outdir_write(d, "config.json", txt, n + 1, err);
+	free(txt);
+	return s;
+}
+
+/*
+ * HF checkpoint (directory, safetensors file or index) -> HF directory:
+ * weights cast, resharded or merged into DIR/model.safetensors (or shards
+ * plus index), every other file of the source directory copied beside
+ * them. Built under a temporary name: the directory appears whole or not.
+ */
+static int run_reshard_dir(const char *in, const char *out, muse_dtype want, uint64_t shard, bool quiet)
+{
+	muse_err err = { 0 };
+	muse_outdir d = MUSE_OUTDIR_INIT;
+	char path[8192], src[8192], srcdir[4096] = "";
+	DIR *dir = NULL;
+	if (muse_outdir_begin(&d, out, &err))
+		goto fail;
+	snprintf(path, sizeof path, "%s/model.safetensors", d.tmp);
+	if (convert_stream(in, path, MUSE_OUT_SAFETENSORS, want, shard, quiet, out, &err))
+		goto fail;
+	if (is_dir(in)) {
+		snprintf(srcdir, sizeof srcdir, "%s", in);
+	} else if (ends_with(in, ".index.json")) {
+		const char *slash = strrchr(in, '/');
+		snprintf(srcdir, sizeof srcdir, "%.*s", slash ? (int)(slash - in) : 1, slash ? in : ".");
+	}
+	if (srcdir[0] && (dir = opendir(srcdir))) {
+		struct dirent *e;
+		while ((e = readdir(dir))) {
+			struct stat st;
+			if (e->d_name[0] == '.' || is_weights(e->d_name))
+				continue;
+			if ((size_t)snprintf(src, sizeof src, "%s/%s", srcdir, e->d_name) >= sizeof src || stat(src, &st) ||
+			    !S_ISREG(st.st_mode))
+				continue;
+			muse_status s = !strcmp(e->d_name, "config.json") ? copy_config(&d, src, want, &err)
+									: muse_outdir_copy(&d, src, e->d_name, &err);
+			if (s)
+				goto fail;
+		}
+	}
+	if (muse_outdir_commit(&d, &err))
+		goto fail;
+	if (dir)
+		closedir(dir);
+	muse_outdir_abort(&d);
+	return MUSE_EXIT_OK;
+fail:
+	if (dir)
+		closedir(dir);
+	muse_outdir_abort(&d);
+	return muse_cli_fail(&err);
+}
+
 /* GGUF's general.file_type follows the float type all float tensors were cast to. */
 static muse_status fix_file_type(muse_meta *m, muse_dtype want)
 {
@@ -82,8 +198,9 @@ static muse_status fix_file_type(muse_meta *m, muse_dtype want)
 	return muse_meta_set_u32(m, "general.file_type", ft);
 }
 
-static int run_convert(const char *in, const char *out, muse_out_format fmt, muse_dtype want, uint64_t shard,
-		       bool quiet)
+/* Streams every tensor of in into the file(s) out; the one path for --raw, GGUF -> GGUF and safetensors resharding. */
+static muse_status convert_stream(const char *in, const char *out, muse_out_format fmt, muse_dtype want,
+				  uint64_t shard, bool quiet, const char *shown, muse_err *errp)
 {
 	muse_err err = { 0 };
 	muse_reader *r = NULL;
@@ -140,17 +257,24 @@ static int run_convert(const char *in, const char *out, muse_out_format fmt, mus
 		goto fail;
 	muse_progress_end(&pg);
 	if (!quiet)
-		fprintf(stderr, "muse: wrote %zu tensors to %s\n", r->n_tensors, path);
+		fprintf(stderr, "muse: wrote %zu tensors to %s\n", r->n_tensors, shown ? shown : path);
 	rc = MUSE_EXIT_OK;
 	goto done;
 fail:
-	rc = muse_cli_fail(&err);
+	*errp = err;
 done:
 	muse_model_writer_free(w);
 	muse_reader_free(r);
 	muse_meta_free(&meta);
 	free(cb.p);
-	return rc;
+	return rc == MUSE_EXIT_OK ? MUSE_OK : err.code ? err.code : MUSE_ERR_IO;
+}
+
+static int run_convert(const char *in, const char *out, muse_out_format fmt, muse_dtype want, uint64_t shard,
+		       bool quiet)
+{
+	muse_err err = { 0 };
+	return convert_stream(in, out, fmt, want, shard, quiet, NULL, &err) ? muse_cli_fail(&err) : MUSE_EXIT_OK;
 }
 
 int cmd_convert(int argc, const char **argv)
@@ -190,6 +314,25 @@ int cmd_convert(int argc, const char **argv)
 		return MUSE_EXIT_USAGE;
 	} else
 		fmt = ends_with(argv[1], ".gguf") ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS;
+	if (!raw && is_gguf(argv[0])) {
+		if (fmt == MUSE_OUT_GGUF) /* GGUF -> GGUF: names already GGUF's; cast, reshard or merge */
+			return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
+		/* Architecture-aware GGUF -> HF directory (formats/gguf2hf.c); blocks decoded by quant/. */
+		if (ends_with(argv[1], ".safetensors")) {
+			fprintf(stderr, "muse: error: convert: GGUF -> HF writes a directory, not '%s'; name a directory, "
+					"or use --raw for a bare safetensors file with GGUF tensor names\n", argv[1]);
+			return MUSE_EXIT_USAGE;
+		}
+		muse_err err = { 0 };
+		muse_gguf2hf_opts o = { .want = want, .shard_bytes = shard, .quiet = quiet, .dequant = muse_dequantize };
+		return muse_gguf2hf(argv[0], argv[1], &o, &err) ? muse_cli_fail(&err) : MUSE_EXIT_OK;
+	}
+	if (!raw && fmt == MUSE_OUT_SAFETENSORS) {
+		/* HF -> HF: cast, reshard or merge safetensors; a directory output keeps the other files. */
+		if (is_dir(argv[1]) || ends_with(argv[1], "/") || !ends_with(argv[1], ".safetensors"))
+			return run_reshard_dir(argv[0], argv[1], want, shard, quiet);
+		return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
+	}
 	if (!raw) {
 		/* Architecture-aware: an HF checkpoint directory into GGUF (formats/hf2gguf.c). */
 		if (fmt != MUSE_OUT_GGUF || !is_dir(argv[0])) {
