@@ -153,15 +153,23 @@ INLINE void load_lanes(const float *x, int n, __m256 *X)
 	}
 }
 
-/* Back from lanes: out[j * n + i] = lane j of L[i], as bytes. */
-static TARGET void store_lanes_u8(const __m256i *L, int n, uint8_t *out)
-{
+/* The search levels of the eight lanes, kept as they come out of the registers: t[i][j] is element i
+ * of lane j. They are read back only for sub-blocks whose stored scale is zero (the requantization
+ * skips those and keeps the search's levels, as the reference does). */
+typedef struct {
 	int32_t t[32][8];
+} lanes_i32;
+
+static TARGET void lanes_keep(const __m256i *L, int n, lanes_i32 *k)
+{
 	for (int i = 0; i < n; i++)
-		_mm256_storeu_si256((__m256i *)t[i], L[i]);
-	for (int j = 0; j < 8; j++)
-		for (int i = 0; i < n; i++)
-			out[j * n + i] = (uint8_t)t[i][j];
+		_mm256_storeu_si256((__m256i *)k->t[i], L[i]);
+}
+
+static void lanes_get(const lanes_i32 *k, int n, int lane, uint8_t *out)
+{
+	for (int i = 0; i < n; i++)
+		out[i] = (uint8_t)k->t[i][lane];
 }
 
 /* Eight int lanes 0..255 to 8 bytes at out. */
@@ -414,12 +422,27 @@ static inline int get_scale_q3(int j, const uint8_t *q)
 	return (sc | (((q[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
-static void pack2(const uint8_t *L, uint8_t *qs)
+INLINE __m256i ld32(const uint8_t *p)
 {
-	for (int j = 0; j < QK_K; j += 128)
-		for (int l = 0; l < 32; l++)
-			qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-						  (L[j + l + 96] << 6));
+	return _mm256_loadu_si256((const __m256i *)p);
+}
+
+INLINE void st32(uint8_t *p, __m256i v)
+{
+	_mm256_storeu_si256((__m256i *)p, v);
+}
+
+/* Bytes shifted left by s; every caller's values stay below 256 >> s, so no bit crosses into the next byte. */
+#define SHL8(v, s) _mm256_slli_epi16((v), (s))
+
+/* 2-bit levels (0..3) packed: byte 32h + l holds elements 128h + l, +32, +64, +96 (Q2_K and Q3_K). */
+static TARGET void pack2(const uint8_t *L, uint8_t *qs)
+{
+	for (int h = 0; h < 2; h++) {
+		const uint8_t *p = L + 128 * h;
+		st32(qs + 32 * h, _mm256_or_si256(_mm256_or_si256(ld32(p), SHL8(ld32(p + 32), 2)),
+						  _mm256_or_si256(SHL8(ld32(p + 64), 4), SHL8(ld32(p + 96), 6))));
+	}
 }
 
 /* L[0..n) = clamp(nearest((x + dm) / d), lo, hi) + bias, n a multiple of 8. */
@@ -450,7 +473,8 @@ static TARGET void q2_block(const float *x, qf_block_q2 *y)
 {
 	__m256 X[16], W[16];
 	__m256i Lv[16];
-	uint8_t Lfit[QK_K], L[QK_K];
+	lanes_i32 Lfit[2];
+	uint8_t L[QK_K];
 	float scales[16], mins[16];
 	for (int h = 0; h < 2; h++) {
 		__m256 sc, mn;
@@ -460,7 +484,7 @@ static TARGET void q2_block(const float *x, qf_block_q2 *y)
 		fit_min8(16, 3, X, W, Lv, &sc, &mn, -0.5f, 0.1f, 15, true);
 		_mm256_storeu_ps(scales + 8 * h, sc);
 		_mm256_storeu_ps(mins + 8 * h, mn);
-		store_lanes_u8(Lv, 16, Lfit + 128 * h);
+		lanes_keep(Lv, 16, &Lfit[h]);
 	}
 	float max_scale = 0, max_min = 0;
 	for (int j = 0; j < 16; j++) {
@@ -490,7 +514,7 @@ static TARGET void q2_block(const float *x, qf_block_q2 *y)
 	for (int j = 0; j < 16; j++) {
 		const float d = dall * (y->scales[j] & 0xF);
 		if (!d) {
-			memcpy(L + 16 * j, Lfit + 16 * j, 16);
+			lanes_get(&Lfit[j / 8], 16, j % 8, L + 16 * j);
 			continue;
 		}
 		const float dm = mall * (y->scales[j] >> 4);
@@ -505,12 +529,13 @@ static TARGET void q3_block(const float *x, qf_block_q3 *y)
 {
 	__m256 X[16];
 	__m256i Lv[16];
-	uint8_t Lfit[QK_K], L[QK_K];
+	lanes_i32 Lfit[2];
+	uint8_t L[QK_K];
 	float scales[16];
 	for (int h = 0; h < 2; h++) {
 		load_lanes(x + 128 * h, 16, X);
 		_mm256_storeu_ps(scales + 8 * h, fit_q3_8(16, 4, X, Lv));
-		store_lanes_u8(Lv, 16, Lfit + 128 * h);
+		lanes_keep(Lv, 16, &Lfit[h]);
 	}
 	float max_scale = 0, amax = 0;
 	for (int j = 0; j < 16; j++) {
@@ -535,17 +560,20 @@ static TARGET void q3_block(const float *x, qf_block_q3 *y)
 	for (int j = 0; j < 16; j++) {
 		float d = dall * get_scale_q3(j, y->scales);
 		if (!d) {
-			memcpy(L + 16 * j, Lfit + 16 * j, 16);
+			lanes_get(&Lfit[j / 8], 16, j % 8, L + 16 * j);
 			continue;
 		}
 		requant_signed(x + 16 * j, 16, d, 4, L + 16 * j);
 	}
-	memset(y->hmask, 0, sizeof y->hmask);
-	for (int j = 0; j < QK_K; j++)
-		if (L[j] > 3) {
-			y->hmask[j % 32] |= (uint8_t)(1u << (j / 32));
-			L[j] -= 4;
-		}
+	/* element e's high bit (level > 3) goes to bit e/32 of hmask[e % 32]; the level keeps its low 2 bits */
+	__m256i hm = _mm256_setzero_si256();
+	for (int k = 0; k < 8; k++) {
+		__m256i v = ld32(L + 32 * k);
+		hm = _mm256_or_si256(hm, _mm256_and_si256(_mm256_cmpgt_epi8(v, _mm256_set1_epi8(3)),
+							  _mm256_set1_epi8((char)(1u << k))));
+		st32(L + 32 * k, _mm256_and_si256(v, _mm256_set1_epi8(3)));
+	}
+	st32(y->hmask, hm);
 	pack2(L, y->qs);
 }
 
@@ -556,7 +584,7 @@ static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta,
 {
 	__m256 X[32], W[32], sc, mn;
 	__m256i Lv[32];
-	uint8_t Lfit[QK_K];
+	lanes_i32 Lfit;
 	float scales[8], mins[8];
 	load_lanes(x, 32, X);
 	__m256 sum_x2 = _mm256_setzero_ps();
@@ -568,7 +596,7 @@ static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta,
 	fit_min8(32, nmax, X, W, Lv, &sc, &mn, rmin, rdelta, nstep, false);
 	_mm256_storeu_ps(scales, sc);
 	_mm256_storeu_ps(mins, mn);
-	store_lanes_u8(Lv, 32, Lfit);
+	lanes_keep(Lv, 32, &Lfit);
 	float max_scale = 0, max_min = 0;
 	for (int j = 0; j < 8; j++) {
 		if (scales[j] > max_scale)
@@ -591,7 +619,7 @@ static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta,
 		get_scale_min(j, scales_out, &s, &m);
 		const float d = dall * s;
 		if (!d) {
-			memcpy(L + 32 * j, Lfit + 32 * j, 32);
+			lanes_get(&Lfit, 32, j, L + 32 * j);
 			continue;
 		}
 		const float dm = mall * m;
@@ -604,21 +632,23 @@ static TARGET void q4_block(const float *x, qf_block_q4 *y)
 	uint8_t L[QK_K];
 	q45_block(x, 15, -1.f, 0.1f, 20, L, y->scales, &y->d, &y->dmin);
 	for (int j = 0; j < QK_K; j += 64)
-		for (int l = 0; l < 32; l++)
-			y->qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+		st32(y->qs + j / 2, _mm256_or_si256(ld32(L + j), SHL8(ld32(L + j + 32), 4)));
 }
 
 static TARGET void q5_block(const float *x, qf_block_q5 *y)
 {
 	uint8_t L[QK_K];
 	q45_block(x, 31, -0.5f, 0.1f, 15, L, y->scales, &y->d, &y->dmin);
-	memset(y->qh, 0, sizeof y->qh);
-	for (int c = 0; c < 4; c++)
-		for (int l = 0; l < 32; l++) {
-			int l1 = L[64 * c + l], l2 = L[64 * c + l + 32];
-			y->qh[l] |= (uint8_t)(((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1)));
-			y->qs[32 * c + l] = (uint8_t)((l1 & 0xF) | ((l2 & 0xF) << 4));
-		}
+	/* chunk c of 64: low nibbles as Q4_K, 5th bits (level > 15) at bit 2c (first 32) and 2c+1 of qh[l] */
+	const __m256i lo4 = _mm256_set1_epi8(0xF), fifteen = _mm256_set1_epi8(15);
+	__m256i qh = _mm256_setzero_si256();
+	for (int c = 0; c < 4; c++) {
+		__m256i a = ld32(L + 64 * c), b = ld32(L + 64 * c + 32);
+		st32(y->qs + 32 * c, _mm256_or_si256(_mm256_and_si256(a, lo4), SHL8(_mm256_and_si256(b, lo4), 4)));
+		qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_cmpgt_epi8(a, fifteen), _mm256_set1_epi8((char)(1u << (2 * c)))));
+		qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_cmpgt_epi8(b, fifteen), _mm256_set1_epi8((char)(2u << (2 * c)))));
+	}
+	st32(y->qh, qh);
 }
 
 /* ---- Q6_K ---- */
@@ -627,12 +657,13 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 {
 	__m256 X[16];
 	__m256i Lv[16];
-	uint8_t Lfit[QK_K], L[QK_K];
+	lanes_i32 Lfit[2];
+	uint8_t L[QK_K];
 	float scales[16];
 	for (int h = 0; h < 2; h++) {
 		load_lanes(x + 128 * h, 16, X);
 		_mm256_storeu_ps(scales + 8 * h, fit_signed8(16, 32, X, Lv));
-		store_lanes_u8(Lv, 16, Lfit + 128 * h);
+		lanes_keep(Lv, 16, &Lfit[h]);
 	}
 	float max_scale = 0, max_abs = 0;
 	for (int ib = 0; ib < 16; ib++) {
@@ -655,19 +686,23 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 	for (int j = 0; j < 16; j++) {
 		float d = dall * y->scales[j];
 		if (!d) {
-			memcpy(L + 16 * j, Lfit + 16 * j, 16);
+			lanes_get(&Lfit[j / 8], 16, j % 8, L + 16 * j);
 			continue;
 		}
 		requant_signed(x + 16 * j, 16, d, 32, L + 16 * j);
 	}
-	uint8_t *ql = y->ql, *qh = y->qh;
-	for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
-		for (int l = 0; l < 32; l++) {
-			ql[l] = (uint8_t)((L[j + l] & 0xF) | ((L[j + l + 64] & 0xF) << 4));
-			ql[l + 32] = (uint8_t)((L[j + l + 32] & 0xF) | ((L[j + l + 96] & 0xF) << 4));
-			qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
-					  ((L[j + l + 96] >> 4) << 6));
-		}
+	/* half h: ql[64h + l] = elems l | l+64 (nibbles), ql[64h + 32 + l] = l+32 | l+96, qh[32h + l] = top bits */
+	const __m256i lo4 = _mm256_set1_epi8(0xF), two = _mm256_set1_epi8(3);
+	for (int h = 0; h < 2; h++) {
+		const uint8_t *p = L + 128 * h;
+		__m256i a = ld32(p), b = ld32(p + 32), c = ld32(p + 64), d = ld32(p + 96);
+		st32(y->ql + 64 * h, _mm256_or_si256(_mm256_and_si256(a, lo4), SHL8(_mm256_and_si256(c, lo4), 4)));
+		st32(y->ql + 64 * h + 32, _mm256_or_si256(_mm256_and_si256(b, lo4), SHL8(_mm256_and_si256(d, lo4), 4)));
+		/* levels are 0..63: the top two bits, masked after the 16-bit shift pulls in the next byte */
+		__m256i ha = _mm256_and_si256(_mm256_srli_epi16(a, 4), two), hb = _mm256_and_si256(_mm256_srli_epi16(b, 4), two);
+		__m256i hc = _mm256_and_si256(_mm256_srli_epi16(c, 4), two), hd = _mm256_and_si256(_mm256_srli_epi16(d, 4), two);
+		st32(y->qh + 32 * h, _mm256_or_si256(_mm256_or_si256(ha, SHL8(hb, 2)), _mm256_or_si256(SHL8(hc, 4), SHL8(hd, 6))));
+	}
 }
 
 #define KQ_FAST(name, blk, block_fn)                                                                        \
