@@ -1,0 +1,679 @@
+/* quantize.c: `muse quantize IN OUT --type TYPE`: llama-quantize's GGUF file types and mixes, streamed one tensor at a time. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../formats/gguf.h"
+#include "../formats/hf2gguf.h"
+#include "../formats/imatrix.h"
+#include "../formats/reader.h"
+#include "../lib/checked.h"
+#include "../lib/outfile.h"
+#include "../lib/progress.h"
+#include "../quant/mix.h"
+#include "../quant/quant.h"
+#include "cmds.h"
+#include "options.h"
+
+/*
+ * The output is the file llama-quantize writes for the same input and
+ * options: the input's metadata in its order with general.quantization_version
+ * and general.file_type moved to the end (ggml's gguf_set_* remove, then
+ * append), the split.* keys dropped, the quantize.imatrix.* keys appended
+ * when an imatrix is used; tensors in llama.cpp's order (by layer, then
+ * name); each tensor's type from quant/mix.c; the data from muse's
+ * quantizers, which are byte-identical with ggml's. Differences on purpose:
+ * --pure refuses rows that are not whole blocks instead of demoting them,
+ * an imatrix that matches none of the tensors is refused, non-finite
+ * weights are refused before anything is written (llama.cpp notices them
+ * after quantizing), and a general.alignment other than 32 is honoured.
+ */
+
+static const char *const quantize_usage[] = {
+	"muse quantize IN OUT --type TYPE [--pure] [--imatrix FILE] [--tensor-type REGEX=TYPE]... [--threads N]",
+	"muse quantize IN OUT --method rtn|awq|gptq ...",
+	NULL,
+};
+
+/* The --method mode (AWQ/GPTQ/RTN, issue 6) lives in its own file; until it lands this says so. */
+__attribute__((weak)) int cmd_quantize_method(int argc, const char **argv)
+{
+	(void)argc;
+	(void)argv;
+	fprintf(stderr, "muse: error: quantize --method: not implemented yet\n");
+	return MUSE_EXIT_FAIL;
+}
+
+#define SLAB_BYTES (64u << 20) /* F32 staging per slab of rows: memory stays this plus its quantized copy */
+
+typedef struct qplan {
+	size_t src;           /* index in the reader */
+	muse_mix_tensor mt;
+	muse_mix_choice ch;
+	int ndim;             /* ggml_n_dims: what the output's tensor info says */
+	uint64_t shape[4];    /* PyTorch order, ndim entries */
+	const muse_imatrix_entry *im;
+	uint32_t shard;
+} qplan;
+
+typedef struct qopts {
+	const char *in, *out, *type, *imatrix, *out_type, *embd_type;
+	muse_strlist rules;
+	bool pure, leave_output, allow_requantize, keep_split, dry_run, quiet;
+	long threads;
+} qopts;
+
+static bool is_plain_float(muse_dtype t) { return t == MUSE_DT_F32 || t == MUSE_DT_F16 || t == MUSE_DT_BF16; }
+
+/* ggml's type-name parser (parse_ggml_type): any ggml type name, case-insensitive. */
+static muse_status parse_ggml_type(const char *what, const char *s, muse_dtype *out, muse_err *err)
+{
+	muse_dtype t = muse_dtype_from_name(s);
+	if (t == MUSE_DT_INVALID || muse_dtype_info(t)->ggml_id < 0)
+		return muse_err_set(err, MUSE_ERR_USAGE, "%s: unknown ggml type '%s'", what, s);
+	*out = t;
+	return MUSE_OK;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+	struct stat x, y;
+	return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
+static bool is_dir(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* strncpy(val_str, s, 127): llama-quantize's KV override strings hold at most 127 bytes. */
+static muse_status set_str127(muse_meta *m, const char *key, const char *s)
+{
+	size_t n = strlen(s);
+	muse_meta_remove(m, key);
+	return muse_meta_set_strn(m, key, s, n > 127 ? 127 : n);
+}
+
+static muse_status set_u32_last(muse_meta *m, const char *key, uint32_t v)
+{
+	muse_meta_remove(m, key);
+	return muse_meta_set_u32(m, key, v);
+}
+
+/* The output metadata, as llama_model_quantize_impl builds it. */
+static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype ft, const muse_imatrix *im,
+			      muse_meta *out, muse_err *err)
+{
+	for (size_t k = 0; k < r->meta.n; k++)
+		if (muse_meta_copy_kv(out, &r->meta.kv[k]))
+			goto nomem;
+	if (set_u32_last(out, "general.quantization_version", 2) || set_u32_last(out, "general.file_type", (uint32_t)ft))
+		goto nomem;
+	muse_meta_remove(out, "split.no");
+	muse_meta_remove(out, "split.count");
+	muse_meta_remove(out, "split.tensors.count");
+	if (im) {
+		if (set_str127(out, "quantize.imatrix.file", o->imatrix))
+			goto nomem;
+		if (im->n_datasets && set_str127(out, "quantize.imatrix.dataset", im->datasets[0]))
+			goto nomem;
+		if (set_u32_last(out, "quantize.imatrix.entries_count", (uint32_t)im->n))
+			goto nomem;
+		if (im->chunk_count > 0 && set_u32_last(out, "quantize.imatrix.chunks_count", im->chunk_count))
+			goto nomem;
+	}
+	return MUSE_OK;
+nomem:
+	return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+}
+
+/* Tensor i of the reader as the mix sees it (ggml order, trailing 1s trimmed as ggml_n_dims does). */
+static muse_status describe(const muse_reader *r, size_t i, qplan *p, muse_err *err)
+{
+	const muse_tensor *t = &r->tensors[i];
+	if (t->ndim > 4)
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': %d dimensions (GGUF holds at most 4)",
+				    r->path, t->name, t->ndim);
+	p->src = i;
+	p->mt.name = t->name;
+	p->mt.type = t->dtype;
+	for (int d = 0; d < 4; d++)
+		p->mt.ne[d] = d < t->ndim ? (int64_t)t->shape[t->ndim - 1 - d] : 1;
+	p->ndim = 1;
+	for (int d = 3; d >= 1; d--)
+		if (p->mt.ne[d] > 1) {
+			p->ndim = d + 1;
+			break;
+		}
+	for (int d = 0; d < p->ndim; d++)
+		p->shape[d] = (uint64_t)p->mt.ne[p->ndim - 1 - d];
+	p->shard = t->file;
+	return MUSE_OK;
+}
+
+/* Checks what llama.cpp checks before or while quantizing, all before the output exists. */
+static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype ft, const muse_imatrix *im, qplan *p,
+			      size_t n, muse_err *err)
+{
+	size_t matched = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = p[i].mt.name;
+		muse_dtype cur = p[i].mt.type, nt = p[i].ch.type;
+		if (!p[i].ch.quantizable || cur == nt)
+			continue;
+		if (!is_plain_float(cur) && !muse_dtype_info(cur)->is_quant)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert %s to %s", r->path,
+					    name, muse_dtype_name(cur), muse_dtype_name(nt));
+		if (muse_dtype_info(cur)->is_quant && !o->allow_requantize)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "%s: tensor '%s' is already %s; requantizing to %s loses quality twice "
+					    "(--allow-requantize to do it anyway)", r->path, name, muse_dtype_name(cur),
+					    muse_dtype_name(nt));
+		if (muse_dtype_info(cur)->is_quant) {
+			const muse_quant_traits *q = muse_quant_traits_of(cur);
+			if (!q || !q->dequantize)
+				return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': decoding %s is not supported",
+						    r->path, name, muse_dtype_name(cur));
+		}
+		if (p[i].mt.ne[3] > 1)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "%s: tensor '%s': 4-D tensors are not quantized (llama.cpp neither)", r->path, name);
+		if (muse_dtype_info(nt)->is_quant) {
+			const muse_quant_traits *q = muse_quant_traits_of(nt);
+			if (!q || !q->quantize_ref)
+				return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+						    "tensor '%s': quantizing to %s is not supported by muse yet", name,
+						    muse_dtype_name(nt));
+		} else if (!is_plain_float(nt)) {
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "tensor '%s': cannot write %s", name,
+					    muse_dtype_name(nt));
+		}
+		if (im) {
+			const muse_imatrix_entry *e = muse_imatrix_find(im, name);
+			if (e) {
+				uint64_t want = (uint64_t)p[i].mt.ne[0] * (uint64_t)p[i].mt.ne[2];
+				uint64_t have = e->n_per_row * e->n_mat;
+				if (have == want) {
+					p[i].im = e;
+					matched++;
+				} else if (strcmp(name, "token_embd.weight") && strcmp(name, "per_layer_token_embd.weight")) {
+					/* token_embd's entry (from get_rows) never fits; llama.cpp ignores it too */
+					return muse_err_set(err, MUSE_ERR_FORMAT,
+							    "%s: entry '%s' holds %" PRIu64 " values but the tensor needs %" PRIu64
+							    " (%" PRId64 " per row x %" PRId64 " experts): imatrix of another model?",
+							    im->path, name, have, want, p[i].mt.ne[0], p[i].mt.ne[2]);
+				}
+			}
+		}
+		if (!p[i].im && p[i].ch.requires_imatrix)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "tensor '%s': %s %s needs an importance matrix%s (make one with muse imatrix "
+					    "or llama-imatrix, pass --imatrix)", name, muse_ftype_name(ft), muse_dtype_name(nt),
+					    im ? " and the imatrix has none for it" : "");
+	}
+	if (im && !matched)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: none of its %zu entries matches a tensor of %s: "
+				    "imatrix of another model?", im->path, im->n, r->path);
+	return MUSE_OK;
+}
+
+/* Converts rows [r0, r0+nr) of tensor t from its source type to F32. */
+static muse_status to_f32(const muse_tensor *t, const uint8_t *src, int64_t n_per_row, int64_t r0, int64_t nr,
+			  float *dst, muse_err *err)
+{
+	const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
+	uint64_t row_bytes = (uint64_t)n_per_row / tr->blck * tr->block_bytes;
+	const uint8_t *p = src + (uint64_t)r0 * row_bytes;
+	size_t n = (size_t)(nr * n_per_row);
+	if (tr->is_quant)
+		return muse_dequantize(t->dtype, p, dst, (int64_t)n, err);
+	return muse_dtype_convert(MUSE_DT_F32, dst, t->dtype, p, n, err);
+}
+
+static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_writer *w, float **stage,
+				   size_t *stage_cap, uint8_t **qbuf, size_t *qcap, int threads, muse_progress *pg,
+				   muse_err *err)
+{
+	const muse_tensor *t = &r->tensors[p->src];
+	const uint8_t *src = muse_reader_view(r, p->src);
+	muse_status s;
+	if (!src)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': data not contiguous", r->path, t->name);
+	muse_dtype nt = p->ch.type;
+	if (t->dtype == nt) {
+		/* same type: the bytes as they are */
+		if ((s = muse_gguf_writer_write(w, src, (size_t)t->nbytes, err)))
+			return s;
+		muse_progress_add(pg, t->nbytes);
+		return MUSE_OK;
+	}
+	const int64_t npr = p->mt.ne[0], rows_per_mat = p->mt.ne[1], nmat = p->mt.ne[2];
+	const int64_t nrows = rows_per_mat * nmat;
+	const muse_dtype_traits *dt = muse_dtype_info(nt);
+	const uint64_t out_row = (uint64_t)npr / dt->blck * dt->block_bytes;
+	int64_t slab = npr > 0 ? (int64_t)(SLAB_BYTES / sizeof(float) / (uint64_t)npr) : 1;
+	if (slab < 1)
+		slab = 1;
+	size_t need = (size_t)(slab < nrows ? slab : nrows) * (size_t)npr;
+	if (need > *stage_cap) {
+		float *ns = realloc(*stage, need * sizeof(float));
+		if (!ns)
+			return muse_err_set(err, MUSE_ERR_NOMEM, "tensor '%s': out of memory", t->name);
+		*stage = ns;
+		*stage_cap = need;
+	}
+	size_t qneed = (size_t)(slab < nrows ? slab : nrows) * (size_t)out_row;
+	if (qneed > *qcap) {
+		uint8_t *nq = realloc(*qbuf, qneed ? qneed : 1);
+		if (!nq)
+			return muse_err_set(err, MUSE_ERR_NOMEM, "tensor '%s': out of memory", t->name);
+		*qbuf = nq;
+		*qcap = qneed;
+	}
+	const uint64_t src_row = t->nbytes / (uint64_t)(nrows ? nrows : 1);
+	for (int64_t r0 = 0; r0 < nrows;) {
+		/* a slab never crosses a matrix (expert): each has its own importance */
+		int64_t mat = r0 / rows_per_mat, left_in_mat = rows_per_mat - r0 % rows_per_mat;
+		int64_t nr = slab < left_in_mat ? slab : left_in_mat;
+		if ((s = to_f32(t, src, npr, r0, nr, *stage, err))) {
+			muse_err_prefix(err, "%s: tensor '%s'", r->path, t->name);
+			return s;
+		}
+		size_t n = (size_t)(nr * npr);
+		for (size_t k = 0; k < n; k++)
+			if (!isfinite((*stage)[k])) {
+				uint64_t flat = (uint64_t)r0 * (uint64_t)npr + k;
+				return muse_err_set(err, MUSE_ERR_FORMAT,
+						    "%s: tensor '%s': element %" PRIu64 " (row %" PRIu64 ") is %g; cannot quantize "
+						    "non-finite weights", r->path, t->name, flat, flat / (uint64_t)npr,
+						    (double)(*stage)[k]);
+			}
+		if (dt->is_quant) {
+			const float *imp = p->im ? p->im->w + (p->im->n_mat > 1 ? (uint64_t)mat * (uint64_t)npr : 0) : NULL;
+			/* a legacy entry is one flat row of ne0*n_expert values: expert mat starts at mat*ne0 too */
+			if (p->im && p->im->n_mat == 1 && nmat > 1)
+				imp = p->im->w + (uint64_t)mat * (uint64_t)npr;
+			if ((s = muse_quantize_rows(nt, *stage, *qbuf, nr, npr, imp, threads, err))) {
+				muse_err_prefix(err, "tensor '%s'", t->name);
+				return s;
+			}
+		} else {
+			if ((s = muse_dtype_convert(nt, *qbuf, MUSE_DT_F32, *stage, n, err)))
+				return s;
+			if (nt == MUSE_DT_F16 || nt == MUSE_DT_BF16)
+				for (size_t k = 0; k < n; k++) {
+					uint16_t h;
+					memcpy(&h, *qbuf + 2 * k, 2);
+					uint16_t e = nt == MUSE_DT_F16 ? (h & 0x7c00) != 0x7c00 : (h & 0x7f80) != 0x7f80;
+					if (!e)
+						return muse_err_set(err, MUSE_ERR_FORMAT,
+								    "%s: tensor '%s': element %" PRIu64 " (%g) overflows %s",
+								    r->path, t->name, (uint64_t)r0 * (uint64_t)npr + k,
+								    (double)(*stage)[k], muse_dtype_name(nt));
+				}
+		}
+		if ((s = muse_gguf_writer_write(w, *qbuf, (size_t)nr * (size_t)out_row, err)))
+			return s;
+		muse_progress_add(pg, (uint64_t)nr * src_row);
+		r0 += nr;
+	}
+	return MUSE_OK;
+}
+
+/* split.no, split.count (u16) and split.tensors.count (i32), appended as gguf_set_val_* does. */
+static muse_status append_split(muse_meta *m, uint32_t no, uint32_t count, size_t n_tensors)
+{
+	const char *keys[] = { "split.no", "split.count", "split.tensors.count" };
+	for (int i = 0; i < 3; i++) {
+		muse_meta_remove(m, keys[i]);
+		muse_kv *kv = muse_meta_append(m, keys[i]);
+		if (!kv)
+			return MUSE_ERR_NOMEM;
+		kv->n = 1;
+		kv->type = i < 2 ? MUSE_KV_U16 : MUSE_KV_I32;
+		if (i == 0)
+			kv->v.u = no;
+		else if (i == 1)
+			kv->v.u = count;
+		else
+			kv->v.i = (int32_t)n_tensors;
+	}
+	return MUSE_OK;
+}
+
+/* The names llama-quantize gives --keep-split outputs: OUT without ".gguf", then -%05d-of-%05d.gguf. */
+static void split_name(const char *out, uint32_t i, uint32_t n, char *buf, size_t cap)
+{
+	size_t len = strlen(out);
+	/* sic: llama-quantize cuts the last five bytes whenever ".gguf" occurs anywhere in the name */
+	if (strstr(out, ".gguf") && len >= 5)
+		len -= 5;
+	snprintf(buf, cap, "%.*s-%05u-of-%05u.gguf", (int)len, out, i + 1, n);
+}
+
+static int run_quantize(const qopts *o)
+{
+	muse_err err = { 0 };
+	muse_reader *r = NULL;
+	muse_imatrix *im = NULL;
+	muse_mix *mix = NULL;
+	qplan *plan = NULL;
+	muse_mix_choice *choice = NULL;
+	muse_mix_tensor *mts = NULL;
+	const char **names = NULL;
+	uint32_t *files = NULL;
+	uint64_t *offs = NULL;
+	size_t *perm = NULL;
+	muse_mix_rule *rules = NULL;
+	char **patterns = NULL;
+	muse_gguf_writer **w = NULL;
+	uint32_t n_out = 0, published = 0;
+	char **out_paths = NULL;
+	muse_meta meta;
+	float *stage = NULL;
+	uint8_t *qbuf = NULL;
+	size_t stage_cap = 0, qcap = 0;
+	char tmp_src[4200] = "";
+	int rc = MUSE_EXIT_FAIL;
+	muse_meta_init(&meta);
+
+	const char *canon = NULL;
+	muse_ftype ft = muse_ftype_from_name(o->type, &canon);
+	if (ft == MUSE_FTYPE_INVALID) {
+		/* the issue's contract: an unknown type is bad input (exit 1), not a usage slip */
+		fprintf(stderr, "muse: error: quantize: unknown --type '%s' (one of:", o->type);
+		for (const char *const *n = muse_ftype_names; *n; n++)
+			fprintf(stderr, " %s", *n);
+		fprintf(stderr, ")\n");
+		return MUSE_EXIT_FAIL;
+	}
+	muse_mix_opts mo = { .ftype = ft, .pure = o->pure, .leave_output = o->leave_output,
+			     .output_type = MUSE_DT_INVALID, .token_embd_type = MUSE_DT_INVALID };
+	if (o->out_type && parse_ggml_type("--output-tensor-type", o->out_type, &mo.output_type, &err))
+		goto fail;
+	if (o->embd_type && parse_ggml_type("--token-embedding-type", o->embd_type, &mo.token_embd_type, &err))
+		goto fail;
+	if (o->rules.n) {
+		rules = calloc(o->rules.n, sizeof *rules);
+		patterns = calloc(o->rules.n, sizeof *patterns);
+		if (!rules || !patterns) {
+			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < o->rules.n; i++) {
+			const char *a = o->rules.v[i], *eq = strchr(a, '=');
+			if (!eq || eq == a || !eq[1]) {
+				muse_err_set(&err, MUSE_ERR_USAGE, "--tensor-type '%s': want REGEX=TYPE", a);
+				goto fail;
+			}
+			if (!(patterns[i] = strndup(a, (size_t)(eq - a)))) {
+				muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+				goto fail;
+			}
+			/* llama-quantize lower-cases the pattern (tensor names are lower case) */
+			for (char *c = patterns[i]; *c; c++)
+				*c = (char)tolower((unsigned char)*c);
+			rules[i].pattern = patterns[i];
+			if (parse_ggml_type("--tensor-type", eq + 1, &rules[i].type, &err))
+				goto fail;
+		}
+		mo.rules = rules;
+		mo.n_rules = o->rules.n;
+	}
+	if (!o->dry_run && same_file(o->in, o->out)) {
+		muse_err_set(&err, MUSE_ERR_USAGE, "%s: input and output are the same file", o->out);
+		goto fail;
+	}
+
+	/* An HF checkpoint directory goes through the converter into a hidden GGUF beside OUT, unlinked once mapped. */
+	const char *in = o->in;
+	if (is_dir(in)) {
+		snprintf(tmp_src, sizeof tmp_src, "%s.muse-src-%ld.gguf", o->out, (long)getpid());
+		if (muse_hf2gguf(in, tmp_src, MUSE_DT_INVALID, 0, true, &err))
+			goto fail;
+		in = tmp_src;
+	}
+	if (muse_reader_open(in, &r, &err))
+		goto fail;
+	if (tmp_src[0]) {
+		unlink(tmp_src);
+		tmp_src[0] = 0;
+	}
+	if (strcmp(r->format, "gguf")) {
+		muse_err_set(&err, MUSE_ERR_UNSUPPORTED,
+			     "%s: quantize reads GGUF files and HF checkpoint directories, not a lone %s file "
+			     "(muse convert its directory, or pass the directory)", o->in, r->format);
+		goto fail;
+	}
+	muse_mix_model mm;
+	if (muse_mix_model_from_meta(&r->meta, o->in, &mm, &err))
+		goto fail;
+	if (!mm.n_layer && !o->pure) {
+		muse_err_set(&err, MUSE_ERR_FORMAT, "%s: key '%s.block_count' missing; the %s mix needs the layer count",
+			     o->in, mm.arch, canon);
+		goto fail;
+	}
+	if (o->imatrix) {
+		if (muse_imatrix_read(o->imatrix, &im, &err))
+			goto fail;
+		mo.has_imatrix = im->n > 0;
+	}
+	if (muse_mix_create(&mm, &mo, &mix, &err))
+		goto fail;
+
+	size_t n = r->n_tensors;
+	plan = calloc(n ? n : 1, sizeof *plan);
+	choice = calloc(n ? n : 1, sizeof *choice);
+	mts = calloc(n ? n : 1, sizeof *mts);
+	names = calloc(n ? n : 1, sizeof *names);
+	files = calloc(n ? n : 1, sizeof *files);
+	offs = calloc(n ? n : 1, sizeof *offs);
+	perm = calloc(n ? n : 1, sizeof *perm);
+	if (!plan || !choice || !mts || !names || !files || !offs || !perm) {
+		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		names[i] = r->tensors[i].name;
+		files[i] = r->tensors[i].file;
+		offs[i] = r->tensors[i].offset;
+	}
+	bool keep_split = o->keep_split;
+	if (muse_mix_order(names, files, offs, n, keep_split, perm, &err))
+		goto fail;
+	for (size_t k = 0; k < n; k++) {
+		if (describe(r, perm[k], &plan[k], &err))
+			goto fail;
+		mts[k] = plan[k].mt;
+	}
+	size_t n_fallback = 0;
+	if (muse_mix_plan(mix, mts, n, choice, &n_fallback, &err)) {
+		muse_err_prefix(&err, "%s", o->in);
+		goto fail;
+	}
+	for (size_t k = 0; k < n; k++)
+		plan[k].ch = choice[k];
+	if (check_plan(r, o, ft, im, plan, n, &err))
+		goto fail;
+
+	uint64_t total_in = 0, total_out = 0, n_elem = 0;
+	for (size_t k = 0; k < n; k++) {
+		const muse_tensor *t = &r->tensors[plan[k].src];
+		uint64_t ob = 0;
+		muse_dtype_nbytes(plan[k].ch.type, t->nelements, &ob);
+		total_in += t->nbytes;
+		total_out += ob;
+		n_elem += t->nelements;
+	}
+	if (o->dry_run) {
+		for (size_t k = 0; k < n; k++)
+			printf("%s\t%s\t%s\n", plan[k].mt.name, muse_dtype_name(plan[k].mt.type),
+			       muse_dtype_name(plan[k].ch.type));
+		if (n_fallback)
+			fprintf(stderr, "muse: %zu of %zu tensors needed a fallback type\n", n_fallback, n);
+		rc = MUSE_EXIT_OK;
+		goto done;
+	}
+
+	if (build_meta(r, o, ft, im, &meta, &err))
+		goto fail;
+	n_out = keep_split ? r->n_files : 1;
+	w = calloc(n_out, sizeof *w);
+	out_paths = calloc(n_out, sizeof *out_paths);
+	if (!w || !out_paths) {
+		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	for (uint32_t f = 0; f < n_out; f++) {
+		char pbuf[4200];
+		if (keep_split)
+			split_name(o->out, f, n_out, pbuf, sizeof pbuf);
+		else
+			snprintf(pbuf, sizeof pbuf, "%s", o->out);
+		if (!(out_paths[f] = strdup(pbuf))) {
+			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		/* shard 0 keeps the model's keys; the others carry only split.* (llama-quantize's ctx_outs) */
+		muse_meta sm;
+		muse_meta_init(&sm);
+		muse_meta *mp = f == 0 ? &meta : &sm;
+		if (n_out > 1 && append_split(mp, f, n_out, n)) {
+			muse_meta_free(&sm);
+			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		muse_status s = muse_gguf_writer_create(out_paths[f], NULL, &w[f], &err);
+		if (!s)
+			s = muse_gguf_writer_set_meta(w[f], mp, &err);
+		muse_meta_free(&sm);
+		if (s)
+			goto fail;
+	}
+	for (size_t k = 0; k < n; k++) {
+		uint32_t f = keep_split ? plan[k].shard : 0;
+		if (muse_gguf_writer_add_tensor(w[f], plan[k].mt.name, plan[k].ch.type, plan[k].ndim, plan[k].shape, &err))
+			goto fail;
+	}
+	for (uint32_t f = 0; f < n_out; f++)
+		if (muse_gguf_writer_begin(w[f], &err))
+			goto fail;
+
+	muse_progress pg;
+	muse_progress_start(&pg, "quantize", total_in, o->quiet);
+	for (size_t k = 0; k < n; k++) {
+		if (muse_interrupted()) {
+			muse_err_set(&err, MUSE_ERR_INTERRUPTED, "interrupted");
+			goto fail;
+		}
+		uint32_t f = keep_split ? plan[k].shard : 0;
+		if (quantize_tensor(r, &plan[k], w[f], &stage, &stage_cap, &qbuf, &qcap, (int)o->threads, &pg, &err))
+			goto fail;
+		const muse_tensor *t = &r->tensors[plan[k].src];
+		muse_map_release(&r->files[t->file], t->offset, t->nbytes);
+	}
+	for (uint32_t f = 0; f < n_out; f++) {
+		if (muse_gguf_writer_finish(w[f], &err))
+			goto fail;
+		published = f + 1;
+	}
+	muse_progress_end(&pg);
+	if (!o->quiet) {
+		char a[32], b[32];
+		fprintf(stderr, "muse: wrote %s: %zu tensors as %s, %s -> %s (%.2f bits per weight)", out_paths[0], n, canon,
+			muse_fmt_bytes(total_in, a, sizeof a), muse_fmt_bytes(total_out, b, sizeof b),
+			n_elem ? (double)total_out * 8.0 / (double)n_elem : 0.0);
+		if (n_fallback)
+			fprintf(stderr, "; %zu of %zu tensors needed a fallback type (rows not whole blocks)", n_fallback, n);
+		fprintf(stderr, "\n");
+	}
+	rc = MUSE_EXIT_OK;
+	goto done;
+fail:
+	/* shards already published by an earlier finish are removed: all of the output or none of it */
+	for (uint32_t f = 0; f < published; f++)
+		unlink(out_paths[f]);
+	rc = muse_cli_fail(&err);
+done:
+	if (tmp_src[0])
+		unlink(tmp_src);
+	for (uint32_t f = 0; w && f < n_out; f++)
+		muse_gguf_writer_free(w[f]);
+	for (uint32_t f = 0; out_paths && f < n_out; f++)
+		free(out_paths[f]);
+	free(out_paths);
+	free(w);
+	muse_meta_free(&meta);
+	free(stage);
+	free(qbuf);
+	free(plan);
+	free(choice);
+	free(mts);
+	free(names);
+	free(files);
+	free(offs);
+	free(perm);
+	for (size_t i = 0; patterns && i < o->rules.n; i++)
+		free(patterns[i]);
+	free(patterns);
+	free(rules);
+	muse_mix_free(mix);
+	muse_imatrix_free(im);
+	muse_reader_free(r);
+	return rc;
+}
+
+int cmd_quantize(int argc, const char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "--method") || !strncmp(argv[i], "--method=", 9))
+			return cmd_quantize_method(argc, argv);
+	}
+	qopts o = { .threads = 0 };
+	muse_option opts[] = {
+		{ MUSE_OPT_STRING, 0, "type", &o.type, "TYPE", "file type as llama-quantize names it: Q4_K_M, Q8_0, IQ4_XS, ..." },
+		{ MUSE_OPT_BOOL, 0, "pure", &o.pure, NULL, "one type for every quantized tensor, no mix rules" },
+		{ MUSE_OPT_STRING, 0, "imatrix", &o.imatrix, "FILE", "importance matrix (llama.cpp GGUF or legacy .dat)" },
+		{ MUSE_OPT_LIST, 0, "tensor-type", &o.rules, "REGEX=TYPE", "tensors whose name matches REGEX get TYPE (first match wins)" },
+		{ MUSE_OPT_STRING, 0, "output-tensor-type", &o.out_type, "TYPE", "type of output.weight" },
+		{ MUSE_OPT_STRING, 0, "token-embedding-type", &o.embd_type, "TYPE", "type of token_embd.weight" },
+		{ MUSE_OPT_BOOL, 0, "leave-output-tensor", &o.leave_output, NULL, "keep output.weight as it is" },
+		{ MUSE_OPT_BOOL, 0, "allow-requantize", &o.allow_requantize, NULL, "dequantize quantized tensors and quantize them again" },
+		{ MUSE_OPT_BOOL, 0, "keep-split", &o.keep_split, NULL, "write one output shard per input shard" },
+		{ MUSE_OPT_INT, 0, "threads", &o.threads, "N", "quantizer threads (default: all cores)" },
+		{ MUSE_OPT_BOOL, 0, "dry-run", &o.dry_run, NULL, "print each tensor's name, type and new type; write nothing" },
+		{ MUSE_OPT_BOOL, 'q', "quiet", &o.quiet, NULL, "no progress display" },
+		MUSE_OPT_END_ROW,
+	};
+	int n = muse_parse_options(argc, argv, opts, quantize_usage);
+	int rc;
+	if (n == MUSE_PARSE_HELP) {
+		rc = MUSE_EXIT_OK;
+	} else if (n < 0) {
+		rc = MUSE_EXIT_USAGE;
+	} else if (n != 2 && !(o.dry_run && n == 1)) {
+		fprintf(stderr, "muse: error: quantize: expected IN and OUT, got %d arguments\n", n);
+		rc = MUSE_EXIT_USAGE;
+	} else if (!o.type) {
+		fprintf(stderr, "muse: error: quantize: --type TYPE is required (or --method for AWQ/GPTQ/RTN)\n");
+		rc = MUSE_EXIT_USAGE;
+	} else if (o.threads < 0 || o.threads > 4096) {
+		fprintf(stderr, "muse: error: quantize: --threads %ld is not in 0..4096\n", o.threads);
+		rc = MUSE_EXIT_USAGE;
+	} else {
+		o.in = argv[0];
+		o.out = n == 2 ? argv[1] : "";
+		rc = run_quantize(&o);
+	}
+	muse_strlist_free(&o.rules);
+	return rc;
+}
