@@ -5,10 +5,12 @@
 #include "../lib/checked.h"
 #include "arch.h"
 
-extern const muse_arch muse_arch_llama;
+extern const muse_arch muse_arch_llama, muse_arch_qwen2, muse_arch_qwen3, muse_arch_qwen2moe, muse_arch_qwen3moe,
+	muse_arch_deepseek2;
 
 /* Adding an architecture: a table file plus one entry here. */
-static const muse_arch *const arches[] = { &muse_arch_llama, NULL };
+static const muse_arch *const arches[] = { &muse_arch_llama,    &muse_arch_qwen2,    &muse_arch_qwen3,
+					   &muse_arch_qwen2moe, &muse_arch_qwen3moe, &muse_arch_deepseek2, NULL };
 
 const muse_arch *muse_arch_find(const char *hf_class)
 {
@@ -34,38 +36,51 @@ void muse_arch_list(char *buf, size_t cap)
 		}
 }
 
-/* Matches name against pattern; "{N}" takes a canonical decimal number into *block. */
-static int match(const char *pat, const char *name, int64_t *block)
+/* A canonical decimal number (no sign, no leading zeros but "0") at *p; advances *p. */
+static int number(const char **p, uint64_t *out)
 {
-	const char *ph = strstr(pat, "{N}");
-	*block = -1;
-	if (!ph)
-		return !strcmp(pat, name);
-	size_t pre = (size_t)(ph - pat);
-	if (strncmp(pat, name, pre))
-		return 0;
-	const char *p = name + pre;
-	if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9'))
+	const char *q = *p;
+	if (*q < '0' || *q > '9' || (q[0] == '0' && q[1] >= '0' && q[1] <= '9'))
 		return 0;
 	uint64_t v = 0;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (v > (UINT64_C(1) << 40)) /* far above any block count; stops overflow */
+	for (; *q >= '0' && *q <= '9'; q++) {
+		if (v > (UINT64_C(1) << 40)) /* far above any block or expert count; stops overflow */
 			return 0;
-		v = v * 10 + (uint64_t)(*p - '0');
+		v = v * 10 + (uint64_t)(*q - '0');
 	}
-	if (strcmp(p, ph + 3))
-		return 0;
-	*block = (int64_t)v;
+	*p = q;
+	*out = v;
 	return 1;
 }
 
-muse_status muse_arch_map_name(const muse_arch *a, const char *hf_name, uint64_t n_blocks, char *out, size_t cap,
-			       const muse_arch_tensor **rule, int64_t *block)
+/* Matches name against pattern; "{N}" takes the block number into *block, "{E}" the expert number into *expert. */
+static int match(const char *pat, const char *name, int64_t *block, int64_t *expert)
 {
-	for (const muse_arch_tensor *t = a->tensors; t->hf; t++) {
-		int64_t b;
-		if (!match(t->hf, hf_name, &b))
+	*block = *expert = -1;
+	while (*pat) {
+		if (pat[0] == '{' && (pat[1] == 'N' || pat[1] == 'E') && pat[2] == '}') {
+			uint64_t v;
+			if (!number(&name, &v))
+				return 0;
+			*(pat[1] == 'N' ? block : expert) = (int64_t)v;
+			pat += 3;
 			continue;
+		}
+		if (*pat++ != *name++)
+			return 0;
+	}
+	return *name == '\0';
+}
+
+muse_status muse_arch_map_next(const muse_arch *a, const char *hf_name, uint64_t n_blocks, size_t *next, char *out,
+			       size_t cap, const muse_arch_tensor **rule, int64_t *block, int64_t *expert)
+{
+	for (size_t i = *next; a->tensors[i].hf; i++) {
+		const muse_arch_tensor *t = &a->tensors[i];
+		int64_t b, e;
+		if (!match(t->hf, hf_name, &b, &e))
+			continue;
+		*next = i + 1;
 		if (b >= 0 && (uint64_t)b >= n_blocks)
 			return MUSE_ERR_LIMIT;
 		const char *ph = strstr(t->gguf, "{N}");
@@ -75,9 +90,25 @@ muse_status muse_arch_map_name(const muse_arch *a, const char *hf_name, uint64_t
 			return MUSE_ERR_LIMIT;
 		*rule = t;
 		*block = b;
+		*expert = e;
 		return MUSE_OK;
 	}
 	return MUSE_ERR_UNSUPPORTED;
+}
+
+muse_status muse_arch_map_name(const muse_arch *a, const char *hf_name, uint64_t n_blocks, char *out, size_t cap,
+			       const muse_arch_tensor **rule, int64_t *block)
+{
+	size_t next = 0;
+	int64_t expert;
+	return muse_arch_map_next(a, hf_name, n_blocks, &next, out, cap, rule, block, &expert);
+}
+
+uint64_t muse_arch_permuted_row(uint64_t row, uint64_t rows, uint64_t n)
+{
+	uint64_t hd = rows / n, half = hd / 2;
+	uint64_t h = row / hd, k = row % hd;
+	return h * hd + (k % 2) * half + k / 2;
 }
 
 muse_status muse_arch_permute_rows(void *dst, const void *src, uint64_t rows, uint64_t row_bytes, uint64_t n,

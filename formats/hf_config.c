@@ -101,6 +101,47 @@ void muse_hf_config_free(muse_hf_config *cfg)
 	free(cfg->rope_freqs);
 	cfg->rope_freqs = NULL;
 	cfg->n_rope_freqs = 0;
+	json_decref(cfg->root);
+	cfg->root = NULL;
+	cfg->rope = NULL;
+}
+
+/* The JSON value of key ("rope:" prefix: in the rope parameters), NULL when absent or null. */
+static json_t *lookup(const muse_hf_config *cfg, const char *key)
+{
+	json_t *obj = cfg->root;
+	if (!strncmp(key, "rope:", 5)) {
+		obj = cfg->rope;
+		key += 5;
+	}
+	json_t *v = obj ? json_object_get(obj, key) : NULL;
+	return v && !json_is_null(v) ? v : NULL;
+}
+
+int muse_hf_config_has(const muse_hf_config *cfg, const char *key)
+{
+	int neg = key[0] == '!';
+	json_t *v = lookup(cfg, key + neg);
+	int set = v && !json_is_false(v) && !(json_is_number(v) && json_number_value(v) == 0);
+	return set != neg;
+}
+
+int muse_hf_config_num(const muse_hf_config *cfg, const char *key, double *out)
+{
+	json_t *v = lookup(cfg, key);
+	if (!v || !json_is_number(v) || !isfinite(json_number_value(v)))
+		return 0;
+	*out = json_number_value(v);
+	return 1;
+}
+
+int muse_hf_config_u64(const muse_hf_config *cfg, const char *key, uint64_t *out)
+{
+	double d;
+	if (!muse_hf_config_num(cfg, key, &d) || !(d >= 0 && d <= 4294967295.0) || d != floor(d))
+		return 0;
+	*out = (uint64_t)d;
+	return 1;
 }
 
 #define KEY(buf, arch, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
@@ -111,6 +152,8 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 	char path[4096], k[256];
 	muse_status s = MUSE_OK;
 	json_error_t je;
+	uint64_t v;
+	int f;
 	memset(cfg, 0, sizeof *cfg);
 	if ((size_t)snprintf(path, sizeof path, "%s/config.json", dir) >= sizeof path)
 		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: path too long", dir);
@@ -144,6 +187,25 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 		goto done;
 	}
 	const char *an = cfg->arch->gguf_name;
+	cfg->root = root;
+	json_incref(root);
+
+	/* The checkpoint's own KV head count (MLA splits kv_b_proj by it) before any override below. */
+	static const char *const n_kv0[] = { "num_key_value_heads", "n_kv_heads", NULL };
+	static const char *const n_head0[] = { "num_attention_heads", "n_head", "n_heads", NULL };
+	if ((s = get_u32(path, root, n_kv0, 0, &cfg->n_head_kv_src, &f, err)))
+		goto done;
+	if (!f && (s = get_u32(path, root, n_head0, 0, &cfg->n_head_kv_src, &f, err)))
+		goto done;
+	/* Converter overrides of config values (DeepseekV2Model: MLA as MQA, a default epsilon). */
+	for (const muse_arch_hparam *h = cfg->arch->hparams; h && h->kind != MUSE_HP_END; h++) {
+		if (h->kind != MUSE_HP_CFG_SET && h->kind != MUSE_HP_CFG_DEFAULT)
+			continue;
+		json_t *cur = json_object_get(root, h->hf[0]);
+		if (h->kind == MUSE_HP_CFG_DEFAULT && cur && !json_is_null(cur))
+			continue;
+		NOMEM(json_object_set_new(root, h->hf[0], json_real(h->def)));
+	}
 
 	static const char *const n_layer[] = { "n_layers", "num_hidden_layers", "n_layer", "num_layers", NULL };
 	static const char *const n_ctx[] = { "max_position_embeddings", "n_ctx", "n_positions", "max_length",
@@ -155,8 +217,6 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 	static const char *const n_kv[] = { "num_key_value_heads", "n_kv_heads", NULL };
 	static const char *const vocab[] = { "vocab_size", NULL };
 	static const char *const head_dim[] = { "head_dim", NULL };
-	uint64_t v;
-	int f;
 
 	if ((s = get_u32(path, root, n_layer, 1, &cfg->n_layer, &f, err)))
 		goto done;
@@ -199,6 +259,7 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 	json_t *full = rp ? json_object_get(rp, "full_attention") : NULL;
 	if (json_is_object(full))
 		rp = full;
+	cfg->rope = rp;
 	json_t *llama3 = NULL;
 	json_t *rtype = rp ? json_object_get(rp, "rope_type") : NULL;
 	if (rp && !rtype)
@@ -264,6 +325,59 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 			goto done;
 		NOMEM(muse_meta_set_f32(meta, KEY(k, an, "attention.layer_norm_rms_epsilon"), (float)d));
 	}
+	static const char *const ln[] = { "layer_norm_eps", "layer_norm_epsilon", "norm_epsilon", NULL };
+	if ((eps = find(root, ln))) {
+		double d;
+		if ((s = get_num(path, eps, "layer_norm_eps", &d, err)))
+			goto done;
+		NOMEM(muse_meta_set_f32(meta, KEY(k, an, "attention.layer_norm_epsilon"), (float)d));
+	}
+	/* MoE keys of TextModel.set_gguf_parameters. */
+	static const char *const n_exp[] = { "num_local_experts", "num_experts", "n_routed_experts", NULL };
+	static const char *const n_used[] = { "num_experts_per_tok", "num_experts_per_token", "top_k_experts", NULL };
+	static const char *const n_grp[] = { "n_group", NULL };
+	static const char *const n_grp_used[] = { "topk_group", NULL };
+	if ((s = get_u32(path, root, n_exp, 0, &cfg->n_expert, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "expert_count"), (uint32_t)cfg->n_expert));
+	if ((s = get_u32(path, root, n_used, 0, &v, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "expert_used_count"), (uint32_t)v));
+	if (f && cfg->n_expert && v > cfg->n_expert) {
+		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: %llu experts used per token but only %llu experts", path,
+				 (unsigned long long)v, (unsigned long long)cfg->n_expert);
+		goto done;
+	}
+	if ((s = get_u32(path, root, n_grp, 0, &v, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "expert_group_count"), (uint32_t)v));
+	if ((s = get_u32(path, root, n_grp_used, 0, &v, &f, err)))
+		goto done;
+	if (f)
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "expert_group_used_count"), (uint32_t)v));
+	static const char *const score[] = { "score_function", "scoring_func", "score_func", "moe_router_activation",
+					     "moe_router_activation_func", "expert_selection_fn", NULL };
+	json_t *sf = find(root, score);
+	if (sf) {
+		/* gguf ExpertGatingFuncType */
+		const char *fn = json_is_string(sf) ? json_string_value(sf) : "";
+		uint32_t g = !strcmp(fn, "softmax") ? 1 : !strcmp(fn, "sigmoid") ? 2 : !strcmp(fn, "sqrtsoftplus") ? 4 : 0;
+		if (!g) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: expert scoring function '%s' is not supported", path,
+					 fn);
+			goto done;
+		}
+		NOMEM(muse_meta_set_u32(meta, KEY(k, an, "expert_gating_func"), g));
+	}
+	cfg->n_dense_lead = 0;
+	static const char *const dense[] = { "first_k_dense_replace", NULL };
+	if ((s = get_u32(path, root, dense, 0, &v, &f, err)))
+		goto done;
+	if (f)
+		cfg->n_dense_lead = v;
 	uint64_t hd = 0;
 	if ((s = get_u32(path, root, head_dim, 0, &hd, &f, err)))
 		goto done;
@@ -286,5 +400,71 @@ done:
 	if (s)
 		muse_hf_config_free(cfg);
 	json_decref(root);
+	return s;
+}
+
+muse_status muse_hf_config_arch_keys(const muse_hf_config *cfg, muse_meta *meta, muse_err *err)
+{
+	const char *an = cfg->arch->gguf_name;
+	char k[256];
+	muse_status s = MUSE_OK;
+	for (const muse_arch_hparam *h = cfg->arch->hparams; h && h->kind != MUSE_HP_END; h++) {
+		if (h->kind == MUSE_HP_CFG_SET || h->kind == MUSE_HP_CFG_DEFAULT)
+			continue;
+		KEY(k, an, h->key);
+		if (h->kind == MUSE_HP_HEAD_DIM) {
+			NOMEM(muse_meta_set_u32(meta, k, (uint32_t)cfg->rope_dim));
+			continue;
+		}
+		if (h->kind == MUSE_HP_U32_SUM) {
+			/* The default stands in for the first name only (DeepseekV2Model: kv_lora_rank defaults to 512). */
+			uint64_t sum = 0, x;
+			for (size_t i = 0; i < 4 && h->hf[i]; i++) {
+				if (muse_hf_config_u64(cfg, h->hf[i], &x))
+					sum += x;
+				else if (!i && h->has_def && !lookup(cfg, h->hf[i]))
+					sum += (uint64_t)h->def;
+				else
+					return muse_err_set(err, MUSE_ERR_FORMAT, "config.json: \"%s\" is missing or not an "
+							    "integer in 0..4294967295 (for %s)", h->hf[i], k);
+			}
+			if (sum > UINT32_MAX)
+				return muse_err_set(err, MUSE_ERR_FORMAT, "config.json: %s %llu above 4294967295", k,
+						    (unsigned long long)sum);
+			NOMEM(muse_meta_set_u32(meta, k, (uint32_t)sum));
+			continue;
+		}
+		const char *name = NULL;
+		json_t *v = NULL;
+		for (size_t i = 0; i < 4 && h->hf[i] && !v; i++)
+			if ((v = lookup(cfg, h->hf[i])))
+				name = h->hf[i];
+		if (!v) {
+			if (h->kind == MUSE_HP_U32 && h->has_def) {
+				NOMEM(muse_meta_set_u32(meta, k, (uint32_t)h->def));
+			} else if (h->required) {
+				return muse_err_set(err, MUSE_ERR_FORMAT, "config.json: missing \"%s\" (for %s)", h->hf[0], k);
+			}
+			continue;
+		}
+		if (h->kind == MUSE_HP_TRUE) {
+			if (json_is_true(v))
+				NOMEM(muse_meta_set_bool(meta, k, true));
+			continue;
+		}
+		double d;
+		if (!muse_hf_config_num(cfg, name, &d))
+			return muse_err_set(err, MUSE_ERR_FORMAT, "config.json: \"%s\" is not a finite number", name);
+		if (h->kind == MUSE_HP_U32) {
+			uint64_t x;
+			if (!muse_hf_config_u64(cfg, name, &x))
+				return muse_err_set(err, MUSE_ERR_FORMAT, "config.json: \"%s\" is not an integer in "
+						    "0..4294967295", name);
+			NOMEM(muse_meta_set_u32(meta, k, (uint32_t)x));
+		} else {
+			NOMEM(muse_meta_set_f32(meta, k, (float)(h->scale != 0 ? h->scale * d : d)));
+		}
+	}
+done:
 	return s;
 }

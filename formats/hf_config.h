@@ -16,6 +16,11 @@ typedef struct muse_hf_config {
 	int tie_embeddings; /* tie_word_embeddings (default true in transformers' PretrainedConfig) */
 	float *rope_freqs;  /* Llama-3 rope scaling: rope_dim / 2 factors for the rope_freqs.weight tensor; owned */
 	uint64_t n_rope_freqs;
+	uint64_t n_expert;      /* routed experts (num_local_experts, num_experts, n_routed_experts); 0: dense */
+	uint64_t n_dense_lead;  /* leading dense blocks of an MoE model (first_k_dense_replace) */
+	uint64_t n_head_kv_src; /* num_key_value_heads as the checkpoint has it, before an arch override (MLA split) */
+	void *root;             /* the parsed config.json (jansson json_t), owned */
+	void *rope;             /* its rope_parameters / rope_scaling object or NULL, borrowed from root */
 } muse_hf_config;
 
 /*
@@ -25,12 +30,26 @@ typedef struct muse_hf_config {
  * convert_hf_to_gguf.py's order: block_count, context_length,
  * embedding_length, feed_forward_length, attention.head_count,
  * head_count_kv, rope scaling, rope.freq_base, layer_norm_rms_epsilon,
- * key/value_length (when head_dim is given). The converter then writes
- * general.file_type, "<arch>.vocab_size" and "<arch>.rope.dimension_count"
- * (cfg->vocab_size, cfg->rope_dim): those are the caller's, as is general.*.
+ * layer_norm_epsilon, expert counts, expert groups and gating function,
+ * key/value_length (when head_dim is given), after applying the
+ * architecture's config overrides (MUSE_HP_CFG_* rows). The converter then
+ * writes general.file_type and calls muse_hf_config_arch_keys; general.*
+ * is the caller's.
  */
 muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err);
-/* Frees what load allocated (rope_freqs); safe on a zeroed or failed cfg. */
+/* Appends the architecture's own keys (its muse_arch_hparam rows) to meta, in table order. */
+muse_status muse_hf_config_arch_keys(const muse_hf_config *cfg, muse_meta *meta, muse_err *err);
+/* Frees what load allocated (rope_freqs, the JSON); safe on a zeroed or failed cfg. */
 void muse_hf_config_free(muse_hf_config *cfg);
+
+/*
+ * True when config.json sets key: present, not null, not false, not 0 ("!key": the opposite). A
+ * "rope:" prefix looks in the rope parameters instead.
+ */
+int muse_hf_config_has(const muse_hf_config *cfg, const char *key);
+/* A config value as a non-negative integer that fits u32; false when absent, null or not such a number. */
+int muse_hf_config_u64(const muse_hf_config *cfg, const char *key, uint64_t *out);
+/* A config value as a finite number; false when absent, null or not a number. */
+int muse_hf_config_num(const muse_hf_config *cfg, const char *key, double *out);
 
 #endif
