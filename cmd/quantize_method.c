@@ -1,0 +1,128 @@
+/* quantize_method.c: `muse quantize IN OUT --method rtn|gptq|awq ...`: integer weight quantization into AutoAWQ, GPTQ, compressed-tensors or GGUF block types. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../quant/pack_model.h"
+#include "../quant/quant.h"
+#include "cmds.h"
+#include "options.h"
+
+int cmd_quantize_method(int argc, const char **argv);
+
+static const char *const method_usage[] = {
+	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym] [--act-order] [--static-groups]",
+	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE] [--hessians FILE] [--damp-percent X]",
+	NULL,
+};
+
+int cmd_quantize_method(int argc, const char **argv)
+{
+	const char *method = NULL, *format = NULL, *calib = NULL, *hessians = NULL, *damp = NULL, *dequant = NULL;
+	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 0;
+	bool sym = false, act_order = false, static_groups = false, quiet = false;
+	muse_option opts[] = {
+		{ MUSE_OPT_STRING, 0, "method", &method, "METHOD", "rtn, gptq or awq" },
+		{ MUSE_OPT_INT, 0, "bits", &bits, "N", "bits per weight: 2, 3, 4 or 8 (default 4)" },
+		{ MUSE_OPT_INT, 0, "group-size", &group, "N", "columns per scale group, -1 for one per output row (default 128)" },
+		{ MUSE_OPT_BOOL, 0, "sym", &sym, NULL, "symmetric grid (no zero points)" },
+		{ MUSE_OPT_BOOL, 0, "act-order", &act_order, NULL, "gptq: quantize columns by descending activation energy (desc_act)" },
+		{ MUSE_OPT_BOOL, 0, "static-groups", &static_groups, NULL, "gptq with --act-order: fix group grids first (monotonic g_idx)" },
+		{ MUSE_OPT_STRING, 0, "format", &format, "FORMAT", "awq, gptq, compressed-tensors or gguf:TYPE (e.g. gguf:Q4_K)" },
+		{ MUSE_OPT_STRING, 0, "calib", &calib, "FILE", "calibration text (gptq, awq)" },
+		{ MUSE_OPT_INT, 0, "samples", &samples, "N", "calibration samples" },
+		{ MUSE_OPT_INT, 0, "seq-len", &seq_len, "N", "tokens per calibration sample" },
+		{ MUSE_OPT_STRING, 0, "hessians", &hessians, "FILE", "gptq: precomputed H = 2 X^T X / n per weight (safetensors/GGUF, F32)" },
+		{ MUSE_OPT_STRING, 0, "damp-percent", &damp, "X", "gptq dampening as a fraction of mean(diag H) (default 0.01)" },
+		{ MUSE_OPT_STRING, 0, "dequant-out", &dequant, "FILE", "also write muse's own dequantization of every quantized weight (F32 safetensors)" },
+		{ MUSE_OPT_INT, 0, "threads", &threads, "N", "worker threads (default: all)" },
+		{ MUSE_OPT_BOOL, 'q', "quiet", &quiet, NULL, "no progress display" },
+		MUSE_OPT_END_ROW,
+	};
+	int n = muse_parse_options(argc, argv, opts, method_usage);
+	if (n == MUSE_PARSE_HELP)
+		return MUSE_EXIT_OK;
+	if (n < 0)
+		return MUSE_EXIT_USAGE;
+	if (n != 2) {
+		fprintf(stderr, "muse: error: quantize: expected IN and OUT, got %d arguments\n", n);
+		return MUSE_EXIT_USAGE;
+	}
+	muse_pack_opts o = { .in = argv[0], .out = argv[1], .bits = (int)bits, .group_size = group, .sym = sym,
+			     .act_order = act_order, .static_groups = static_groups, .calib = calib,
+			     .hessians = hessians, .dequant_out = dequant, .nthreads = (int)threads, .quiet = quiet, .damp_percent = 0.01 };
+	if (!method || !strcmp(method, "rtn"))
+		o.method = MUSE_METHOD_RTN;
+	else if (!strcmp(method, "gptq"))
+		o.method = MUSE_METHOD_GPTQ;
+	else if (!strcmp(method, "awq"))
+		o.method = MUSE_METHOD_AWQ;
+	else {
+		fprintf(stderr, "muse: error: quantize: unknown --method '%s' (rtn, gptq, awq)\n", method);
+		return MUSE_EXIT_USAGE;
+	}
+	if (!format) {
+		fprintf(stderr, "muse: error: quantize: --method needs --format awq|gptq|compressed-tensors|gguf:TYPE\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (!strcmp(format, "awq"))
+		o.kind = MUSE_PACKED_AWQ;
+	else if (!strcmp(format, "gptq"))
+		o.kind = MUSE_PACKED_GPTQ;
+	else if (!strcmp(format, "compressed-tensors") || !strcmp(format, "ct"))
+		o.kind = MUSE_PACKED_CT;
+	else if (!strncmp(format, "gguf:", 5)) {
+		o.gguf = true;
+		o.gguf_type = muse_dtype_from_name(format + 5);
+		const muse_dtype_traits *tr = muse_dtype_info(o.gguf_type);
+		if (o.gguf_type == MUSE_DT_INVALID || !tr || !tr->is_quant) {
+			fprintf(stderr, "muse: error: quantize: --format %s: not a GGUF block type (Q4_0, Q4_K, Q8_0, ...)\n",
+				format);
+			return MUSE_EXIT_USAGE;
+		}
+	} else {
+		fprintf(stderr, "muse: error: quantize: unknown --format '%s' (awq, gptq, compressed-tensors, gguf:TYPE)\n",
+			format);
+		return MUSE_EXIT_USAGE;
+	}
+	if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+		fprintf(stderr, "muse: error: quantize: --bits %ld: expected 2, 3, 4 or 8\n", bits);
+		return MUSE_EXIT_USAGE;
+	}
+	if (group == 0 || group < -1) {
+		fprintf(stderr, "muse: error: quantize: --group-size %ld: expected -1 or a positive number\n", group);
+		return MUSE_EXIT_USAGE;
+	}
+	if (static_groups && !act_order) {
+		fprintf(stderr, "muse: error: quantize: --static-groups only applies with --act-order\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (act_order && o.method != MUSE_METHOD_GPTQ) {
+		fprintf(stderr, "muse: error: quantize: --act-order needs --method gptq (it orders GPTQ's columns)\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (damp) {
+		char *end;
+		o.damp_percent = strtod(damp, &end);
+		if (*end || !(o.damp_percent > 0 && o.damp_percent < 1)) {
+			fprintf(stderr, "muse: error: quantize: --damp-percent '%s': expected a number in (0, 1)\n", damp);
+			return MUSE_EXIT_USAGE;
+		}
+	}
+	if (hessians && o.method != MUSE_METHOD_GPTQ) {
+		fprintf(stderr, "muse: error: quantize: --hessians applies to --method gptq\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (o.method == MUSE_METHOD_RTN && calib) {
+		fprintf(stderr, "muse: error: quantize: --method rtn uses no calibration data (drop --calib)\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (o.method != MUSE_METHOD_RTN && !calib && !hessians) {
+		fprintf(stderr, "muse: error: quantize: --method %s needs --calib FILE\n", method);
+		return MUSE_EXIT_USAGE;
+	}
+	muse_err err = { 0 };
+	if (muse_pack_model(&o, &err))
+		return muse_cli_fail(&err);
+	return MUSE_EXIT_OK;
+}

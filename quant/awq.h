@@ -1,0 +1,74 @@
+/* awq.h: AWQ (Lin et al. 2023) on the linears that share one input: per-channel scale search, clipping search, scale folding. */
+#ifndef MUSE_AWQ_H
+#define MUSE_AWQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../lib/status.h"
+#include "rtn.h"
+
+/*
+ * A block-level loss for the scale search: given the candidate scales s
+ * and, for each linear, its candidate weights Q(W s) / s (what the layer
+ * computes once s is folded into the preceding op), return the loss
+ * (AutoAWQ: MSE of the whole attention or MLP block's output). May return
+ * NAN to abort the search with an error.
+ */
+typedef double (*muse_awq_loss_fn)(void *ctx, const float *s, float *const *wq);
+
+/* Linears fed by the same input (q/k/v after input_layernorm; gate/up, of every expert, after post_attention_layernorm). */
+typedef struct muse_awq_group {
+	size_t n_lin;
+	const float *const *w;    /* n_lin weights, [out[i]][in] F32 */
+	const uint64_t *out;
+	uint64_t in;
+	const float *x;           /* [n_tok][in] calibration inputs (a subsample is fine) */
+	uint64_t n_tok;
+	const float *x_mean;      /* [in] mean |x| over all calibration tokens; NULL: computed from x */
+	muse_awq_loss_fn loss;    /* NULL: mean squared error of the group's own outputs X W_i^T on x */
+	void *loss_ctx;
+} muse_awq_group;
+
+typedef struct muse_awq_opts {
+	int n_grid;            /* ratios 0, 1/n_grid, ... (AutoAWQ: 20) */
+	bool duo_scaling;      /* s = x_mean^r / w_mean^(1-r) (AutoAWQ default) instead of x_mean^r */
+	int clip_grid;         /* clipping shrink steps of 1/clip_grid (20) */
+	double max_shrink;     /* clip at most this fraction (0.5) */
+	uint64_t clip_tokens;  /* tokens used by the clipping search (512) */
+} muse_awq_opts;
+
+#define MUSE_AWQ_OPTS_DEFAULT { .n_grid = 20, .duo_scaling = true, .clip_grid = 20, .max_shrink = 0.5, .clip_tokens = 512 }
+
+typedef struct muse_awq_result {
+	double best_loss;     /* loss at the chosen scales */
+	double identity_loss; /* loss with s = 1 (plain RTN), for the report */
+	double best_ratio;    /* -1 when s = 1 won */
+} muse_awq_result;
+
+/*
+ * AutoAWQ's _search_best_scale: for each ratio r on the grid, s from the
+ * activation and weight magnitudes, normalised by sqrt(max s * min s);
+ * every linear becomes Q(W s)/s (c's grid, AWQ style) and the loss is
+ * measured; the best s goes to scales[in]. Unlike AutoAWQ, s = 1 is also a
+ * candidate, so the result is never worse than RTN on the loss.
+ */
+muse_status muse_awq_search_scale(const muse_awq_group *g, const muse_wq_config *c, const muse_awq_opts *o,
+				  float *scales, muse_awq_result *res, muse_err *err);
+
+/*
+ * AutoAWQ's _search_best_clip on one linear whose weights w [rows][in] were
+ * already multiplied by the scales and whose inputs x [n_tok][in] were
+ * divided by them: per (row, group) the clamp |w| <= max * (1 - i/clip_grid)
+ * minimising the group's output error on up to clip_tokens tokens; w is
+ * clamped in place. (AutoAWQ skips q/k projections: the caller decides.)
+ */
+muse_status muse_awq_search_clip(const muse_wq_config *c, const muse_awq_opts *o, float *w, uint64_t rows,
+				 uint64_t in, const float *x, uint64_t n_tok, muse_err *err);
+
+/* Folding: W[:, k] *= s[k] for the linears; the preceding RMSNorm weight /= s, or the preceding linear's output row k /= s[k]. */
+void muse_awq_scale_columns(float *w, uint64_t rows, uint64_t in, const float *s);
+void muse_awq_fold_norm(float *norm_w, uint64_t in, const float *s);
+void muse_awq_fold_linear(float *prev_w, uint64_t prev_rows, uint64_t prev_cols, const float *s);
+
+#endif

@@ -1,0 +1,705 @@
+/* pack_model.c: the model-level quantization pass: pick the linear weights, quantize each (RTN, GPTQ with given Hessians; AWQ once the calibration engine lands), write packed HF layouts or GGUF, and report coverage. */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../formats/hf2gguf.h"
+#include "../formats/model_writer.h"
+#include "../formats/reader.h"
+#include "../lib/checked.h"
+#include "../lib/mapfile.h"
+#include "../lib/outfile.h"
+#include "../lib/progress.h"
+#include "pack_model.h"
+#include "quant.h"
+
+/* Below this many elements an unquantized matrix is not worth an error (biases, small projections). */
+#define LARGE_TENSOR (1u << 16)
+
+static bool ends_with(const char *s, const char *suf)
+{
+	size_t a = strlen(s), b = strlen(suf);
+	return a >= b && !memcmp(s + a - b, suf, b);
+}
+
+/* The module component before ".weight": "model.layers.0.mlp.gate.weight" -> "gate". */
+static void last_comp(const char *name, char *out, size_t cap)
+{
+	size_t n = strlen(name);
+	if (ends_with(name, ".weight"))
+		n -= 7;
+	size_t b = n;
+	while (b > 0 && name[b - 1] != '.')
+		b--;
+	size_t len = n - b < cap - 1 ? n - b : cap - 1;
+	memcpy(out, name + b, len);
+	out[len] = 0;
+}
+
+static bool is_router_comp(const char *c)
+{
+	return !strcmp(c, "gate") || !strcmp(c, "router") || !strcmp(c, "shared_expert_gate") ||
+	       !strcmp(c, "ffn_gate_inp") || !strcmp(c, "ffn_gate_inp_shexp");
+}
+
+/* High precision by design: embeddings, the output head, routers (the issue: "router and gate kept in high precision"). */
+static bool keep_by_design(const char *name, bool gguf)
+{
+	char c[128];
+	last_comp(name, c, sizeof c);
+	if (is_router_comp(c))
+		return true;
+	if (gguf)
+		return !strncmp(name, "token_embd", 10) || !strcmp(name, "output.weight") || strstr(name, "rope_freqs");
+	return strstr(name, "embed") || strstr(name, "lm_head") || strstr(name, "wte.") || strstr(name, "word_embeddings");
+}
+
+static bool is_linear(const muse_tensor *t, bool gguf)
+{
+	char c[128];
+	if (!ends_with(t->name, ".weight") || keep_by_design(t->name, gguf))
+		return false;
+	last_comp(t->name, c, sizeof c);
+	if (strstr(c, "norm"))
+		return false;
+	if (gguf)
+		return !strncmp(t->name, "blk.", 4) && (t->ndim == 2 || t->ndim == 3) &&
+		       (!strncmp(c, "attn_", 5) || !strncmp(c, "ffn_", 4));
+	return t->ndim == 2 && (strstr(t->name, "layers.") || strstr(t->name, ".h.") || strstr(t->name, "blocks."));
+}
+
+static bool is_expert(const char *name)
+{
+	return strstr(name, ".experts.") || strstr(name, "_exps.");
+}
+
+/* Dense F32 copy of tensor i (plain floats cast, GGUF block types dequantized). */
+static muse_status read_f32(muse_reader *r, size_t i, float **out, muse_err *err)
+{
+	const muse_tensor *t = &r->tensors[i];
+	*out = NULL;
+	if (t->nelements > SIZE_MAX / 4 || t->nbytes > SIZE_MAX)
+		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: tensor '%s' is too large", r->path, t->name);
+	const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
+	if (!tr || (!tr->is_float && !tr->is_quant))
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': cannot quantize a %s tensor", r->path,
+				    t->name, muse_dtype_name(t->dtype));
+	float *f = malloc(t->nelements ? (size_t)t->nelements * 4 : 4);
+	uint8_t *dense = NULL;
+	const uint8_t *src = muse_reader_view(r, i);
+	muse_status s = MUSE_OK;
+	if (!f) {
+		s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", r->path, t->name);
+		goto done;
+	}
+	if (!src) {
+		if (!(dense = malloc(t->nbytes ? (size_t)t->nbytes : 1))) {
+			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", r->path, t->name);
+			goto done;
+		}
+		if ((s = muse_reader_read(r, i, dense, err)))
+			goto done;
+		src = dense;
+	}
+	if (tr->is_quant)
+		s = muse_dequantize(t->dtype, src, f, (int64_t)t->nelements, err);
+	else
+		s = muse_dtype_convert(MUSE_DT_F32, f, t->dtype, src, (size_t)t->nelements, err);
+	if (s)
+		muse_err_prefix(err, "%s: tensor '%s'", r->path, t->name);
+	for (uint64_t k = 0; !s && k < t->nelements; k++)
+		if (!isfinite(f[k]))
+			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': element %llu is not finite", r->path, t->name,
+					 (unsigned long long)k);
+done:
+	free(dense);
+	if (s)
+		free(f);
+	else
+		*out = f;
+	return s;
+}
+
+/* H for weight `name` from the statistics file: [K, K] per matrix, [E, K, K] for stacked experts. */
+static muse_status load_hessian(muse_reader *hs, const char *name, uint64_t E, uint64_t K, float **out, muse_err *err)
+{
+	*out = NULL;
+	for (size_t i = 0; i < hs->n_tensors; i++) {
+		const muse_tensor *t = &hs->tensors[i];
+		if (strcmp(t->name, name))
+			continue;
+		bool ok = t->dtype == MUSE_DT_F32 &&
+			  ((E == 1 && t->ndim == 2 && t->shape[0] == K && t->shape[1] == K) ||
+			   (t->ndim == 3 && t->shape[0] == E && t->shape[1] == K && t->shape[2] == K));
+		if (!ok)
+			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': Hessian must be F32 [%s%llu, %llu]", hs->path,
+					    name, E > 1 ? "E, " : "", (unsigned long long)K, (unsigned long long)K);
+		return read_f32(hs, i, out, err);
+	}
+	return muse_err_set(err, MUSE_ERR_FORMAT, "%s: no Hessian for weight '%s'", hs->path, name);
+}
+
+typedef struct plan {
+	bool linear;
+	uint64_t E, N, K;
+	muse_dtype out_dt;
+	size_t first_out, n_out;
+} plan;
+
+typedef struct run {
+	const muse_pack_opts *o;
+	muse_reader *r, *hs;
+	muse_model_writer *w, *dq;
+	size_t dq_idx;
+	plan *pl;
+	muse_wq_config wq;
+	muse_gptq_opts go;
+	muse_dtype scale_dt;
+	bool gguf_in;
+	json_t *report;
+	uint64_t q_params, lin_params, all_params, n_q, n_kept, n_experts_q;
+} run;
+
+static const char *method_name(muse_wq_method m)
+{
+	return m == MUSE_METHOD_GPTQ ? "gptq" : m == MUSE_METHOD_AWQ ? "awq" : "rtn";
+}
+
+static bool has_g_idx(const muse_pack_opts *o)
+{
+	return o->act_order && !o->static_groups && o->group_size > 0 && o->method == MUSE_METHOD_GPTQ;
+}
+
+/* Quantizes linear i and writes its output tensor(s). */
+static muse_status do_linear(run *R, size_t i, muse_err *err)
+{
+	const muse_tensor *t = &R->r->tensors[i];
+	const plan *p = &R->pl[i];
+	const muse_pack_opts *o = R->o;
+	float *w = NULL, *H = NULL;
+	uint8_t *dst = NULL;
+	muse_qlinear q = { 0 };
+	muse_packed_set set = { 0 };
+	muse_gptq_stats st = { 0 };
+	double loss = 0;
+	muse_status s;
+	if ((s = read_f32(R->r, i, &w, err)))
+		return s;
+	if (o->method == MUSE_METHOD_GPTQ && (s = load_hessian(R->hs, t->name, p->E, p->K, &H, err)))
+		goto done;
+	if (o->gguf) {
+		uint64_t nb;
+		if (!muse_dtype_nbytes(o->gguf_type, p->E * p->N * p->K, &nb) || nb > SIZE_MAX ||
+		    !(dst = malloc((size_t)nb))) {
+			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", R->r->path, t->name);
+			goto done;
+		}
+		size_t per = (size_t)nb / p->E;
+		for (uint64_t e = 0; e < p->E; e++) {
+			const float *we = w + e * p->N * p->K;
+			if (o->method == MUSE_METHOD_GPTQ) {
+				s = muse_gptq_quantize_gguf(o->gguf_type, &R->go, we, p->N, p->K, H + e * p->K * p->K,
+							    dst + e * per, &st, err);
+				loss += st.loss;
+			} else
+				s = muse_quantize_rows(o->gguf_type, we, dst + e * per, (int64_t)p->N, (int64_t)p->K, NULL,
+						       o->nthreads, err);
+			if (s)
+				goto named;
+		}
+		if ((s = muse_model_writer_write(R->w, p->first_out, dst, (size_t)nb, err)))
+			goto done;
+		if (R->dq) {
+			if ((s = muse_dequantize(o->gguf_type, dst, w, (int64_t)(p->E * p->N * p->K), err)) ||
+			    (s = muse_model_writer_write(R->dq, R->dq_idx++, w, (size_t)(p->E * p->N * p->K) * 4, err)))
+				goto done;
+		}
+	} else {
+		if (o->method == MUSE_METHOD_GPTQ)
+			s = muse_gptq_quantize(&R->wq, &R->go, w, p->N, p->K, H, &q, &st, err), loss = st.loss;
+		else
+			s = muse_rtn_quantize(&R->wq, w, p->N, p->K, &q, err);
+		if (s || (s = muse_packed_encode(o->kind, &q, R->scale_dt, &set, err)))
+			goto named;
+		if ((size_t)set.n != p->n_out) {
+			s = muse_err_set(err, MUSE_ERR_CHECK, "tensor '%s': packed layout changed shape", t->name);
+			goto done;
+		}
+		for (int k = 0; k < set.n; k++)
+			if ((s = muse_model_writer_write(R->w, p->first_out + k, set.t[k].data, set.t[k].nbytes, err)))
+				goto done;
+		if (R->dq) {
+			muse_qlinear_dequant(&q, w);
+			if ((s = muse_model_writer_write(R->dq, R->dq_idx++, w, (size_t)(p->N * p->K) * 4, err)))
+				goto done;
+		}
+	}
+	json_t *e = json_pack("{s:s, s:s, s:[I,I,I], s:I}", "name", t->name, "method", method_name(o->method), "shape",
+			      (json_int_t)p->E, (json_int_t)p->N, (json_int_t)p->K, "params",
+			      (json_int_t)(p->E * p->N * p->K));
+	if (e && o->method == MUSE_METHOD_GPTQ) {
+		json_object_set_new(e, "gptq_loss", json_real(loss));
+		json_object_set_new(e, "damp_percent", json_real(st.damp_used));
+		json_object_set_new(e, "dead_columns", json_integer((json_int_t)st.dead_cols));
+	}
+	if (e && is_expert(t->name))
+		json_object_set_new(e, "expert", json_true());
+	json_array_append_new(json_object_get(R->report, "tensors"), e);
+	goto done;
+named:
+	muse_err_prefix(err, "%s: tensor '%s'", R->r->path, t->name);
+done:
+	free(w);
+	free(H);
+	free(dst);
+	muse_qlinear_free(&q);
+	muse_packed_set_free(&set);
+	return s;
+}
+
+/* Output dtype of a tensor kept in high precision: packed HF outputs are fp16/bf16 checkpoints. */
+static muse_dtype keep_dtype(const run *R, muse_dtype src)
+{
+	if (R->o->gguf || !muse_dtype_info(src)->is_float || muse_dtype_info(src)->blck != 1)
+		return src;
+	return src == MUSE_DT_BF16 ? MUSE_DT_BF16 : MUSE_DT_F16;
+}
+
+static muse_status do_keep(run *R, size_t i, muse_cast_buf *cb, muse_err *err)
+{
+	const muse_tensor *t = &R->r->tensors[i];
+	const uint8_t *view = muse_reader_view(R->r, i);
+	muse_status s;
+	if (view)
+		return muse_model_writer_put(R->w, R->pl[i].first_out, t->name, view, t->dtype, t->nelements,
+					     R->pl[i].out_dt, cb, NULL, err);
+	uint8_t *dense = t->nbytes <= SIZE_MAX ? malloc(t->nbytes ? (size_t)t->nbytes : 1) : NULL;
+	if (!dense)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", R->r->path, t->name);
+	s = muse_reader_read(R->r, i, dense, err);
+	if (!s)
+		s = muse_model_writer_put(R->w, R->pl[i].first_out, t->name, dense, t->dtype, t->nelements,
+					  R->pl[i].out_dt, cb, NULL, err);
+	free(dense);
+	return s;
+}
+
+/* llama.cpp's general.file_type for a whole-model type (the "_S" variants where several exist). */
+static int ftype_of(muse_dtype t)
+{
+	switch (t) {
+	case MUSE_DT_Q4_0: return 2;
+	case MUSE_DT_Q4_1: return 3;
+	case MUSE_DT_Q8_0: return 7;
+	case MUSE_DT_Q5_0: return 8;
+	case MUSE_DT_Q5_1: return 9;
+	case MUSE_DT_Q2_K: return 10;
+	case MUSE_DT_Q3_K: return 11;
+	case MUSE_DT_Q4_K: return 14;
+	case MUSE_DT_Q5_K: return 16;
+	case MUSE_DT_Q6_K: return 18;
+	case MUSE_DT_IQ4_NL: return 25;
+	case MUSE_DT_IQ4_XS: return 30;
+	default: return -1;
+	}
+}
+
+static muse_status mkdir_p(const char *dir, muse_err *err)
+{
+	struct stat st;
+	if (stat(dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return muse_err_set(err, MUSE_ERR_USAGE, "%s: exists and is not a directory", dir);
+		return MUSE_OK;
+	}
+	if (mkdir(dir, 0755) != 0)
+		return muse_err_set(err, MUSE_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
+	return MUSE_OK;
+}
+
+/* Files of an HF directory that travel unchanged (tokenizer, generation config, chat template, ...). */
+static bool copy_aux(const char *n)
+{
+	return strcmp(n, "config.json") && strcmp(n, "quantize_config.json") && strcmp(n, "quant_report.json") &&
+	       !ends_with(n, ".safetensors") && !ends_with(n, ".bin") && !ends_with(n, ".pt") && !ends_with(n, ".pth") &&
+	       !ends_with(n, ".index.json") && !ends_with(n, ".gguf") && n[0] != '.';
+}
+
+static muse_status write_hf_files(run *R, const char *const *ignore, size_t n_ignore, muse_err *err)
+{
+	const muse_pack_opts *o = R->o;
+	char path[4096];
+	muse_status s = MUSE_OK;
+	json_error_t je;
+	snprintf(path, sizeof path, "%s/config.json", o->in);
+	json_t *cfg = json_load_file(path, 0, &je);
+	if (!cfg || !json_is_object(cfg)) {
+		json_decref(cfg);
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
+	}
+	muse_packed_config pc = { o->kind, o->bits, o->group_size, o->sym, o->act_order && o->method == MUSE_METHOD_GPTQ,
+				  o->static_groups, o->damp_percent, method_name(o->method), ignore, n_ignore,
+				  R->scale_dt };
+	char *qc = NULL;
+	if ((s = muse_packed_config_json(&pc, &qc, err)))
+		goto done;
+	json_t *qj = json_loads(qc, 0, &je);
+	if (!qj) {
+		s = muse_err_set(err, MUSE_ERR_CHECK, "internal: quantization_config is not JSON");
+		goto done;
+	}
+	if (o->kind == MUSE_PACKED_GPTQ && n_ignore) {
+		/* GPTQModel's "dynamic" skip rules keep routers out of QuantLinear replacement. */
+		json_t *dyn = json_object();
+		for (size_t k = 0; k < n_ignore; k++) {
+			char rx[1024];
+			if (!strcmp(ignore[k], "lm_head"))
+				continue; /* GPTQ loaders never convert lm_head unless "lm_head": true */
+			snprintf(rx, sizeof rx, "-:^%s$", ignore[k]);
+			json_object_set_new(dyn, rx, json_object());
+		}
+		json_object_set_new(qj, "dynamic", dyn);
+	}
+	if (o->kind == MUSE_PACKED_GPTQ) {
+		char *d = json_dumps(qj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		snprintf(path, sizeof path, "%s/quantize_config.json", o->out);
+		s = d ? muse_out_write_file(path, d, strlen(d), err) : muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+		free(d);
+		if (s) {
+			json_decref(qj);
+			goto done;
+		}
+	}
+	json_object_set_new(cfg, "quantization_config", qj);
+	const char *dt = R->scale_dt == MUSE_DT_BF16 ? "bfloat16" : "float16";
+	json_object_set_new(cfg, "torch_dtype", json_string(dt));
+	if (json_object_get(cfg, "dtype"))
+		json_object_set_new(cfg, "dtype", json_string(dt));
+	char *d = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	snprintf(path, sizeof path, "%s/config.json", o->out);
+	s = d ? muse_out_write_file(path, d, strlen(d), err) : muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	free(d);
+	if (s)
+		goto done;
+	DIR *dir = opendir(o->in);
+	struct dirent *de;
+	while (dir && !s && (de = readdir(dir))) {
+		char src[4096];
+		struct stat st;
+		snprintf(src, sizeof src, "%s/%s", o->in, de->d_name);
+		if (!copy_aux(de->d_name) || stat(src, &st) || !S_ISREG(st.st_mode))
+			continue;
+		char *buf = NULL;
+		size_t len = 0;
+		if ((s = muse_read_small_file(src, 256u << 20, &buf, &len, err)))
+			break;
+		snprintf(path, sizeof path, "%s/%s", o->out, de->d_name);
+		s = muse_out_write_file(path, buf, len, err);
+		free(buf);
+	}
+	if (dir)
+		closedir(dir);
+done:
+	free(qc);
+	json_decref(cfg);
+	return s;
+}
+
+static muse_status write_report(run *R, const char *path, muse_err *err)
+{
+	json_t *rep = R->report;
+	json_object_set_new(rep, "quantized_params", json_integer((json_int_t)R->q_params));
+	json_object_set_new(rep, "linear_params", json_integer((json_int_t)R->lin_params));
+	json_object_set_new(rep, "total_params", json_integer((json_int_t)R->all_params));
+	json_object_set_new(rep, "fraction_of_linear_params_quantized",
+			    json_real(R->lin_params ? (double)R->q_params / (double)R->lin_params : 1.0));
+	json_object_set_new(rep, "fraction_of_all_params_quantized",
+			    json_real(R->all_params ? (double)R->q_params / (double)R->all_params : 0.0));
+	json_t *ex = json_object();
+	json_object_set_new(ex, "expert_tensors_quantized", json_integer((json_int_t)R->n_experts_q));
+	json_object_set_new(ex, "tokens_per_expert", json_null());
+	json_object_set_new(ex, "note", json_string(R->o->method == MUSE_METHOD_RTN
+							    ? "rtn needs no calibration: every expert is quantized data-free"
+							    : "statistics given per weight (--hessians): no routing counts"));
+	json_object_set_new(rep, "experts", ex);
+	char *d = json_dumps(rep, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	muse_status s = d ? muse_out_write_file(path, d, strlen(d), err) : muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	free(d);
+	return s;
+}
+
+muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
+{
+	run R = { .o = o };
+	muse_cast_buf cb = { 0 };
+	muse_meta meta;
+	muse_meta_init(&meta);
+	char path[4096], tmp_gguf[4096] = "", report_path[4096];
+	const char **ignore = NULL;
+	size_t n_ignore = 0;
+	bool published = false;
+	muse_status s;
+	struct stat sb;
+
+	if (o->method == MUSE_METHOD_AWQ || (o->method == MUSE_METHOD_GPTQ && !o->hessians))
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+				    "--method %s needs the calibration engine (not yet built)%s", method_name(o->method),
+				    o->method == MUSE_METHOD_GPTQ ? "; GPTQ runs today with precomputed statistics: --hessians FILE" : "");
+	R.wq = (muse_wq_config){ o->bits, o->group_size, o->sym, MUSE_WQ_MINMAX,
+				 !o->gguf && o->kind == MUSE_PACKED_GPTQ && !o->sym ? 1 : 0, MUSE_DT_F16 };
+	R.go = (muse_gptq_opts)MUSE_GPTQ_OPTS_DEFAULT;
+	R.go.damp_percent = o->damp_percent > 0 ? o->damp_percent : 0.01;
+	R.go.act_order = o->act_order;
+	R.go.static_groups = o->static_groups;
+	R.go.nthreads = o->nthreads;
+	if (!o->gguf && (s = muse_wq_config_check(&R.wq, 0, err)))
+		return s;
+	if (o->gguf) {
+		const muse_quant_traits *qt = muse_quant_traits_of(o->gguf_type);
+		if (!qt || !qt->quantize_ref)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "gguf:%s: muse has no quantizer for this type",
+					    muse_dtype_name(o->gguf_type));
+		if (qt->needs_importance && o->method == MUSE_METHOD_RTN)
+			return muse_err_set(err, MUSE_ERR_USAGE, "gguf:%s needs importance data: use --method gptq",
+					    muse_dtype_name(o->gguf_type));
+	}
+	/* An HF directory into GGUF goes through the converter first (names, Q/K permutation, metadata). */
+	bool in_dir = stat(o->in, &sb) == 0 && S_ISDIR(sb.st_mode);
+	if (o->gguf && in_dir) {
+		snprintf(tmp_gguf, sizeof tmp_gguf, "%s.muse-hf2gguf-%d.tmp", o->out, (int)getpid());
+		if ((s = muse_hf2gguf(o->in, tmp_gguf, MUSE_DT_INVALID, 0, true, err)))
+			goto fail;
+	}
+	if ((s = muse_reader_open(tmp_gguf[0] ? tmp_gguf : o->in, &R.r, err)))
+		goto fail;
+	R.gguf_in = !strcmp(R.r->format, "gguf");
+	if (!o->gguf && (!in_dir || R.gguf_in)) {
+		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+				 "%s: packed layouts (awq, gptq, compressed-tensors) need an HF checkpoint directory with config.json",
+				 o->in);
+		goto fail;
+	}
+	if (o->hessians && (s = muse_reader_open(o->hessians, &R.hs, err)))
+		goto fail;
+	if (!o->gguf && o->kind == MUSE_PACKED_CT && o->act_order && !o->static_groups) {
+		s = muse_err_set(err, MUSE_ERR_USAGE,
+				 "compressed-tensors no longer stores g_idx (actorder \"group\" was removed): use --act-order "
+				 "--static-groups (actorder \"weight\") or --format gptq");
+		goto fail;
+	}
+	if (!(R.pl = calloc(R.r->n_tensors ? R.r->n_tensors : 1, sizeof(plan))) ||
+	    !(ignore = calloc(R.r->n_tensors ? R.r->n_tensors : 1, sizeof(char *))) || !(R.report = json_object())) {
+		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	/* Model dtype: the first floating linear's source type decides the CT scale dtype. */
+	R.scale_dt = MUSE_DT_F16;
+	for (size_t i = 0; i < R.r->n_tensors; i++)
+		if (is_linear(&R.r->tensors[i], R.gguf_in)) {
+			if (R.r->tensors[i].dtype == MUSE_DT_BF16 && o->kind == MUSE_PACKED_CT)
+				R.scale_dt = MUSE_DT_BF16;
+			break;
+		}
+	R.wq.scale_dtype = R.scale_dt;
+	json_object_set_new(R.report, "method", json_string(method_name(o->method)));
+	{
+		char fmt[64];
+		snprintf(fmt, sizeof fmt, "%s%s", o->gguf ? "gguf:" : muse_packed_kind_name(o->kind),
+			 o->gguf ? muse_dtype_name(o->gguf_type) : "");
+		json_object_set_new(R.report, "format", json_string(fmt));
+	}
+	json_object_set_new(R.report, "bits", o->gguf ? json_null() : json_integer(o->bits));
+	json_object_set_new(R.report, "group_size", o->gguf ? json_null() : json_integer(o->group_size));
+	json_object_set_new(R.report, "sym", json_boolean(o->sym));
+	json_object_set_new(R.report, "act_order", json_boolean(o->act_order));
+	json_object_set_new(R.report, "tensors", json_array());
+	json_object_set_new(R.report, "kept", json_array());
+
+	/* Output path(s). */
+	if (o->gguf) {
+		snprintf(path, sizeof path, "%s", o->out);
+		snprintf(report_path, sizeof report_path, "%s.quant_report.json", o->out);
+	} else {
+		if ((s = mkdir_p(o->out, err)))
+			goto fail;
+		snprintf(path, sizeof path, "%s/model.safetensors", o->out);
+		snprintf(report_path, sizeof report_path, "%s/quant_report.json", o->out);
+	}
+	if ((s = muse_model_writer_create(&R.w, o->gguf ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS, path, 0, err)))
+		goto fail;
+	if (o->dequant_out && (s = muse_model_writer_create(&R.dq, MUSE_OUT_SAFETENSORS, o->dequant_out, 0, err)))
+		goto fail;
+	if (o->gguf) {
+		for (size_t k = 0; k < R.r->meta.n; k++)
+			if (muse_meta_copy_kv(&meta, &R.r->meta.kv[k])) {
+				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+				goto fail;
+			}
+		if (ftype_of(o->gguf_type) >= 0 && muse_meta_set_u32(&meta, "general.file_type", (uint32_t)ftype_of(o->gguf_type))) {
+			s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		if ((s = muse_model_writer_set_meta(R.w, &meta, NULL, err)))
+			goto fail;
+	}
+	/* Plan and declare every output tensor. */
+	size_t n_out = 0;
+	for (size_t i = 0; i < R.r->n_tensors; i++) {
+		const muse_tensor *t = &R.r->tensors[i];
+		plan *p = &R.pl[i];
+		R.all_params += t->nelements;
+		p->first_out = n_out;
+		if (is_linear(t, R.gguf_in)) {
+			p->linear = true;
+			p->E = t->ndim == 3 ? t->shape[0] : 1;
+			p->N = t->shape[t->ndim - 2];
+			p->K = t->shape[t->ndim - 1];
+			R.lin_params += t->nelements;
+			if (o->gguf) {
+				uint32_t blck = muse_dtype_info(o->gguf_type)->blck;
+				if (p->K % blck) {
+					s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+							 "%s: tensor '%s': row length %llu is not a multiple of %s's block of %u",
+							 R.r->path, t->name, (unsigned long long)p->K, muse_dtype_name(o->gguf_type), blck);
+					goto fail;
+				}
+				p->out_dt = o->gguf_type;
+				p->n_out = 1;
+				if ((s = muse_model_writer_add_tensor(R.w, t->name, o->gguf_type, t->ndim, t->shape, err)))
+					goto fail;
+				n_out++;
+			} else {
+				muse_packed_set sh;
+				/* AutoAWQ's loaders split K into K / group_size groups exactly. */
+				if (o->kind == MUSE_PACKED_AWQ && o->group_size > 0 && p->K % (uint64_t)o->group_size) {
+					s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+							 "%s: tensor '%s': in_features %llu is not a multiple of --group-size %lld (AutoAWQ GEMM)",
+							 R.r->path, t->name, (unsigned long long)p->K, (long long)o->group_size);
+					goto fail;
+				}
+				if ((s = muse_packed_shapes(o->kind, p->N, p->K, o->bits, o->group_size, o->sym, has_g_idx(o),
+							    R.scale_dt, &sh, err))) {
+					muse_err_prefix(err, "%s: tensor '%s'", R.r->path, t->name);
+					goto fail;
+				}
+				size_t base = strlen(t->name) - 7; /* without ".weight" */
+				for (int k = 0; k < sh.n; k++) {
+					char nm[MUSE_MAX_NAME + 64];
+					snprintf(nm, sizeof nm, "%.*s.%s", (int)base, t->name, sh.t[k].suffix);
+					if ((s = muse_model_writer_add_tensor(R.w, nm, sh.t[k].dtype, sh.t[k].ndim, sh.t[k].shape,
+									      err)))
+						goto fail;
+				}
+				p->n_out = (size_t)sh.n;
+				n_out += (size_t)sh.n;
+			}
+			if (R.dq && (s = muse_model_writer_add_tensor(R.dq, t->name, MUSE_DT_F32, t->ndim, t->shape, err)))
+				goto fail;
+			R.q_params += t->nelements;
+			R.n_q++;
+			if (is_expert(t->name))
+				R.n_experts_q += p->E;
+			continue;
+		}
+		/* Kept in high precision. A large matrix that is neither an embedding, the head nor a router is an error. */
+		if (t->ndim >= 2 && t->nelements >= LARGE_TENSOR && !keep_by_design(t->name, R.gguf_in)) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					 "%s: tensor '%s' (%llu parameters) would stay unquantized: muse does not know it as a linear weight",
+					 R.r->path, t->name, (unsigned long long)t->nelements);
+			goto fail;
+		}
+		if (t->ndim == 2 && ends_with(t->name, ".weight") && keep_by_design(t->name, R.gguf_in) &&
+		    !strstr(t->name, "embed") && !R.gguf_in) {
+			ignore[n_ignore] = strndup(t->name, strlen(t->name) - 7);
+			if (!ignore[n_ignore]) {
+				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+				goto fail;
+			}
+			n_ignore++;
+		}
+		p->out_dt = keep_dtype(&R, t->dtype);
+		p->n_out = 1;
+		if (!muse_model_writer_supports(o->gguf ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS, p->out_dt)) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': %s cannot be stored in the output",
+					 R.r->path, t->name, muse_dtype_name(p->out_dt));
+			goto fail;
+		}
+		if ((s = muse_model_writer_add_tensor(R.w, t->name, p->out_dt, t->ndim, t->shape, err)))
+			goto fail;
+		n_out++;
+		R.n_kept++;
+		json_array_append_new(json_object_get(R.report, "kept"),
+				      json_pack("{s:s, s:I}", "name", t->name, "params", (json_int_t)t->nelements));
+	}
+	if (R.n_q == 0) {
+		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: no linear weights found to quantize", R.r->path);
+		goto fail;
+	}
+	if ((s = muse_model_writer_begin(R.w, err)) || (R.dq && (s = muse_model_writer_begin(R.dq, err))))
+		goto fail;
+	muse_progress pg;
+	uint64_t total_bytes = 0;
+	for (size_t i = 0; i < R.r->n_tensors; i++)
+		total_bytes += R.r->tensors[i].nbytes;
+	muse_progress_start(&pg, "quantize", total_bytes, o->quiet);
+	for (size_t i = 0; i < R.r->n_tensors; i++) {
+		if (muse_interrupted()) {
+			s = muse_err_set(err, MUSE_ERR_INTERRUPTED, "interrupted");
+			goto fail;
+		}
+		if ((s = R.pl[i].linear ? do_linear(&R, i, err) : do_keep(&R, i, &cb, err)))
+			goto fail;
+		muse_progress_add(&pg, R.r->tensors[i].nbytes);
+	}
+	if ((R.dq && (s = muse_model_writer_finish(R.dq, err))) || (s = muse_model_writer_finish(R.w, err)))
+		goto fail;
+	muse_progress_end(&pg);
+	published = true;
+	if (!o->gguf && (s = write_hf_files(&R, ignore, n_ignore, err)))
+		goto fail;
+	if ((s = write_report(&R, report_path, err)))
+		goto fail;
+	if (!o->quiet)
+		fprintf(stderr,
+			"muse: %s: quantized %llu linear tensors (%llu expert matrices) with %s: %llu of %llu linear parameters "
+			"(%.1f%%), %.1f%% of all; kept %llu tensors in high precision; report: %s\n",
+			o->out, (unsigned long long)R.n_q, (unsigned long long)R.n_experts_q, method_name(o->method),
+			(unsigned long long)R.q_params, (unsigned long long)R.lin_params,
+			R.lin_params ? 100.0 * (double)R.q_params / (double)R.lin_params : 100.0,
+			R.all_params ? 100.0 * (double)R.q_params / (double)R.all_params : 0.0, (unsigned long long)R.n_kept,
+			report_path);
+	goto done;
+fail:
+	if (published) {
+		/* The weights were published before the configs failed: take them back so no half model remains. */
+		unlink(path);
+		if (!o->gguf) {
+			char p2[4096];
+			snprintf(p2, sizeof p2, "%s/config.json", o->out);
+			unlink(p2);
+			snprintf(p2, sizeof p2, "%s/quantize_config.json", o->out);
+			unlink(p2);
+		}
+	}
+done:
+	if (tmp_gguf[0])
+		unlink(tmp_gguf);
+	muse_model_writer_free(R.w);
+	muse_model_writer_free(R.dq);
+	muse_reader_free(R.r);
+	muse_reader_free(R.hs);
+	muse_meta_free(&meta);
+	free(cb.p);
+	free(R.pl);
+	for (size_t k = 0; k < n_ignore; k++)
+		free((void *)ignore[k]);
+	free(ignore);
+	json_decref(R.report);
+	return s;
+}
