@@ -182,83 +182,108 @@ INLINE void store8_u8(uint8_t *out, __m256i v)
 /* ---- the searches, eight sub-blocks at a time ---- */
 
 /*
- * muse_q_fit_min (ggml's make_qkx2/qkx3_quants) on eight sub-blocks of n. L gets the levels,
- * scale/the_min the results, lane by lane exactly as the scalar function returns them.
+ * muse_q_fit_min (ggml's make_qkx2/qkx3_quants) on two groups of eight sub-blocks of n (G = 2
+ * registers side by side: each candidate's sums are chains of dependent additions, and two
+ * independent chains keep the adders busy). L gets the levels, scale/the_min the results, lane by
+ * lane exactly as the scalar function returns them. The candidates themselves stay sequential:
+ * each better one moves min, which the next candidates' scales are computed from.
  */
-static TARGET void fit_min8(int n, int nmax, const __m256 *X, const __m256 *W, __m256i *L, __m256 *scale_out,
-			    __m256 *the_min_out, float rmin, float rdelta, int nstep, bool use_mad)
+#define G 2
+static TARGET void fit_min8x2(int n, int nmax, const __m256 (*X)[32], const __m256 (*W)[32], __m256i (*L)[32],
+			      __m256 *scale_out, __m256 *the_min_out, float rmin, float rdelta, int nstep, bool use_mad)
 {
 	const __m256 zero = _mm256_setzero_ps();
-	__m256 min = X[0], max = X[0];
-	__m256 sum_w = W[0];
-	__m256 sum_x = _mm256_mul_ps(sum_w, X[0]);
-	for (int i = 1; i < n; i++) {
-		min = _mm256_min_ps(X[i], min); /* x < min ? x : min */
-		max = _mm256_max_ps(X[i], max); /* x > max ? x : max */
-		sum_w = _mm256_add_ps(sum_w, W[i]);
-		sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(W[i], X[i]));
+	__m256 min[G], max[G], sum_w[G], sum_x[G], flat[G], flat_min[G], scale[G], best_error[G];
+	for (int g = 0; g < G; g++) {
+		min[g] = max[g] = X[g][0];
+		sum_w[g] = W[g][0];
+		sum_x[g] = _mm256_mul_ps(sum_w[g], X[g][0]);
 	}
-	min = blend8(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
-	const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
-	const __m256 flat_min = min;
+	for (int i = 1; i < n; i++)
+		for (int g = 0; g < G; g++) {
+			min[g] = _mm256_min_ps(X[g][i], min[g]); /* x < min ? x : min */
+			max[g] = _mm256_max_ps(X[g][i], max[g]); /* x > max ? x : max */
+			sum_w[g] = _mm256_add_ps(sum_w[g], W[g][i]);
+			sum_x[g] = _mm256_add_ps(sum_x[g], _mm256_mul_ps(W[g][i], X[g][i]));
+		}
 	const __m256 fnmax = _mm256_set1_ps((float)nmax);
-	__m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max, min));
-	__m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), iscale);
-	__m256 best_error = zero;
-	for (int i = 0; i < n; i++) {
-		__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min))), 0, nmax);
-		L[i] = l;
-		__m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), min), X[i]);
-		diff = use_mad ? abs8(diff) : _mm256_mul_ps(diff, diff);
-		best_error = _mm256_add_ps(best_error, _mm256_mul_ps(W[i], diff));
+	__m256 iscale[G];
+	for (int g = 0; g < G; g++) {
+		min[g] = blend8(min[g], zero, _mm256_cmp_ps(min[g], zero, _CMP_GT_OQ));
+		flat[g] = _mm256_cmp_ps(max[g], min[g], _CMP_EQ_OQ);
+		flat_min[g] = min[g];
+		iscale[g] = _mm256_div_ps(fnmax, _mm256_sub_ps(max[g], min[g]));
+		scale[g] = _mm256_div_ps(_mm256_set1_ps(1.f), iscale[g]);
+		best_error[g] = zero;
 	}
-	__m256i Laux[32];
-	__m256 Lf[32];
+	for (int i = 0; i < n; i++)
+		for (int g = 0; g < G; g++) {
+			__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale[g], _mm256_sub_ps(X[g][i], min[g]))), 0, nmax);
+			L[g][i] = l;
+			__m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[g], _mm256_cvtepi32_ps(l)), min[g]), X[g][i]);
+			diff = use_mad ? abs8(diff) : _mm256_mul_ps(diff, diff);
+			best_error[g] = _mm256_add_ps(best_error[g], _mm256_mul_ps(W[g][i], diff));
+		}
+	__m256i Laux[G][32];
+	__m256 Lf[G][32];
 	for (int is = 0; is <= nstep; is++) {
 		/* min moves with each better candidate, and ggml's next candidates use the moved one */
-		iscale = _mm256_div_ps(_mm256_set1_ps(rmin + rdelta * (float)is + (float)nmax), _mm256_sub_ps(max, min));
-		__m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
-		for (int i = 0; i < n; i++) {
-			__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, _mm256_sub_ps(X[i], min))), 0, nmax);
-			Laux[i] = l;
-			__m256 lf = _mm256_cvtepi32_ps(l), wl = _mm256_mul_ps(W[i], lf);
-			Lf[i] = lf;
-			sum_l = _mm256_add_ps(sum_l, wl);
-			sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, lf));
-			sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, X[i]));
+		const __m256 num = _mm256_set1_ps(rmin + rdelta * (float)is + (float)nmax);
+		__m256 sum_l[G], sum_l2[G], sum_xl[G];
+		for (int g = 0; g < G; g++) {
+			iscale[g] = _mm256_div_ps(num, _mm256_sub_ps(max[g], min[g]));
+			sum_l[g] = sum_l2[g] = sum_xl[g] = zero;
 		}
-		__m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
-		__m256 ok = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
-		if (_mm256_testz_ps(ok, ok))
-			continue;
-		__m256 this_scale = _mm256_div_ps(
-			_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
-		__m256 this_min = _mm256_div_ps(
-			_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
-		__m256 pos = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
-		this_min = blend8(this_min, zero, pos);
-		this_scale = blend8(this_scale, _mm256_div_ps(sum_xl, sum_l2), pos);
-		__m256 err = zero;
-		for (int i = 0; i < n; i++) {
-			__m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, Lf[i]), this_min), X[i]);
-			diff = use_mad ? abs8(diff) : _mm256_mul_ps(diff, diff);
-			err = _mm256_add_ps(err, _mm256_mul_ps(W[i], diff));
-		}
-		__m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(err, best_error, _CMP_LT_OQ));
-		if (_mm256_testz_ps(better, better))
-			continue;
 		for (int i = 0; i < n; i++)
-			L[i] = blendi8(L[i], Laux[i], better);
-		best_error = blend8(best_error, err, better);
-		scale = blend8(scale, this_scale, better);
-		min = blend8(min, this_min, better);
+			for (int g = 0; g < G; g++) {
+				__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale[g], _mm256_sub_ps(X[g][i], min[g]))), 0, nmax);
+				Laux[g][i] = l;
+				__m256 lf = _mm256_cvtepi32_ps(l), wl = _mm256_mul_ps(W[g][i], lf);
+				Lf[g][i] = lf;
+				sum_l[g] = _mm256_add_ps(sum_l[g], wl);
+				sum_l2[g] = _mm256_add_ps(sum_l2[g], _mm256_mul_ps(wl, lf));
+				sum_xl[g] = _mm256_add_ps(sum_xl[g], _mm256_mul_ps(wl, X[g][i]));
+			}
+		__m256 ok[G], this_scale[G], this_min[G], err[G];
+		for (int g = 0; g < G; g++) {
+			__m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_l2[g]), _mm256_mul_ps(sum_l[g], sum_l[g]));
+			ok[g] = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+			this_scale[g] = _mm256_div_ps(
+				_mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_xl[g]), _mm256_mul_ps(sum_x[g], sum_l[g])), D);
+			this_min[g] = _mm256_div_ps(
+				_mm256_sub_ps(_mm256_mul_ps(sum_l2[g], sum_x[g]), _mm256_mul_ps(sum_l[g], sum_xl[g])), D);
+			__m256 pos = _mm256_cmp_ps(this_min[g], zero, _CMP_GT_OQ);
+			this_min[g] = blend8(this_min[g], zero, pos);
+			this_scale[g] = blend8(this_scale[g], _mm256_div_ps(sum_xl[g], sum_l2[g]), pos);
+			err[g] = zero;
+		}
+		/* lanes whose D is not positive skip the candidate (their err is computed and ignored) */
+		for (int i = 0; i < n; i++)
+			for (int g = 0; g < G; g++) {
+				__m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale[g], Lf[g][i]), this_min[g]), X[g][i]);
+				diff = use_mad ? abs8(diff) : _mm256_mul_ps(diff, diff);
+				err[g] = _mm256_add_ps(err[g], _mm256_mul_ps(W[g][i], diff));
+			}
+		for (int g = 0; g < G; g++) {
+			__m256 better = _mm256_and_ps(ok[g], _mm256_cmp_ps(err[g], best_error[g], _CMP_LT_OQ));
+			if (_mm256_testz_ps(better, better))
+				continue;
+			for (int i = 0; i < n; i++)
+				L[g][i] = blendi8(L[g][i], Laux[g][i], better);
+			best_error[g] = blend8(best_error[g], err[g], better);
+			scale[g] = blend8(scale[g], this_scale[g], better);
+			min[g] = blend8(min[g], this_min[g], better);
+		}
 	}
 	/* flat sub-blocks: levels 0, scale 0, the_min = -min as clamped */
-	for (int i = 0; i < n; i++)
-		L[i] = blendi8(L[i], _mm256_setzero_si256(), flat);
-	*scale_out = blend8(scale, zero, flat);
-	*the_min_out = _mm256_xor_ps(blend8(min, flat_min, flat), _mm256_set1_ps(-0.0f));
+	for (int g = 0; g < G; g++) {
+		for (int i = 0; i < n; i++)
+			L[g][i] = blendi8(L[g][i], _mm256_setzero_si256(), flat[g]);
+		scale_out[g] = blend8(scale[g], zero, flat[g]);
+		the_min_out[g] = _mm256_xor_ps(blend8(min[g], flat_min[g], flat[g]), _mm256_set1_ps(-0.0f));
+	}
 }
+#undef G
 
 /* Lane-wise: amax = the largest |x|, max = the first value reaching it (the scalar update on >). */
 INLINE void signed_max8(int n, const __m256 *X, __m256 *amax_out, __m256 *max_out)
@@ -292,39 +317,47 @@ static TARGET __m256 fit_signed8(int n, int nmax, const __m256 *X, __m256i *L)
 	__m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
 	__m256 sumlx = zero, suml2 = zero;
 	for (int i = 0; i < n; i++) {
-		__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
-		L[i] = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
-		__m256 lf = _mm256_cvtepi32_ps(l);
+		__m256 lf = _mm256_cvtepi32_ps(clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1));
 		sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], lf));
 		suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
 	}
 	/* suml2 != 0 is true for NaN, as in ggml */
 	__m256 scale = blend8(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
 	__m256 best = _mm256_mul_ps(scale, sumlx);
-	__m256i Laux[32];
-	for (int is = -9; is <= 9; is++) {
-		if (is == 0)
-			continue;
-		iscale = _mm256_div_ps(_mm256_set1_ps(-((float)nmax + 0.1f * (float)is)), max);
-		sumlx = suml2 = zero;
-		for (int i = 0; i < n; i++) {
-			__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
-			Laux[i] = l;
-			__m256 lf = _mm256_cvtepi32_ps(l);
-			sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], lf));
-			suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+	__m256 best_iscale = iscale;
+	/* The 18 nudged scales' sums do not depend on each other, only the choice among them does: the sums
+	 * are taken three candidates at a time (independent add chains keep the adders busy), then the
+	 * choices are made in the scalar order. The winning levels are recomputed from the winning iscale,
+	 * the same expression that produced them. */
+	float cand[18];
+	int nc = 0;
+	for (int is = -9; is <= 9; is++)
+		if (is != 0)
+			cand[nc++] = -((float)nmax + 0.1f * (float)is);
+	for (int c = 0; c < 18; c += 3) {
+		__m256 isc[3], slx[3], sl2[3];
+		for (int g = 0; g < 3; g++) {
+			isc[g] = _mm256_div_ps(_mm256_set1_ps(cand[c + g]), max);
+			slx[g] = sl2[g] = zero;
 		}
-		__m256 upd = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
-					   _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
-		if (_mm256_testz_ps(upd, upd))
-			continue;
 		for (int i = 0; i < n; i++)
-			L[i] = blendi8(L[i], _mm256_add_epi32(Laux[i], _mm256_set1_epi32(nmax)), upd);
-		scale = blend8(scale, _mm256_div_ps(sumlx, suml2), upd);
-		best = blend8(best, _mm256_mul_ps(scale, sumlx), upd);
+			for (int g = 0; g < 3; g++) {
+				__m256 lf = _mm256_cvtepi32_ps(clamp8(nearest8(_mm256_mul_ps(isc[g], X[i])), -nmax, nmax - 1));
+				slx[g] = _mm256_add_ps(slx[g], _mm256_mul_ps(WX[i], lf));
+				sl2[g] = _mm256_add_ps(sl2[g], _mm256_mul_ps(_mm256_mul_ps(W[i], lf), lf));
+			}
+		for (int g = 0; g < 3; g++) {
+			__m256 upd = _mm256_and_ps(_mm256_cmp_ps(sl2[g], zero, _CMP_GT_OQ),
+						   _mm256_cmp_ps(_mm256_mul_ps(slx[g], slx[g]), _mm256_mul_ps(best, sl2[g]), _CMP_GT_OQ));
+			scale = blend8(scale, _mm256_div_ps(slx[g], sl2[g]), upd);
+			best = blend8(best, _mm256_mul_ps(scale, slx[g]), upd);
+			best_iscale = blend8(best_iscale, isc[g], upd);
+		}
 	}
-	for (int i = 0; i < n; i++)
-		L[i] = blendi8(L[i], _mm256_setzero_si256(), tiny);
+	for (int i = 0; i < n; i++) {
+		__m256i l = clamp8(nearest8(_mm256_mul_ps(best_iscale, X[i])), -nmax, nmax - 1);
+		L[i] = blendi8(_mm256_add_epi32(l, _mm256_set1_epi32(nmax)), _mm256_setzero_si256(), tiny);
+	}
 	return blend8(scale, zero, tiny);
 }
 
@@ -471,20 +504,21 @@ INLINE void requant_signed(const float *x, int n, float d, int nmax, uint8_t *L)
 
 static TARGET void q2_block(const float *x, qf_block_q2 *y)
 {
-	__m256 X[16], W[16];
-	__m256i Lv[16];
+	__m256 X[2][32], W[2][32], sc[2], mn[2];
+	__m256i Lv[2][32];
 	lanes_i32 Lfit[2];
 	uint8_t L[QK_K];
 	float scales[16], mins[16];
 	for (int h = 0; h < 2; h++) {
-		__m256 sc, mn;
-		load_lanes(x + 128 * h, 16, X);
+		load_lanes(x + 128 * h, 16, X[h]);
 		for (int i = 0; i < 16; i++)
-			W[i] = abs8(X[i]);
-		fit_min8(16, 3, X, W, Lv, &sc, &mn, -0.5f, 0.1f, 15, true);
-		_mm256_storeu_ps(scales + 8 * h, sc);
-		_mm256_storeu_ps(mins + 8 * h, mn);
-		lanes_keep(Lv, 16, &Lfit[h]);
+			W[h][i] = abs8(X[h][i]);
+	}
+	fit_min8x2(16, 3, (const __m256(*)[32])X, (const __m256(*)[32])W, Lv, sc, mn, -0.5f, 0.1f, 15, true);
+	for (int h = 0; h < 2; h++) {
+		_mm256_storeu_ps(scales + 8 * h, sc[h]);
+		_mm256_storeu_ps(mins + 8 * h, mn[h]);
+		lanes_keep(Lv[h], 16, &Lfit[h]);
 	}
 	float max_scale = 0, max_min = 0;
 	for (int j = 0; j < 16; j++) {
@@ -579,24 +613,33 @@ static TARGET void q3_block(const float *x, qf_block_q3 *y)
 
 /* ---- Q4_K and Q5_K ---- */
 
-static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta, int nstep, uint8_t *L,
-			     uint8_t *scales_out, uint16_t *d16, uint16_t *dmin16)
+/* The sub-block scales and mins of two super-blocks (x[0], x[1]) at once: sc[b][j], mn[b][j], levels in Lfit[b]. */
+static TARGET void q45_search2(const float *const *x, int nmax, float rmin, float rdelta, int nstep, float (*sc)[8],
+			       float (*mn)[8], lanes_i32 *Lfit)
 {
-	__m256 X[32], W[32], sc, mn;
-	__m256i Lv[32];
-	lanes_i32 Lfit;
-	float scales[8], mins[8];
-	load_lanes(x, 32, X);
-	__m256 sum_x2 = _mm256_setzero_ps();
-	for (int l = 0; l < 32; l++)
-		sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(X[l], X[l]));
-	__m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.f)));
-	for (int l = 0; l < 32; l++)
-		W[l] = _mm256_add_ps(av_x, abs8(X[l]));
-	fit_min8(32, nmax, X, W, Lv, &sc, &mn, rmin, rdelta, nstep, false);
-	_mm256_storeu_ps(scales, sc);
-	_mm256_storeu_ps(mins, mn);
-	lanes_keep(Lv, 32, &Lfit);
+	__m256 X[2][32], W[2][32], scv[2], mnv[2];
+	__m256i Lv[2][32];
+	for (int b = 0; b < 2; b++) {
+		load_lanes(x[b], 32, X[b]);
+		__m256 sum_x2 = _mm256_setzero_ps();
+		for (int l = 0; l < 32; l++)
+			sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(X[b][l], X[b][l]));
+		__m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.f)));
+		for (int l = 0; l < 32; l++)
+			W[b][l] = _mm256_add_ps(av_x, abs8(X[b][l]));
+	}
+	fit_min8x2(32, nmax, (const __m256(*)[32])X, (const __m256(*)[32])W, Lv, scv, mnv, rmin, rdelta, nstep, false);
+	for (int b = 0; b < 2; b++) {
+		_mm256_storeu_ps(sc[b], scv[b]);
+		_mm256_storeu_ps(mn[b], mnv[b]);
+		lanes_keep(Lv[b], 32, &Lfit[b]);
+	}
+}
+
+/* One super-block from its searched scales: q_kquants.c's q45_scales_ref tail and q45_requant. */
+static TARGET void q45_finish(const float *x, const float *scales, const float *mins, const lanes_i32 *Lfit, int nmax,
+			      uint8_t *L, uint8_t *scales_out, uint16_t *d16, uint16_t *dmin16)
+{
 	float max_scale = 0, max_min = 0;
 	for (int j = 0; j < 8; j++) {
 		if (scales[j] > max_scale)
@@ -619,7 +662,7 @@ static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta,
 		get_scale_min(j, scales_out, &s, &m);
 		const float d = dall * s;
 		if (!d) {
-			lanes_get(&Lfit, 32, j, L + 32 * j);
+			lanes_get(Lfit, 32, j, L + 32 * j);
 			continue;
 		}
 		const float dm = mall * m;
@@ -627,18 +670,14 @@ static TARGET void q45_block(const float *x, int nmax, float rmin, float rdelta,
 	}
 }
 
-static TARGET void q4_block(const float *x, qf_block_q4 *y)
+static TARGET void q4_pack(const uint8_t *L, qf_block_q4 *y)
 {
-	uint8_t L[QK_K];
-	q45_block(x, 15, -1.f, 0.1f, 20, L, y->scales, &y->d, &y->dmin);
 	for (int j = 0; j < QK_K; j += 64)
 		st32(y->qs + j / 2, _mm256_or_si256(ld32(L + j), SHL8(ld32(L + j + 32), 4)));
 }
 
-static TARGET void q5_block(const float *x, qf_block_q5 *y)
+static TARGET void q5_pack(const uint8_t *L, qf_block_q5 *y)
 {
-	uint8_t L[QK_K];
-	q45_block(x, 31, -0.5f, 0.1f, 15, L, y->scales, &y->d, &y->dmin);
 	/* chunk c of 64: low nibbles as Q4_K, 5th bits (level > 15) at bit 2c (first 32) and 2c+1 of qh[l] */
 	const __m256i lo4 = _mm256_set1_epi8(0xF), fifteen = _mm256_set1_epi8(15);
 	__m256i qh = _mm256_setzero_si256();
@@ -649,6 +688,34 @@ static TARGET void q5_block(const float *x, qf_block_q5 *y)
 		qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_cmpgt_epi8(b, fifteen), _mm256_set1_epi8((char)(2u << (2 * c)))));
 	}
 	st32(y->qh, qh);
+}
+
+/* Q4_K/Q5_K rows, two super-blocks per search; an odd last one is searched beside a copy of itself. */
+#define Q45_ROWS(blk, nmax, rmin, rdelta, nstep, pack)                                                      \
+	do {                                                                                                \
+		blk *y = dst;                                                                               \
+		for (int64_t i = 0; i < nb; i += 2) {                                                       \
+			const float *x[2] = { src + QK_K * i, src + QK_K * (i + 1 < nb ? i + 1 : i) };      \
+			float sc[2][8], mn[2][8];                                                           \
+			lanes_i32 Lfit[2];                                                                  \
+			uint8_t L[QK_K];                                                                    \
+			q45_search2(x, nmax, rmin, rdelta, nstep, sc, mn, Lfit);                            \
+			for (int b = 0; b < 2 && i + b < nb; b++) {                                         \
+				q45_finish(x[b], sc[b], mn[b], &Lfit[b], nmax, L, y[i + b].scales, &y[i + b].d, \
+					   &y[i + b].dmin);                                                 \
+				pack(L, &y[i + b]);                                                         \
+			}                                                                                   \
+		}                                                                                           \
+	} while (0)
+
+static TARGET void q4_rows(const float *src, void *dst, int64_t nb)
+{
+	Q45_ROWS(qf_block_q4, 15, -1.f, 0.1f, 20, q4_pack);
+}
+
+static TARGET void q5_rows(const float *src, void *dst, int64_t nb)
+{
+	Q45_ROWS(qf_block_q5, 31, -0.5f, 0.1f, 15, q5_pack);
 }
 
 /* ---- Q6_K ---- */
@@ -705,23 +772,33 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 	}
 }
 
-#define KQ_FAST(name, blk, block_fn)                                                                        \
+#define KQ_FAST(name, blk, rows_fn)                                                                         \
 	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
 					   const float *importance)                                           \
 	{                                                                                                   \
 		if (importance || !simd_wanted())                                                           \
 			return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);          \
 		int64_t nb = nrows * (n_per_row / QK_K);                                                    \
-		blk *y = dst;                                                                               \
-		for (int64_t i = 0; i < nb; i++)                                                            \
-			block_fn(src + QK_K * i, y + i);                                                    \
+		rows_fn(src, dst, nb);                                                                      \
 		return (size_t)nb * sizeof(blk);                                                            \
 	}
-KQ_FAST(q2_k, qf_block_q2, q2_block)
-KQ_FAST(q3_k, qf_block_q3, q3_block)
-KQ_FAST(q4_k, qf_block_q4, q4_block)
-KQ_FAST(q5_k, qf_block_q5, q5_block)
-KQ_FAST(q6_k, qf_block_q6, q6_block)
+
+/* Super-blocks one at a time. */
+#define EACH_BLOCK(fn_name, blk, block_fn)                                                                  \
+	static TARGET void fn_name(const float *src, void *dst, int64_t nb)                                 \
+	{                                                                                                   \
+		for (int64_t i = 0; i < nb; i++)                                                            \
+			block_fn(src + QK_K * i, (blk *)dst + i);                                           \
+	}
+EACH_BLOCK(q2_rows, qf_block_q2, q2_block)
+EACH_BLOCK(q3_rows, qf_block_q3, q3_block)
+EACH_BLOCK(q6_rows, qf_block_q6, q6_block)
+
+KQ_FAST(q2_k, qf_block_q2, q2_rows)
+KQ_FAST(q3_k, qf_block_q3, q3_rows)
+KQ_FAST(q4_k, qf_block_q4, q4_rows)
+KQ_FAST(q5_k, qf_block_q5, q5_rows)
+KQ_FAST(q6_k, qf_block_q6, q6_rows)
 
 /* ---- Q8_0 and Q4_0: one streaming pass ---- */
 
