@@ -361,58 +361,69 @@ static TARGET __m256 fit_signed8(int n, int nmax, const __m256 *X, __m256i *L)
 	return blend8(scale, zero, tiny);
 }
 
-/* q_kquants.c's kq_fit_q3 (ggml's make_q3_quants with do_rmse) on eight sub-blocks of n: L gets level + nmax. */
-static TARGET __m256 fit_q3_8(int n, int nmax, const __m256 *X, __m256i *L)
+/*
+ * q_kquants.c's kq_fit_q3 (ggml's make_q3_quants with do_rmse) on two groups of eight sub-blocks of n
+ * (the two halves of a super-block: each sweep is one long dependent chain through a division per
+ * element, and two chains side by side overlap). L gets level + nmax; out the scales.
+ */
+#define G 2
+static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*L)[32], __m256 *out)
 {
 	const __m256 zero = _mm256_setzero_ps();
-	__m256 amax, max;
-	signed_max8(n, X, &amax, &max);
-	const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
-	__m256 W[32], WX[32], Lf[32];
-	for (int i = 0; i < n; i++) {
-		W[i] = _mm256_mul_ps(X[i], X[i]);
-		WX[i] = _mm256_mul_ps(W[i], X[i]);
-	}
-	__m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
-	__m256 sumlx = zero, suml2 = zero;
-	for (int i = 0; i < n; i++) {
-		__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[i])), -nmax, nmax - 1);
-		Lf[i] = _mm256_cvtepi32_ps(l);
-		sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(WX[i], Lf[i]));
-		suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf[i]), Lf[i]));
+	__m256 tiny[G], W[G][32], WX[G][32], Lf[G][32], sumlx[G], suml2[G];
+	for (int g = 0; g < G; g++) {
+		__m256 amax, max;
+		signed_max8(n, X[g], &amax, &max);
+		tiny[g] = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
+		for (int i = 0; i < n; i++) {
+			W[g][i] = _mm256_mul_ps(X[g][i], X[g][i]);
+			WX[g][i] = _mm256_mul_ps(W[g][i], X[g][i]);
+		}
+		__m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+		sumlx[g] = suml2[g] = zero;
+		for (int i = 0; i < n; i++) {
+			__m256i l = clamp8(nearest8(_mm256_mul_ps(iscale, X[g][i])), -nmax, nmax - 1);
+			Lf[g][i] = _mm256_cvtepi32_ps(l);
+			sumlx[g] = _mm256_add_ps(sumlx[g], _mm256_mul_ps(WX[g][i], Lf[g][i]));
+			suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(W[g][i], Lf[g][i]), Lf[g][i]));
+		}
 	}
 	/* A lane that stops early in the scalar code had a sweep with no change; more sweeps from that
 	 * unchanged state change nothing either, so running all lanes until none changes is exact. */
 	for (int itry = 0; itry < 5; itry++) {
 		__m256 changed = zero;
-		for (int i = 0; i < n; i++) {
-			__m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(WX[i], Lf[i]));
-			__m256 go = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
-			__m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(W[i], Lf[i]), Lf[i]));
-			__m256i nl = clamp8(nearest8(_mm256_div_ps(_mm256_mul_ps(X[i], sl2), slx)), -nmax, nmax - 1);
-			__m256 nlf = _mm256_cvtepi32_ps(nl);
-			go = _mm256_and_ps(go, _mm256_cmp_ps(nlf, Lf[i], _CMP_NEQ_OQ));
-			slx = _mm256_add_ps(slx, _mm256_mul_ps(WX[i], nlf));
-			sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[i], nlf), nlf));
-			__m256 lhs = _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2);
-			__m256 rhs = _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2);
-			go = _mm256_and_ps(go, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ),
-							     _mm256_cmp_ps(lhs, rhs, _CMP_GT_OQ)));
-			Lf[i] = blend8(Lf[i], nlf, go);
-			sumlx = blend8(sumlx, slx, go);
-			suml2 = blend8(suml2, sl2, go);
-			changed = _mm256_or_ps(changed, go);
-		}
+		for (int i = 0; i < n; i++)
+			for (int g = 0; g < G; g++) {
+				__m256 slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(WX[g][i], Lf[g][i]));
+				__m256 go = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+				__m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(W[g][i], Lf[g][i]), Lf[g][i]));
+				__m256i nl = clamp8(nearest8(_mm256_div_ps(_mm256_mul_ps(X[g][i], sl2), slx)), -nmax, nmax - 1);
+				__m256 nlf = _mm256_cvtepi32_ps(nl);
+				go = _mm256_and_ps(go, _mm256_cmp_ps(nlf, Lf[g][i], _CMP_NEQ_OQ));
+				slx = _mm256_add_ps(slx, _mm256_mul_ps(WX[g][i], nlf));
+				sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(W[g][i], nlf), nlf));
+				__m256 lhs = _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2[g]);
+				__m256 rhs = _mm256_mul_ps(_mm256_mul_ps(sumlx[g], sumlx[g]), sl2);
+				go = _mm256_and_ps(go, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ),
+								     _mm256_cmp_ps(lhs, rhs, _CMP_GT_OQ)));
+				Lf[g][i] = blend8(Lf[g][i], nlf, go);
+				sumlx[g] = blend8(sumlx[g], slx, go);
+				suml2[g] = blend8(suml2[g], sl2, go);
+				changed = _mm256_or_ps(changed, go);
+			}
 		if (_mm256_testz_ps(changed, changed))
 			break;
 	}
-	for (int i = 0; i < n; i++) {
-		__m256i l = _mm256_add_epi32(_mm256_cvttps_epi32(Lf[i]), _mm256_set1_epi32(nmax));
-		L[i] = blendi8(l, _mm256_setzero_si256(), tiny);
+	for (int g = 0; g < G; g++) {
+		for (int i = 0; i < n; i++) {
+			__m256i l = _mm256_add_epi32(_mm256_cvttps_epi32(Lf[g][i]), _mm256_set1_epi32(nmax));
+			L[g][i] = blendi8(l, _mm256_setzero_si256(), tiny[g]);
+		}
+		__m256 scale = blend8(zero, _mm256_div_ps(sumlx[g], suml2[g]), _mm256_cmp_ps(suml2[g], zero, _CMP_GT_OQ));
+		out[g] = blend8(scale, zero, tiny[g]);
 	}
-	__m256 scale = blend8(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
-	return blend8(scale, zero, tiny);
 }
+#undef G
 
 /* ---- scale packing (copies of q_kquants.c's helpers) ---- */
 
@@ -561,15 +572,17 @@ static TARGET void q2_block(const float *x, qf_block_q2 *y)
 
 static TARGET void q3_block(const float *x, qf_block_q3 *y)
 {
-	__m256 X[16];
-	__m256i Lv[16];
+	__m256 X[2][32], sc[2];
+	__m256i Lv[2][32];
 	lanes_i32 Lfit[2];
 	uint8_t L[QK_K];
 	float scales[16];
+	for (int h = 0; h < 2; h++)
+		load_lanes(x + 128 * h, 16, X[h]);
+	fit_q3_8x2(16, 4, (const __m256(*)[32])X, Lv, sc);
 	for (int h = 0; h < 2; h++) {
-		load_lanes(x + 128 * h, 16, X);
-		_mm256_storeu_ps(scales + 8 * h, fit_q3_8(16, 4, X, Lv));
-		lanes_keep(Lv, 16, &Lfit[h]);
+		_mm256_storeu_ps(scales + 8 * h, sc[h]);
+		lanes_keep(Lv[h], 16, &Lfit[h]);
 	}
 	float max_scale = 0, amax = 0;
 	for (int j = 0; j < 16; j++) {
