@@ -16,7 +16,7 @@
 #include "options.h"
 
 static const char *const convert_usage[] = {
-	"muse convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
+	"muse convert HF_DIR OUT.gguf [--outtype f32|f16|bf16|q8_0|auto] [--shard-size SIZE]",
 	"muse convert IN.gguf OUT_DIR [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
 	"muse convert IN.gguf OUT.gguf [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
 	"muse convert HF_DIR|IN.safetensors OUT_DIR|OUT.safetensors [--outtype f32|f16|bf16|auto] [--shard-size SIZE]",
@@ -285,7 +285,7 @@ int cmd_convert(int argc, const char **argv)
 	muse_option opts[] = {
 		{ MUSE_OPT_BOOL, 0, "raw", &raw, NULL, "copy tensors with their names unchanged (no architecture mapping)" },
 		{ MUSE_OPT_STRING, 0, "to", &to, "FORMAT", "gguf or safetensors (default: from OUT's extension)" },
-		{ MUSE_OPT_STRING, 0, "outtype", &outtype, "TYPE", "f32, f16, bf16 or auto (keep the source type)" },
+		{ MUSE_OPT_STRING, 0, "outtype", &outtype, "TYPE", "f32, f16, bf16, q8_0 (HF -> GGUF only) or auto (keep the source type)" },
 		{ MUSE_OPT_SIZE, 0, "shard-size", &shard, "SIZE", "split the output into shards of at most SIZE (e.g. 5GB)" },
 		{ MUSE_OPT_BOOL, 'q', "quiet", &quiet, NULL, "no progress display" },
 		MUSE_OPT_END_ROW,
@@ -300,8 +300,11 @@ int cmd_convert(int argc, const char **argv)
 		return MUSE_EXIT_USAGE;
 	}
 	muse_dtype want;
-	if (parse_outtype(outtype, &want) < 0) {
-		fprintf(stderr, "muse: error: convert: unknown --outtype '%s' (f32, f16, bf16, auto)\n", outtype);
+	bool q8 = outtype && !strcmp(outtype, "q8_0"); /* HF -> GGUF only, checked below */
+	if (q8)
+		want = MUSE_DT_Q8_0;
+	else if (parse_outtype(outtype, &want) < 0) {
+		fprintf(stderr, "muse: error: convert: unknown --outtype '%s' (f32, f16, bf16, q8_0, auto)\n", outtype);
 		return MUSE_EXIT_USAGE;
 	}
 	muse_out_format fmt;
@@ -314,6 +317,11 @@ int cmd_convert(int argc, const char **argv)
 		return MUSE_EXIT_USAGE;
 	} else
 		fmt = ends_with(argv[1], ".gguf") ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS;
+	if (q8 && (raw || fmt != MUSE_OUT_GGUF || is_gguf(argv[0]) || !is_dir(argv[0]))) {
+		fprintf(stderr, "muse: error: convert: --outtype q8_0 is for HF checkpoint directory -> GGUF conversion; "
+				"use muse quantize for other inputs\n");
+		return MUSE_EXIT_USAGE;
+	}
 	if (!raw && is_gguf(argv[0])) {
 		if (fmt == MUSE_OUT_GGUF) /* GGUF -> GGUF: names already GGUF's; cast, reshard or merge */
 			return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
@@ -340,8 +348,11 @@ int cmd_convert(int argc, const char **argv)
 					"directory and writes GGUF; use --raw to copy tensors with their names unchanged\n");
 			return MUSE_EXIT_USAGE;
 		}
+		/* Q8_0 rows come from quant/'s reference quantizer (byte-identical with ggml's); formats/ may not call it. */
 		muse_err err = { 0 };
-		if (muse_hf2gguf(argv[0], argv[1], want, shard, quiet, &err))
+		muse_hf2gguf_opts o = { .want = want, .shard_bytes = shard, .quiet = quiet,
+					.quantize = q8 ? muse_quantize_q8_0_ref : NULL };
+		if (muse_hf2gguf_ex(argv[0], argv[1], &o, &err))
 			return muse_cli_fail(&err);
 		return MUSE_EXIT_OK;
 	}
