@@ -452,6 +452,57 @@ static muse_status write_json(const muse_outdir *d, const char *name, json_t *j,
 	return s;
 }
 
+/*
+ * README.md with a YAML front matter carrying the GGUF's general.* keys
+ * under the names gguf-py's Metadata reads from a model card (name,
+ * basename, finetune, license, language, ...), so HF -> GGUF gives them
+ * back instead of deriving a name from the directory. Values are written
+ * as JSON strings and flow lists, which YAML reads unchanged.
+ */
+static char *model_card(const muse_meta *m, const char *in)
+{
+	static const char *const keys[][2] = {
+		{ "general.name", "name" }, { "general.author", "author" }, { "general.version", "version" },
+		{ "general.organization", "organization" }, { "general.description", "description" },
+		{ "general.finetune", "finetune" }, { "general.basename", "basename" },
+		{ "general.size_label", "size_label" }, { "general.url", "url" }, { "general.doi", "doi" },
+		{ "general.uuid", "uuid" }, { "general.repo_url", "repo_url" }, { "general.license", "license" },
+		{ "general.license.name", "license_name" }, { "general.license.link", "license_link" },
+		{ "general.tags", "tags" }, { "general.languages", "language" }, { "general.datasets", "datasets" },
+	};
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	if (!f)
+		return NULL;
+	fputs("---\n", f);
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		const muse_kv *kv = muse_meta_find(m, keys[i][0]);
+		json_t *v = NULL;
+		if (kv && kv->type == MUSE_KV_STRING) {
+			v = json_stringn(kv->v.s.ptr, (size_t)kv->v.s.len);
+		} else if (kv && kv->type == MUSE_KV_ARRAY && kv->arr_type == MUSE_KV_STRING) {
+			v = json_array();
+			for (uint64_t k = 0; v && k < kv->n; k++) {
+				const muse_str *e = &((const muse_str *)kv->arr)[k];
+				json_array_append_new(v, json_stringn(e->ptr, (size_t)e->len));
+			}
+		}
+		char *txt = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+		if (txt && !memchr(txt, '\n', strlen(txt))) /* invalid UTF-8 or odd values: left out */
+			fprintf(f, "%s: %s\n", keys[i][1], txt);
+		free(txt);
+		json_decref(v);
+	}
+	const char *slash = strrchr(in, '/');
+	fprintf(f, "---\n\nConverted from the GGUF file `%s` by muse.\n", slash ? slash + 1 : in);
+	if (fclose(f)) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
 /* ---- pass 2: tensor data ---- */
 
 static muse_status grow(muse_cast_buf *b, size_t n, muse_err *err)
@@ -545,7 +596,8 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 		s = muse_err_set(err, MUSE_ERR_USAGE, "%s: not a GGUF file", in);
 		goto done;
 	}
-	if ((s = choose_arch(&g, err)))
+	/* The output name first: a directory in the way is reported before any long work. */
+	if ((s = muse_outdir_begin(&d, out_dir, err)) || (s = choose_arch(&g, err)))
 		goto done;
 	if (!hp_u64(&g, "attention.head_count", &g.n_head) || !g.n_head) {
 		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: no nonzero integer %s.attention.head_count key", in,
@@ -566,8 +618,6 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 	if (has_tok && (s = muse_tokenizer_hf_build(&g.r->meta, in, ctx, &tok, &tcfg, err)))
 		goto done;
 
-	if ((s = muse_outdir_begin(&d, out_dir, err)))
-		goto done;
 	snprintf(path, sizeof path, "%s/model.safetensors", d.tmp);
 	if ((s = muse_model_writer_create(&w, MUSE_OUT_SAFETENSORS, path, o->shard_bytes, err)))
 		goto done;
@@ -609,6 +659,12 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 		goto done;
 	if (tok && ((s = write_json(&d, "tokenizer.json", tok, 0, err)) ||
 		    (s = write_json(&d, "tokenizer_config.json", tcfg, JSON_SORT_KEYS, err))))
+		goto done;
+	char *card = model_card(&g.r->meta, in);
+	NOMEM(!card);
+	s = muse_outdir_write(&d, "README.md", card, strlen(card), err);
+	free(card);
+	if (s)
 		goto done;
 	if ((s = muse_outdir_commit(&d, err)))
 		goto done;
