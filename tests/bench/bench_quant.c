@@ -1,13 +1,16 @@
 /* bench_quant.c: quantizer throughput (fast vs reference), and whole-model runs to set beside llama-quantize. */
 /*
  * usage:
+ *   bench_quant path                     prints the path the fast quantizers take here ("avx2+f16c" or "reference")
  *   bench_quant micro [MiB]              per type, MB/s of f32 input, 1 thread: reference vs fast (cache-warm
  *                                        synthetic Student-t data, best of 3)
  *   bench_quant quant IN TYPE THREADS OUT
  *                                        quantizes every tensor llama-quantize --pure quantizes (2-D+, name
  *                                        ending in "weight", not a norm) of IN with muse_quantize_rows and writes
  *                                        the quantized bytes, tensor after tensor, to OUT: the work llama-quantize
- *                                        does, for scripts/bench.sh to time from outside as it times llama-quantize
+ *                                        does, for scripts/bench_quant.sh to time from outside as it times
+ *                                        llama-quantize. F32 tensors of a single file are streamed with pread in
+ *                                        ~1 MiB chunks of rows (as cat reads), other dtypes converted whole
  *   bench_quant sums IN TYPE THREADS     the same quantization; prints "name sha256" per tensor, sorted by name
  *   bench_quant gguf-sums FILE TYPE      "name sha256" of every TYPE tensor's bytes in a GGUF, sorted by name
  * scripts/bench.sh compares `sums` of the input with `gguf-sums` of llama-quantize's output: the speed ratio
@@ -21,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "../../formats/reader.h"
 #include "../../lib/dtype.h"
@@ -153,14 +158,57 @@ static int run_file(const char *in, muse_dtype type, int threads, FILE *out, boo
 	float *conv = NULL;
 	void *dst = NULL;
 	size_t conv_cap = 0, dst_cap = 0;
+	int fd = open(in, O_RDONLY);
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
 		if (!eligible(t, type))
 			continue;
 		int64_t npr = (int64_t)t->shape[t->ndim - 1], nrows = (int64_t)(t->nelements / (uint64_t)npr);
 		const float *src;
-		if (t->dtype == MUSE_DT_F32 && !t->strided) {
-			src = (const float *)muse_reader_view(r, i);
+		size_t bytes = (size_t)(t->nelements / dt->blck) * dt->block_bytes;
+		if (t->dtype == MUSE_DT_F32 && !t->strided && r->n_files == 1 && fd >= 0) {
+			/* streamed: about 1 MiB of rows at a time into one reused buffer, quantized while it is
+			 * still in cache (what cat does with its buffer; no page faults on a mapping) */
+			size_t row_in = (size_t)npr * 4, row_out = (size_t)(npr / dt->blck) * dt->block_bytes;
+			int64_t chunk_rows = (int64_t)(((size_t)1 << 20) / row_in);
+			if (chunk_rows < 1)
+				chunk_rows = 1;
+			if ((size_t)chunk_rows * row_in > conv_cap) {
+				free(conv);
+				conv_cap = (size_t)chunk_rows * row_in;
+				conv = xalloc(conv_cap);
+			}
+			if ((size_t)chunk_rows * row_out > dst_cap && !sums) {
+				free(dst);
+				dst_cap = (size_t)chunk_rows * row_out;
+				dst = xalloc(dst_cap);
+			}
+			if (sums && bytes > dst_cap) {
+				free(dst);
+				dst_cap = bytes;
+				dst = xalloc(dst_cap);
+			}
+			for (int64_t r0 = 0; r0 < nrows; r0 += chunk_rows) {
+				int64_t nr = nrows - r0 < chunk_rows ? nrows - r0 : chunk_rows;
+				size_t want = (size_t)nr * row_in;
+				if (pread(fd, conv, want, (off_t)(t->offset + (uint64_t)r0 * row_in)) != (ssize_t)want) {
+					fprintf(stderr, "bench_quant: %s: short read\n", t->name);
+					return 1;
+				}
+				uint8_t *o = (uint8_t *)dst + (sums ? (size_t)r0 * row_out : 0);
+				if (muse_quantize_rows(type, conv, o, nr, npr, NULL, threads, &err) != MUSE_OK)
+					die(t->name, &err);
+				if (out && fwrite(o, 1, (size_t)nr * row_out, out) != (size_t)nr * row_out) {
+					fprintf(stderr, "bench_quant: write failed\n");
+					return 1;
+				}
+			}
+			if (sums) {
+				s[ns].name = t->name;
+				sha256_hex(dst, bytes, s[ns].hex);
+				ns++;
+			}
+			continue;
 		} else {
 			if (t->nelements * 4 > conv_cap) {
 				free(conv);
@@ -174,7 +222,6 @@ static int run_file(const char *in, muse_dtype type, int threads, FILE *out, boo
 			free(raw);
 			src = conv;
 		}
-		size_t bytes = (size_t)(t->nelements / dt->blck) * dt->block_bytes;
 		if (bytes > dst_cap) {
 			free(dst);
 			dst_cap = bytes;
@@ -198,6 +245,8 @@ static int run_file(const char *in, muse_dtype type, int threads, FILE *out, boo
 	free(dst);
 	free(s);
 	muse_reader_free(r);
+	if (fd >= 0)
+		close(fd);
 	return 0;
 }
 
@@ -236,6 +285,10 @@ static muse_dtype parse_type(const char *name)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && !strcmp(argv[1], "path")) {
+		printf("%s\n", muse_quant_fast_path());
+		return 0;
+	}
 	if (argc >= 2 && !strcmp(argv[1], "micro"))
 		return micro(argc > 2 ? (size_t)atoi(argv[2]) : 32);
 	if (argc == 6 && !strcmp(argv[1], "quant")) {
@@ -253,7 +306,7 @@ int main(int argc, char **argv)
 		return run_file(argv[2], parse_type(argv[3]), atoi(argv[4]), NULL, true);
 	if (argc == 4 && !strcmp(argv[1], "gguf-sums"))
 		return gguf_sums(argv[2], parse_type(argv[3]));
-	fprintf(stderr, "usage: bench_quant micro [MiB] | quant IN TYPE THREADS OUT | sums IN TYPE THREADS | "
+	fprintf(stderr, "usage: bench_quant path | micro [MiB] | quant IN TYPE THREADS OUT | sums IN TYPE THREADS | "
 			"gguf-sums FILE TYPE\n");
 	return 2;
 }

@@ -6,7 +6,9 @@
  * muse_quantize_rows with 1, 2 and 3 threads, and compared byte for byte with the _ref function
  * called directly. The vector path is what runs when the CPU has AVX2; the test then re-runs itself
  * with MUSE_NO_SIMD=1 so the fallback is exercised too (each run prints which path it took).
- * Agreement with ggml itself is tests/interop/test_quant_fast.py's job.
+ * Agreement with ggml itself is tests/interop/test_quant_fast.py's job, through the file mode
+ *   test_quant_fast quant TYPE N_PER_ROW THREADS IN OUT    IN: rows of N_PER_ROW f32 -> OUT: muse_quantize_rows
+ * (exit 0 done, 1 muse refused, 2 bad usage or I/O).
  */
 #include <math.h>
 #include <stdint.h>
@@ -199,8 +201,49 @@ static void test_wiring(void)
 	printf("#   quantize_fast path: %s\n", muse_quant_fast_path());
 }
 
+static int file_mode(char **argv)
+{
+	muse_dtype t = muse_dtype_from_name(argv[2]);
+	long long npr = atoll(argv[3]);
+	int threads = atoi(argv[4]);
+	const muse_dtype_traits *dt = muse_dtype_info(t);
+	FILE *f = fopen(argv[5], "rb");
+	if (!f || npr <= 0 || !dt || !dt->blck) {
+		fprintf(stderr, "test_quant_fast: bad arguments or %s unreadable\n", argv[5]);
+		return 2;
+	}
+	fseek(f, 0, SEEK_END);
+	long sz = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	long long nrows = sz / 4 / npr;
+	float *x = malloc((size_t)sz + 4);
+	size_t out_bytes = (size_t)(nrows * (npr / dt->blck)) * dt->block_bytes;
+	void *y = malloc(out_bytes + 1);
+	if (!x || !y || fread(x, 1, (size_t)sz, f) != (size_t)sz) {
+		fprintf(stderr, "test_quant_fast: cannot read %s\n", argv[5]);
+		return 2;
+	}
+	fclose(f);
+	muse_err err = { 0 };
+	if (muse_quantize_rows(t, x, y, nrows, npr, NULL, threads, &err) != MUSE_OK) {
+		fprintf(stderr, "test_quant_fast: %s\n", err.msg);
+		return 1;
+	}
+	f = fopen(argv[6], "wb");
+	if (!f || fwrite(y, 1, out_bytes, f) != out_bytes || fclose(f) != 0) {
+		fprintf(stderr, "test_quant_fast: cannot write %s\n", argv[6]);
+		return 2;
+	}
+	fprintf(stderr, "test_quant_fast: path %s\n", muse_quant_fast_path());
+	free(x);
+	free(y);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 7 && !strcmp(argv[1], "quant"))
+		return file_mode(argv);
 	unit_file_name = getenv("MUSE_NO_SIMD") ? "test_quant_fast(MUSE_NO_SIMD)" : "test_quant_fast";
 	RUN(test_wiring);
 	RUN(test_fp16_scales);
