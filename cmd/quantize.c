@@ -500,18 +500,8 @@ static int run_quantize(const qopts *o)
 	}
 	for (size_t k = 0; k < n; k++)
 		plan[k].ch = choice[k];
-	if (check_plan(r, o, ft, im, plan, n, &err))
-		goto fail;
 
-	uint64_t total_in = 0, total_out = 0, n_elem = 0;
-	for (size_t k = 0; k < n; k++) {
-		const muse_tensor *t = &r->tensors[plan[k].src];
-		uint64_t ob = 0;
-		muse_dtype_nbytes(plan[k].ch.type, t->nelements, &ob);
-		total_in += t->nbytes;
-		total_out += ob;
-		n_elem += t->nelements;
-	}
+	/* the plan only: what llama-quantize --dry-run lists (no imatrix or quantizer checks) */
 	if (o->dry_run) {
 		for (size_t k = 0; k < n; k++)
 			printf("%s\t%s\t%s\n", plan[k].mt.name, muse_dtype_name(plan[k].mt.type),
@@ -522,6 +512,17 @@ static int run_quantize(const qopts *o)
 		goto done;
 	}
 
+	if (check_plan(r, o, ft, im, plan, n, &err))
+		goto fail;
+	uint64_t total_in = 0, total_out = 0, n_elem = 0;
+	for (size_t k = 0; k < n; k++) {
+		const muse_tensor *t = &r->tensors[plan[k].src];
+		uint64_t ob = 0;
+		muse_dtype_nbytes(plan[k].ch.type, t->nelements, &ob);
+		total_in += t->nbytes;
+		total_out += ob;
+		n_elem += t->nelements;
+	}
 	if (build_meta(r, o, ft, im, &meta, &err))
 		goto fail;
 	n_out = keep_split ? r->n_files : 1;
