@@ -134,6 +134,7 @@ typedef struct {
 	const uint64_t *g64; /* the grid, 8 bytes a point, or NULL */
 	const uint32_t *g32; /* the grid, 4 bytes a point, or NULL */
 	int8_t *pos;         /* npoints * dim */
+	float *posf;         /* the same as floats, for the scoring loops */
 	int32_t *map;        /* 1 << (dim * bits) */
 	uint16_t *nbr;
 	size_t nbr_used;     /* after init; tests compare it with nbr_cap */
@@ -153,6 +154,8 @@ typedef struct {
 
 static int8_t pos_iq2xxs[256 * 8], pos_iq2xs[512 * 8], pos_iq2s[1024 * 8], pos_iq1s[2048 * 8];
 static int8_t pos_iq3xxs[256 * 4], pos_iq3s[512 * 4];
+static float posf_iq2xxs[256 * 8], posf_iq2xs[512 * 8], posf_iq2s[1024 * 8], posf_iq1s[2048 * 8];
+static float posf_iq3xxs[256 * 4], posf_iq3s[512 * 4];
 static int32_t map_iq2xxs[1 << 16], map_iq2xs[1 << 16], map_iq2s[1 << 16], map_iq1s[1 << 16];
 static int32_t map_iq3xxs[1 << 12], map_iq3s[1 << 12];
 static uint16_t nbr_iq2xxs[CAP_IQ2XXS], nbr_iq2xs[CAP_IQ2XS], nbr_iq2s[CAP_IQ2S], nbr_iq1s[CAP_IQ1S];
@@ -162,15 +165,15 @@ enum { LAT_IQ2XXS, LAT_IQ2XS, LAT_IQ2S, LAT_IQ1S, LAT_IQ3XXS, LAT_IQ3S, LAT_COUN
 
 /* nwant as ggml's iq2xs_init_impl / iq3xs_init_impl choose it; IQ1_S and IQ1_M share one lattice. */
 static lattice lattices[LAT_COUNT] = {
-	[LAT_IQ2XXS] = { "iq2xxs", 8, 2, 3, 256, 2, CAP_IQ2XXS, muse_iq2xxs_grid, NULL, pos_iq2xxs, map_iq2xxs,
+	[LAT_IQ2XXS] = { "iq2xxs", 8, 2, 3, 256, 2, CAP_IQ2XXS, muse_iq2xxs_grid, NULL, pos_iq2xxs, posf_iq2xxs, map_iq2xxs,
 			 nbr_iq2xxs, 0 },
-	[LAT_IQ2XS] = { "iq2xs", 8, 2, 3, 512, 2, CAP_IQ2XS, muse_iq2xs_grid, NULL, pos_iq2xs, map_iq2xs, nbr_iq2xs,
+	[LAT_IQ2XS] = { "iq2xs", 8, 2, 3, 512, 2, CAP_IQ2XS, muse_iq2xs_grid, NULL, pos_iq2xs, posf_iq2xs, map_iq2xs, nbr_iq2xs,
 			0 },
-	[LAT_IQ2S] = { "iq2s", 8, 2, 3, 1024, 1, CAP_IQ2S, muse_iq2s_grid, NULL, pos_iq2s, map_iq2s, nbr_iq2s, 0 },
-	[LAT_IQ1S] = { "iq1s", 8, 2, 3, 2048, 3, CAP_IQ1S, muse_iq1s_grid, NULL, pos_iq1s, map_iq1s, nbr_iq1s, 0 },
-	[LAT_IQ3XXS] = { "iq3xxs", 4, 3, 8, 256, 2, CAP_IQ3XXS, NULL, muse_iq3xxs_grid, pos_iq3xxs, map_iq3xxs,
+	[LAT_IQ2S] = { "iq2s", 8, 2, 3, 1024, 1, CAP_IQ2S, muse_iq2s_grid, NULL, pos_iq2s, posf_iq2s, map_iq2s, nbr_iq2s, 0 },
+	[LAT_IQ1S] = { "iq1s", 8, 2, 3, 2048, 3, CAP_IQ1S, muse_iq1s_grid, NULL, pos_iq1s, posf_iq1s, map_iq1s, nbr_iq1s, 0 },
+	[LAT_IQ3XXS] = { "iq3xxs", 4, 3, 8, 256, 2, CAP_IQ3XXS, NULL, muse_iq3xxs_grid, pos_iq3xxs, posf_iq3xxs, map_iq3xxs,
 			 nbr_iq3xxs, 0 },
-	[LAT_IQ3S] = { "iq3s", 4, 3, 8, 512, 3, CAP_IQ3S, NULL, muse_iq3s_grid, pos_iq3s, map_iq3s, nbr_iq3s, 0 },
+	[LAT_IQ3S] = { "iq3s", 4, 3, 8, 512, 3, CAP_IQ3S, NULL, muse_iq3s_grid, pos_iq3s, posf_iq3s, map_iq3s, nbr_iq3s, 0 },
 };
 
 static inline int grid_byte(const lattice *g, int k, int i)
@@ -202,6 +205,7 @@ static void lattice_build(lattice *g)
 		for (int i = 0; i < g->dim; i++) {
 			int l = rank[grid_byte(g, k, i) + 128];
 			g->pos[k * g->dim + i] = (int8_t)(2 * l + 1);
+			g->posf[k * g->dim + i] = (float)(2 * l + 1);
 			u |= l << g->bits * i;
 		}
 		g->map[u] = k;
@@ -292,13 +296,25 @@ int muse_iq_lattice_stats(muse_dtype t, size_t *used, size_t *cap)
 	return 0;
 }
 
+/*
+ * The hot helpers take the lattice shape (dim, bits) as arguments and are
+ * forced inline, so each type's search compiles with constant loop bounds as
+ * ggml's does (a runtime dim costs about a third of the time).
+ */
+#define IQ_INLINE static inline __attribute__((always_inline))
+
 /* Packs a level vector (levels masked to the field width, so a stray value cannot shift out of range). */
+IQ_INLINE int pack_levels_dim(const int8_t *L, int dim, int bits)
+{
+	int u = 0, mask = (1 << bits) - 1;
+	for (int i = 0; i < dim; i++)
+		u |= (L[i] & mask) << bits * i;
+	return u;
+}
+
 static inline int pack_levels(const lattice *g, const int8_t *L)
 {
-	int u = 0, mask = (1 << g->bits) - 1;
-	for (int i = 0; i < g->dim; i++)
-		u |= (L[i] & mask) << g->bits * i;
-	return u;
+	return pack_levels_dim(L, g->dim, g->bits);
 }
 
 static inline const uint16_t *neighbours_of(const lattice *g, int u)
@@ -318,18 +334,45 @@ static inline void levels_of(const lattice *g, int k, int8_t *L)
  * xval at scale under weight (first wins ties); its levels go to L. ggml
  * asserts when every score is NaN; muse takes the first neighbour then.
  */
-static int best_neighbour(const lattice *g, const uint16_t *nb, const float *xval, const float *weight, float scale,
-			  int8_t *L)
+/*
+ * The lanes of one neighbour's score, diff = scale*q - x and weight*diff*diff,
+ * are independent, so they are computed four at a time (GCC vector
+ * extensions: the same IEEE operations per lane, no contraction); the sum
+ * then runs lane by lane from 0 in ggml's order, which is what fixes d2.
+ */
+typedef float v4f __attribute__((vector_size(16)));
+
+IQ_INLINE v4f load4(const float *p)
+{
+	v4f v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+IQ_INLINE int best_neighbour_dim(const float *posf, const int8_t *pos, int dim, const uint16_t *nb,
+				 const float *xval, const float *weight, float scale, int8_t *L)
 {
 	int n = nb[0], best = -1;
 	float best_d2 = FLT_MAX;
+	const v4f s = { scale, scale, scale, scale };
+	const v4f x0 = load4(xval), w0 = load4(weight);
+	const v4f x1 = dim == 8 ? load4(xval + 4) : x0, w1 = dim == 8 ? load4(weight + 4) : w0;
 	for (int j = 1; j <= n; ++j) {
-		const int8_t *pg = g->pos + nb[j] * g->dim;
+		const float *pg = posf + nb[j] * dim;
+		v4f d0 = s * load4(pg) - x0;
+		v4f t0 = w0 * d0 * d0;
 		float d2 = 0;
-		for (int i = 0; i < g->dim; ++i) {
-			float q = pg[i];
-			float diff = scale * q - xval[i];
-			d2 += weight[i] * diff * diff;
+		d2 += t0[0];
+		d2 += t0[1];
+		d2 += t0[2];
+		d2 += t0[3];
+		if (dim == 8) {
+			v4f d1 = s * load4(pg + 4) - x1;
+			v4f t1 = w1 * d1 * d1;
+			d2 += t1[0];
+			d2 += t1[1];
+			d2 += t1[2];
+			d2 += t1[3];
 		}
 		if (d2 < best_d2) {
 			best_d2 = d2;
@@ -338,8 +381,22 @@ static int best_neighbour(const lattice *g, const uint16_t *nb, const float *xva
 	}
 	if (best < 0)
 		best = nb[1];
-	levels_of(g, best, L);
+	const int8_t *pg = pos + best * dim;
+	for (int i = 0; i < dim; i++)
+		L[i] = (int8_t)((pg[i] - 1) / 2);
 	return best;
+}
+
+static int best_neighbour8(const lattice *g, const uint16_t *nb, const float *xval, const float *weight, float scale,
+			   int8_t *L)
+{
+	return best_neighbour_dim(g->posf, g->pos, 8, nb, xval, weight, scale, L);
+}
+
+static int best_neighbour4(const lattice *g, const uint16_t *nb, const float *xval, const float *weight, float scale,
+			   int8_t *L)
+{
+	return best_neighbour_dim(g->posf, g->pos, 4, nb, xval, weight, scale, L);
 }
 
 /*
@@ -504,10 +561,13 @@ typedef struct {
  * make_qp_quants scale and that scale * kmax). L gets the levels; returns the
  * scale.
  */
-static float lattice_search(const lattice *g, const search_params *sp, const float *xval, const float *weight,
-			    const float *waux, float scale0, float max, int8_t *L)
+IQ_INLINE float lattice_search(const lattice *g, const int dim, const int bits, const search_params *sp,
+			       const float *xval, const float *weight, const float *waux, float scale0, float max,
+			       int8_t *L)
 {
-	const int n = sp->n, dim = g->dim, ngroup = sp->n / g->dim;
+	const int n = sp->n, ngroup = sp->n / dim;
+	int (*const neighbour)(const lattice *, const uint16_t *, const float *, const float *, float, int8_t *) =
+		dim == 8 ? best_neighbour8 : best_neighbour4;
 	int8_t Laux[32];
 	bool on_grid[8], on_grid_aux[8];
 	float best = 0, scale = scale0;
@@ -521,11 +581,11 @@ static float lattice_search(const lattice *g, const search_params *sp, const flo
 				int l = muse_q_nearest_int(0.5f * (id * xval[dim * k + i] - 1));
 				Laux[dim * k + i] = (int8_t)Q_MAX(0, Q_MIN(sp->kmax - 1, l));
 			}
-			int u = pack_levels(g, Laux + dim * k);
+			int u = pack_levels_dim(Laux + dim * k, dim, bits);
 			on_grid_aux[k] = g->map[u] >= 0;
 			if (!on_grid_aux[k])
-				best_neighbour(g, neighbours_of(g, u), xval + dim * k, waux + dim * k, this_scale,
-					       Laux + dim * k);
+				neighbour(g, neighbours_of(g, u), xval + dim * k, waux + dim * k, this_scale,
+					  Laux + dim * k);
 		}
 		float sumqx = 0, sumq2 = 0;
 		for (int i = 0; i < n; ++i) {
@@ -555,9 +615,9 @@ static float lattice_search(const lattice *g, const search_params *sp, const flo
 				int l = muse_q_nearest_int(0.5f * (id * xval[dim * k + i] - 1));
 				Lk[i] = (int8_t)Q_MAX(0, Q_MIN(sp->kmax - 1, l));
 			}
-			int u = pack_levels(g, Lk);
+			int u = pack_levels_dim(Lk, dim, bits);
 			if (g->map[u] < 0)
-				best_neighbour(g, neighbours_of(g, u), xval + dim * k, waux + dim * k, scale, Lk);
+				neighbour(g, neighbours_of(g, u), xval + dim * k, waux + dim * k, scale, Lk);
 		}
 		float sumqx = 0, sumq2 = 0;
 		for (int i = 0; i < n; ++i) {
@@ -628,7 +688,7 @@ static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 			scales[ib] = 0;
 			continue;
 		}
-		scale = lattice_search(g, &sp, xval, weight, waux, scale, eff_max, L);
+		scale = lattice_search(g, 8, 2, &sp, xval, weight, waux, scale, eff_max, L);
 		if (scale < 0) { /* ggml: "should never happen"; flip the scale and every sign */
 			scale = -scale;
 			for (int k = 0; k < 4; ++k)
@@ -684,7 +744,7 @@ static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, 
 			scales[ib] = 0;
 			continue;
 		}
-		float scale = lattice_search(g, &sp, xval, weight, waux, max / 5, max, L);
+		float scale = lattice_search(g, 8, 2, &sp, xval, weight, waux, max / 5, max, L);
 		if (scale < 0) {
 			scale = -scale;
 			for (int k = 0; k < 2; ++k)
@@ -745,7 +805,7 @@ static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 			scales[ib] = 0;
 			continue;
 		}
-		float scale = lattice_search(g, &sp, xval, weight, waux, max / 5, max, L);
+		float scale = lattice_search(g, 8, 2, &sp, xval, weight, waux, max / 5, max, L);
 		if (scale < 0) {
 			scale = -scale;
 			for (int k = 0; k < 2; ++k)
@@ -806,7 +866,7 @@ static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 			scales[ib] = 0;
 			continue;
 		}
-		float scale = lattice_search(g, &sp, xval, weight, waux, max / 15, max, L);
+		float scale = lattice_search(g, 4, 3, &sp, xval, weight, waux, max / 15, max, L);
 		if (scale < 0) {
 			scale = -scale;
 			for (int k = 0; k < 4; ++k)
@@ -869,7 +929,7 @@ static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 			scales[ib] = 0;
 			continue;
 		}
-		float scale = lattice_search(g, &sp, xval, weight, waux, max / 15, max, L);
+		float scale = lattice_search(g, 4, 3, &sp, xval, weight, waux, max / 15, max, L);
 		if (scale < 0) {
 			scale = -scale;
 			for (int k = 0; k < 4; ++k)

@@ -7,6 +7,10 @@
  *   test_quant_iq quantref TYPE N_PER_ROW IN OUT [IMATRIX] the same through quantize_ref directly (no
  *                                                         importance check: what muse writes for NULL)
  *   test_quant_iq dequant TYPE IN OUT                     whole blocks of TYPE -> f32 (muse_dequantize)
+ *   test_quant_iq batch JOBS.txt                          one job a line, in ggml_quant's batch syntax:
+ *                                                         "TYPE N_PER_ROW IN OUT [IMATRIX]" (quant mode) or
+ *                                                         "--dequant TYPE N_PER_ROW IN OUT"; one process builds
+ *                                                         the lattice tables once for all of them
  *   test_quant_iq bench ROWS N_PER_ROW [TYPE...]          seconds per type, one thread, normal rows with and
  *                                                         without an importance vector
  *   test_quant_iq golden X_OUT IMP_OUT                    writes the golden input and importance, so the
@@ -524,6 +528,42 @@ static int mode_dequant(char **argv)
 	return 0;
 }
 
+/* Runs the lines of a jobs file through mode_quant / mode_dequant; stops at the first failure. */
+static int mode_batch(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[8192];
+	if (!f) {
+		fprintf(stderr, "test_quant_iq: cannot read '%s'\n", path);
+		return 2;
+	}
+	while (fgets(line, sizeof line, f)) {
+		static char prog[] = "test_quant_iq", quant[] = "quant", dequant[] = "dequant";
+		char *argv[9] = { prog, quant };
+		int argc = 2, rc;
+		for (char *tok = strtok(line, " \t\r\n"); tok && argc < 9; tok = strtok(NULL, " \t\r\n"))
+			argv[argc++] = tok;
+		if (argc == 2)
+			continue;
+		if (strcmp(argv[2], "--dequant") == 0 && argc == 7) {
+			/* --dequant TYPE N_PER_ROW IN OUT: the row length does not matter to muse_dequantize */
+			char *dv[5] = { prog, dequant, argv[3], argv[5], argv[6] };
+			rc = mode_dequant(dv);
+		} else if (argc == 6 || argc == 7) {
+			rc = mode_quant(argc, argv, 0);
+		} else {
+			fprintf(stderr, "test_quant_iq: '%s': bad job line\n", path);
+			rc = 2;
+		}
+		if (rc != 0) {
+			fclose(f);
+			return rc;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -586,6 +626,8 @@ int main(int argc, char **argv)
 		return mode_quant(argc, argv, 1);
 	if (argc == 5 && strcmp(argv[1], "dequant") == 0)
 		return mode_dequant(argv);
+	if (argc == 3 && strcmp(argv[1], "batch") == 0)
+		return mode_batch(argv[2]);
 	if (argc == 4 && strcmp(argv[1], "golden") == 0) {
 		float *x = xmalloc(sizeof(float) * G_ROWS * G_N), imp[G_N];
 		golden_input(x, imp);
@@ -597,7 +639,7 @@ int main(int argc, char **argv)
 	if (argc >= 4 && strcmp(argv[1], "bench") == 0)
 		return mode_bench(argc, argv);
 	if (argc != 1) {
-		fprintf(stderr, "usage: test_quant_iq [quant|quantref TYPE N_PER_ROW IN OUT [IMATRIX] | dequant TYPE IN OUT"
+		fprintf(stderr, "usage: test_quant_iq [quant|quantref TYPE N_PER_ROW IN OUT [IMATRIX] | dequant TYPE IN OUT | batch JOBS"
 				" | bench ROWS N_PER_ROW [TYPE...] | golden X_OUT IMP_OUT]\n");
 		return 2;
 	}
