@@ -390,10 +390,13 @@ static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*
 	}
 	/* A lane that stops early in the scalar code had a sweep with no change; more sweeps from that
 	 * unchanged state change nothing either, so running all lanes until none changes is exact. */
-	for (int itry = 0; itry < 5; itry++) {
-		__m256 changed = zero;
+	bool active[G] = { true, true }; /* a group whose last sweep changed nothing is done */
+	for (int itry = 0; itry < 5 && (active[0] || active[1]); itry++) {
+		__m256 changed[G] = { zero, zero };
 		for (int i = 0; i < n; i++)
 			for (int g = 0; g < G; g++) {
+				if (!active[g])
+					continue;
 				__m256 slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(WX[g][i], Lf[g][i]));
 				__m256 go = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
 				__m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(W[g][i], Lf[g][i]), Lf[g][i]));
@@ -409,10 +412,10 @@ static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*
 				Lf[g][i] = blend8(Lf[g][i], nlf, go);
 				sumlx[g] = blend8(sumlx[g], slx, go);
 				suml2[g] = blend8(suml2[g], sl2, go);
-				changed = _mm256_or_ps(changed, go);
+				changed[g] = _mm256_or_ps(changed[g], go);
 			}
-		if (_mm256_testz_ps(changed, changed))
-			break;
+		for (int g = 0; g < G; g++)
+			active[g] = active[g] && !_mm256_testz_ps(changed[g], changed[g]);
 	}
 	for (int g = 0; g < G; g++) {
 		for (int i = 0; i < n; i++) {
