@@ -136,7 +136,9 @@ def rows():
     out.append(("huge", g(2, 512) * np.float32(1e6)))
     out.append(("huge_1e8", g(2, 512) * np.float32(1e8)))
     out.append(("huge_1e9", g(2, 512) * np.float32(1e9)))
-    out.append(("tiny", g(2, 512) * np.float32(1e-12)))
+    out.append(("tiny", g(2, 512) * np.float32(1e-5)))       # above every type's all-zero threshold
+    out.append(("tiny_1e-8", g(2, 512) * np.float32(1e-8)))  # around IQ1_M's, IQ2_S's and IQ3_XXS's
+    out.append(("tiny_1e-12", g(2, 512) * np.float32(1e-12)))
     out.append(("tiny_1e-30", g(2, 512) * np.float32(1e-30)))
     out.append(("subnormal", g(2, 512) * np.float32(1e-40)))
     mixed = g(3, 512)
