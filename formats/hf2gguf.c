@@ -1035,7 +1035,8 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 	c.fp8_auto = MUSE_DT_BF16;
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
-		if (t->ndim >= 2 && (t->dtype == MUSE_DT_F32 || t->dtype == MUSE_DT_F16 || t->dtype == MUSE_DT_BF16)) {
+		if (t->ndim >= 2 && (t->dtype == MUSE_DT_F32 || t->dtype == MUSE_DT_F16 || t->dtype == MUSE_DT_BF16) &&
+		    !ends_with(t->name, "_scale_inv")) {
 			c.fp8_auto = t->dtype;
 			break;
 		}
