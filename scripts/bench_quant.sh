@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_quant.sh: quantization throughput (section of `make bench`): muse's quantizers (muse_quantize_rows, the
 # fast path) against llama-quantize --pure on the same F32 GGUF, same thread count, same run, per type; and the
-# time to read the input (cat > /dev/null) as the bound for the memory-bound types. A speed is only reported
+# time to read the input (dd bs=1M > /dev/null) as the bound for the memory-bound types. A speed is only reported
 # beside identical bytes: every quantized tensor's sha256 is compared with llama-quantize's output.
 #
 # muse side: build/rel/bench/bench_quant quant IN TYPE THREADS OUT (reader + muse_quantize_rows + write, what
@@ -17,7 +17,7 @@ LQ=.cache/llama.cpp/build/bin/llama-quantize
 BQ=build/rel/bench/bench_quant
 REPS=${BENCH_QUANT_REPS:-3}
 THREADS=${*:-1 2}
-TYPES="Q8_0 Q4_0 Q2_K Q3_K Q4_K Q5_K Q6_K"
+TYPES=${BENCH_QUANT_TYPES:-Q8_0 Q4_0 Q2_K Q3_K Q4_K Q5_K Q6_K}
 mkdir -p "$B"
 if [ ! -x "$LQ" ] || [ ! -x "$BQ" ]; then
 	echo "(quantization section skipped: needs $LQ (make deps) and $BQ (make bench))"
@@ -56,8 +56,8 @@ best() {
 	local w c out
 	W=999999 C=999999
 	for _ in $(seq "$REPS"); do
-		out=$( { /usr/bin/time -f '%e %U %S' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-		read -r w u sy <<<"$out"
+		/usr/bin/time -o "$B/q_time" -f '%e %U %S' "$@" >/dev/null 2>&1
+		read -r w u sy <"$B/q_time"
 		c=$(echo "$u + $sy" | bc -l)
 		W=$(echo "if ($w < $W) $w else $W" | bc -l)
 		C=$(echo "if ($c < $C) $c else $C" | bc -l)
@@ -67,15 +67,16 @@ best() {
 mbs() { if [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.0f' "$(echo "$1 / $2 / 1000000" | bc -l)"; else echo "-"; fi; }
 sz=$(stat -c %s "$IN")
 cat "$IN" >/dev/null
-best sh -c "cat '$IN' > /dev/null"
+# dd copies every byte into its buffer (cat > /dev/null may splice without reading anything)
+best dd if="$IN" of=/dev/null bs=1M
 w_cat=$W c_cat=$C
 echo
 echo "Quantization, $((sz / 1000000)) MB F32 GGUF ($IN), warm cache, best of $REPS; MB/s of F32 input."
 echo "quantize_fast path: $($BQ path); load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
-echo "read the input (cat > /dev/null): wall ${w_cat} s, CPU ${c_cat} s"
+echo "read the input (dd bs=1M of=/dev/null): wall ${w_cat} s, CPU ${c_cat} s"
 echo "time resolution is 0.01 s (/usr/bin/time); speedup = llama time / muse time (wall, and CPU = user + system)"
 echo
-echo "| type | threads | muse wall (CPU) | llama-quantize --pure wall (CPU) | speedup wall | speedup CPU | muse / cat wall | bytes |"
+echo "| type | threads | muse wall (CPU) | llama-quantize --pure wall (CPU) | speedup wall | speedup CPU | muse / read wall | bytes |"
 echo "|---|---|---|---|---|---|---|---|"
 ratio() { if [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.2f' "$(echo "$1 / $2" | bc -l)"; else echo "n/a"; fi; }
 for th in $THREADS; do
@@ -96,4 +97,4 @@ for th in $THREADS; do
 		echo "| $T | $th | ${w_mu} s, $(mbs "$sz" "$w_mu") MB/s (${c_mu} s) | ${w_ll} s, $(mbs "$sz" "$w_ll") MB/s (${c_ll} s) | $(ratio "$w_ll" "$w_mu")x | $(ratio "$c_ll" "$c_mu")x | $(ratio "$w_mu" "$w_cat") | $same |"
 	done
 done
-rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mu.sums" "$B/q_ll.sums"
+rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mu.sums" "$B/q_ll.sums" "$B/q_time"

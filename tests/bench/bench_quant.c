@@ -10,7 +10,7 @@
  *                                        the quantized bytes, tensor after tensor, to OUT: the work llama-quantize
  *                                        does, for scripts/bench_quant.sh to time from outside as it times
  *                                        llama-quantize. F32 tensors of a single file are streamed with pread in
- *                                        ~1 MiB chunks of rows (as cat reads), other dtypes converted whole
+ *                                        chunks of rows (1 MiB with one thread, as cat reads; 16 MiB a thread with more), other dtypes converted whole
  *   bench_quant sums IN TYPE THREADS     the same quantization; prints "name sha256" per tensor, sorted by name
  *   bench_quant gguf-sums FILE TYPE      "name sha256" of every TYPE tensor's bytes in a GGUF, sorted by name
  * scripts/bench.sh compares `sums` of the input with `gguf-sums` of llama-quantize's output: the speed ratio
@@ -170,7 +170,10 @@ static int run_file(const char *in, muse_dtype type, int threads, FILE *out, boo
 			/* streamed: about 1 MiB of rows at a time into one reused buffer, quantized while it is
 			 * still in cache (what cat does with its buffer; no page faults on a mapping) */
 			size_t row_in = (size_t)npr * 4, row_out = (size_t)(npr / dt->blck) * dt->block_bytes;
-			int64_t chunk_rows = (int64_t)(((size_t)1 << 20) / row_in);
+			/* 1 MiB for one thread; with more, 16 MiB per thread, so each parallel region has many
+			 * 16-row tasks to balance and the team meets at few barriers */
+			size_t chunk_in = threads == 1 ? (size_t)1 << 20 : ((size_t)16 << 20) * (size_t)threads;
+			int64_t chunk_rows = (int64_t)(chunk_in / row_in);
 			if (chunk_rows < 1)
 				chunk_rows = 1;
 			if ((size_t)chunk_rows * row_in > conv_cap) {
