@@ -41,18 +41,39 @@ static int match_gguf(const char *pat, const char *name, int64_t *block)
  * the first row wins, which is the spelling the table lists first and
  * therefore the one transformers' current class uses.
  */
+/* Rows whose HF tensor is built from several GGUF tensors (fused gate_up, MLA's kv_b): not a 1:1 reversal. */
+static int merging(const muse_arch_tensor *t)
+{
+	return t->xf == MUSE_XF_HALF_0 || t->xf == MUSE_XF_HALF_1 || t->xf == MUSE_XF_KV_B_K || t->xf == MUSE_XF_KV_B_V;
+}
+
 muse_status muse_arch_reverse_name(const muse_arch *a, const char *gguf_name, uint64_t n_blocks,
 				   const muse_arch_tensor **rule, int64_t *block)
 {
+	const muse_arch_tensor *merge = NULL;
+	int64_t merge_b = -1;
+	*rule = NULL;
 	for (const muse_arch_tensor *t = a->tensors; t->hf; t++) {
 		int64_t b;
 		if (!t->gguf || !match_gguf(t->gguf, gguf_name, &b))
 			continue;
 		if (b >= 0 && (uint64_t)b >= n_blocks)
 			return MUSE_ERR_LIMIT;
+		if (merging(t)) { /* a one-to-one row further down (per-expert experts) is preferred */
+			if (!merge) {
+				merge = t;
+				merge_b = b;
+			}
+			continue;
+		}
 		*rule = t;
 		*block = b;
 		return MUSE_OK;
+	}
+	if (merge) {
+		*rule = merge;
+		*block = merge_b;
+		return MUSE_ERR_USAGE;
 	}
 	return MUSE_ERR_UNSUPPORTED;
 }

@@ -38,7 +38,7 @@ typedef struct g2h {
 	item *it;
 	size_t n_it;
 	uint64_t n_blocks, n_head, n_head_kv;
-	int has_output, attn_bias;
+	int has_output, attn_bias, experts;
 	int64_t rope_freqs; /* reader index of rope_freqs.weight, or -1 */
 	muse_dtype main_dt;
 } g2h;
@@ -84,7 +84,8 @@ static int arch_fits(const muse_reader *r, const muse_arch *a, uint64_t n_blocks
 		int64_t b;
 		if (!strcmp(r->tensors[i].name, "rope_freqs.weight"))
 			continue;
-		if (muse_arch_reverse_name(a, r->tensors[i].name, n_blocks, &rule, &b)) {
+		muse_status st = muse_arch_reverse_name(a, r->tensors[i].name, n_blocks, &rule, &b);
+		if (st && st != MUSE_ERR_USAGE) { /* merging rows still identify the architecture */
 			*bad = r->tensors[i].name;
 			return 0;
 		}
@@ -148,7 +149,15 @@ static muse_status plan(g2h *g, muse_err *err)
 			g->rope_freqs = (int64_t)i; /* becomes rope_scaling in config.json */
 			continue;
 		}
-		if ((s = muse_arch_reverse_name(g->a, t->name, g->n_blocks, &rule, &blk)))
+		if ((s = muse_arch_reverse_name(g->a, t->name, g->n_blocks, &rule, &blk)) == MUSE_ERR_USAGE) {
+			char hn[320];
+			if (muse_arch_hf_name(rule, blk, 0, hn, sizeof hn))
+				snprintf(hn, sizeof hn, "%s", rule->hf);
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "%s: tensor '%s': rebuilding '%s' from several GGUF tensors is not supported "
+					    "yet; use --raw to copy tensors with their names unchanged", g->in, t->name, hn);
+		}
+		if (s)
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s' has no HF name", g->in, t->name);
 		if (tr->is_quant) {
 			muse_err e2 = { 0 };
@@ -187,6 +196,7 @@ static muse_status plan(g2h *g, muse_err *err)
 			g->it = grown;
 			cap = more;
 		}
+		g->experts |= split || strstr(t->name, "_exps.") != NULL;
 		for (uint64_t e = 0; e < n_exp; e++) {
 			item *it = &g->it[g->n_it++];
 			memset(it, 0, sizeof *it);
@@ -303,6 +313,26 @@ static void llama3_params(const float *fr, uint64_t n, float base, uint64_t dim,
 
 #define SETJ(obj, key, val) NOMEM(json_object_set_new(obj, key, val))
 
+/* The HF class: the table's first, or with experts present its first MoE class (llama's table holds Mixtral). */
+static const char *hf_class(const g2h *g)
+{
+	for (size_t i = 0; g->experts && g->a->hf_classes[i]; i++)
+		if (strstr(g->a->hf_classes[i], "Moe") || strstr(g->a->hf_classes[i], "Mixtral"))
+			return g->a->hf_classes[i];
+	return g->a->hf_classes[0];
+}
+
+/*
+ * config.json keys llama.cpp's graph implies rather than stores, per
+ * model_type: qwen2moe never renormalizes the top-k router weights,
+ * qwen3moe always does (llm_build_qwen*moe), and transformers' defaults
+ * for those flags differ from that.
+ */
+static const struct { const char *model_type, *key; int value; } implied[] = {
+	{ "qwen2_moe", "norm_topk_prob", 0 },
+	{ "qwen3_moe", "norm_topk_prob", 1 },
+};
+
 static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *err)
 {
 	muse_status s = MUSE_OK;
@@ -313,8 +343,9 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 	uint64_t v;
 	float f;
 	char mt[128];
-	model_type(g->a->hf_classes[0], mt, sizeof mt);
-	SETJ(c, "architectures", json_pack("[s]", g->a->hf_classes[0]));
+	const char *cls = hf_class(g);
+	model_type(cls, mt, sizeof mt);
+	SETJ(c, "architectures", json_pack("[s]", cls));
 	SETJ(c, "model_type", json_string(mt));
 	uint64_t n_embd = 0;
 	if (!hp_u64(g, "embedding_length", &n_embd) || !n_embd) {
@@ -363,6 +394,26 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 		if (hp_u64(g, "expert_shared_feed_forward_length", &v))
 			SETJ(c, "shared_expert_intermediate_size", json_integer((json_int_t)v));
 	}
+
+	/* The table's own hparam rows read backwards: "<arch>.<key>" -> its first config.json name. */
+	for (const muse_arch_hparam *h = g->a->hparams; h && h->kind != MUSE_HP_END; h++) {
+		const char *hk = h->hf[0];
+		if (!hk || !h->key || !h->key[0] || strchr(hk, ':') || json_object_get(c, hk))
+			continue;
+		if (h->kind == MUSE_HP_U32 && hp_u64(g, h->key, &v)) {
+			SETJ(c, hk, json_integer((json_int_t)v));
+		} else if (h->kind == MUSE_HP_F32 && hp_f32(g, h->key, &f)) {
+			SETJ(c, hk, json_real(short_float(h->scale != 0 ? (float)(f / h->scale) : f)));
+		} else if (h->kind == MUSE_HP_TRUE) {
+			char kk[160];
+			const muse_kv *kv = muse_meta_find(m, hp_key(g, h->key, kk, sizeof kk));
+			if (kv && kv->type == MUSE_KV_BOOL && kv->v.b)
+				SETJ(c, hk, json_true());
+		}
+	}
+	for (size_t i = 0; i < sizeof implied / sizeof implied[0]; i++)
+		if (!strcmp(implied[i].model_type, mt) && !json_object_get(c, implied[i].key))
+			SETJ(c, implied[i].key, json_boolean(implied[i].value));
 
 	/* Rope scaling: linear/yarn keys, or Llama-3 factors recovered from rope_freqs.weight. */
 	char k[160];
@@ -670,7 +721,7 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 		goto done;
 	if (!o->quiet)
 		fprintf(stderr, "muse: wrote %zu tensors (%s as %s, %s)%s to %s\n", g.n_it, g.a->gguf_name,
-			g.a->hf_classes[0], muse_dtype_name(g.main_dt),
+			hf_class(&g), muse_dtype_name(g.main_dt),
 			has_tok ? "" : " without tokenizer files (the GGUF has none)", out_dir);
 done:
 	muse_model_writer_free(w);

@@ -70,7 +70,10 @@ muse_status muse_outdir_copy(const muse_outdir *d, const char *src, const char *
  * Finds the row whose gguf pattern matches gguf_name: *rule, and *block
  * (-1 for non-block tensors). MUSE_ERR_UNSUPPORTED when no row matches,
  * MUSE_ERR_LIMIT when the block number is not below n_blocks. Rows that
- * share a GGUF name resolve to the first one listed.
+ * share a GGUF name resolve to the first one listed, one-to-one rows before
+ * rows whose HF tensor merges several GGUF tensors (MUSE_XF_HALF_*,
+ * MUSE_XF_KV_B_*); when only such a row matches, *rule and *block name it
+ * and the result is MUSE_ERR_USAGE (the caller cannot rebuild it alone).
  */
 muse_status muse_arch_reverse_name(const muse_arch *a, const char *gguf_name, uint64_t n_blocks,
 				   const muse_arch_tensor **rule, int64_t *block);
