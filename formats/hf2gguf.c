@@ -824,6 +824,25 @@ static muse_status emit_kb(const conv *c, sink *k, const muse_tensor *t, const u
 	return MUSE_OK;
 }
 
+/*
+ * Drops tensor i's mapped pages after use, with a margin: a page fault maps
+ * more than the page (fault-around, whole large folios of the page cache),
+ * and a stack reads every third tensor of a layer, so without the margin the
+ * edges of neighbours already written stay resident and add up over the
+ * model (measured on a 209 MB MoE: 70 MB resident with no margin, 14 MB with
+ * 256 KiB, 5 MB with 4 MiB). A neighbour not yet written faults back in from
+ * the page cache.
+ */
+static void release_around(const muse_reader *r, size_t i)
+{
+	const muse_tensor *t = &r->tensors[i];
+	const uint64_t margin = 4u << 20;
+	if (t->strided || t->file >= r->n_files)
+		return;
+	uint64_t off = t->offset > margin ? t->offset - margin : 0;
+	muse_map_release(&r->files[t->file], off, t->nbytes + (t->offset - off) + margin);
+}
+
 /* Tensor data, views or (strided PyTorch storage) one dense copy; *owned gets what to free. */
 static muse_status source_bytes(muse_reader *r, size_t i, const uint8_t **p, uint8_t **owned, muse_err *err)
 {
@@ -903,11 +922,11 @@ static muse_status write_out(conv *c, size_t idx, const outt *o, muse_model_writ
 			else
 				s = emit_rows(c, o, &k, t, p, fsp, n_rows, cols, err);
 			if (o->segs[e].scale != SIZE_MAX)
-				muse_reader_release(r, o->segs[e].scale);
+				release_around(r, o->segs[e].scale);
 			free(sown);
 			sown = NULL;
 		}
-		muse_reader_release(r, o->segs[e].src);
+		release_around(r, o->segs[e].src);
 		free(own);
 		own = NULL;
 		if (s)
