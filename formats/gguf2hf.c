@@ -225,6 +225,44 @@ done:
 	return s;
 }
 
+/* True when every one of n elements of st survives a round trip through dt bit for bit. */
+static int cast_exact(const uint8_t *src, muse_dtype st, uint64_t n, muse_dtype dt)
+{
+	enum { STEP = 4096 };
+	uint8_t mid[STEP * 8], back[STEP * 8];
+	size_t esz = muse_dtype_info(st)->block_bytes;
+	for (uint64_t off = 0; off < n; off += STEP) {
+		size_t k = (size_t)(n - off < STEP ? n - off : STEP);
+		if (muse_dtype_convert_ref(dt, mid, st, src + off * esz, k, NULL) ||
+		    muse_dtype_convert_ref(st, back, dt, mid, k, NULL) || memcmp(back, src + off * esz, k * esz))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Auto type, second look: GGUF keeps norms F32 whatever the model's type.
+ * An HF checkpoint has one type, so a plain-float tensor other than the
+ * main type joins it when that loses nothing (every value converts back
+ * exactly: norms of a BF16 model); otherwise it keeps its own type.
+ */
+static void unify_types(g2h *g)
+{
+	if (g->o->want != MUSE_DT_INVALID || (g->main_dt != MUSE_DT_F16 && g->main_dt != MUSE_DT_BF16))
+		return;
+	for (size_t k = 0; k < g->n_it; k++) {
+		item *it = &g->it[k];
+		const muse_tensor *t = &g->r->tensors[it->src];
+		const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
+		const uint8_t *v = muse_reader_view(g->r, it->src);
+		if (it->dt == g->main_dt || !tr->is_float || tr->blck != 1 || tr->block_bytes > 8 || !v ||
+		    it->expert >= 0 || t->nelements > (UINT64_C(1) << 24))
+			continue;
+		if (cast_exact(v, t->dtype, t->nelements, g->main_dt))
+			it->dt = g->main_dt;
+	}
+}
+
 /* ---- config.json ---- */
 
 /* The shortest decimal that reads back as the same float, as a double (so "1e-05", not 9.99999974e-06). */
@@ -270,9 +308,42 @@ static const char *torch_dtype(muse_dtype dt)
  * Tries the published Llama 3.x settings with the factor the tensor's
  * largest entry gives; *ok = 0 when none reproduces it.
  */
+/* hf_config.c's (and convert_hf_to_gguf.py's) float32 computation of one Llama-3 factor list, compared with fr. */
+static int llama3_same(const float *fr, uint64_t n, float base, uint64_t dim, float factor, double lo, double hi,
+		       double old)
+{
+	double low_wavelen = old / lo, high_wavelen = old / hi;
+	for (uint64_t i = 0; i < n; i++) {
+		float x = (float)(2 * i) / (float)dim;
+		float p = (float)pow((double)base, (double)x);
+		float freq = 1.0f / p;
+		float wavelen = (float)(2 * M_PI) / freq;
+		float f;
+		if (wavelen < (float)high_wavelen) {
+			f = 1.0f;
+		} else if (wavelen > (float)low_wavelen) {
+			f = factor;
+		} else {
+			float smooth = ((float)old / wavelen - (float)lo) / (float)(hi - lo);
+			f = 1.0f / ((1.0f - smooth) / factor + smooth);
+		}
+		if (memcmp(&f, &fr[i], sizeof f))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Llama-3 rope scaling back from the rope_freqs.weight factors: parameters
+ * whose factors equal the tensor bit for bit. factor is the largest entry;
+ * low/high_freq_factor and original_max_position_embeddings are searched
+ * over the values published configs use (1 and 2; 2, 4, 8, 16; powers of
+ * two and their 1.5x). Any exact match gives back the same tensor on the
+ * way to GGUF. *ok = 0 when none does.
+ */
 static void llama3_params(const float *fr, uint64_t n, float base, uint64_t dim, double *out, int *ok)
 {
-	static const double cand[][3] = { { 1, 4, 8192 }, { 1, 4, 4096 }, { 1, 4, 16384 }, { 1, 2, 8192 } };
+	static const double los[] = { 1, 2 }, his[] = { 4, 2, 8, 16 };
 	float factor = 0;
 	*ok = 0;
 	for (uint64_t i = 0; i < n; i++)
@@ -280,35 +351,21 @@ static void llama3_params(const float *fr, uint64_t n, float base, uint64_t dim,
 			factor = fr[i];
 	if (!(factor > 0) || dim < 2 || (dim + 1) / 2 != n)
 		return;
-	for (size_t c = 0; c < sizeof cand / sizeof cand[0]; c++) {
-		double lo = cand[c][0], hi = cand[c][1], old = cand[c][2];
-		double low_wavelen = old / lo, high_wavelen = old / hi;
-		int same = 1;
-		for (uint64_t i = 0; i < n && same; i++) {
-			float x = (float)(2 * i) / (float)dim;
-			float p = (float)pow((double)base, (double)x);
-			float freq = 1.0f / p;
-			float wavelen = (float)(2 * M_PI) / freq;
-			float f;
-			if (wavelen < (float)high_wavelen) {
-				f = 1.0f;
-			} else if (wavelen > (float)low_wavelen) {
-				f = factor;
-			} else {
-				float smooth = ((float)old / wavelen - (float)lo) / (float)(hi - lo);
-				f = 1.0f / ((1.0f - smooth) / factor + smooth);
-			}
-			same = memcmp(&f, &fr[i], sizeof f) == 0;
+	for (int k = 4; k <= 22; k++)
+		for (int h = 0; h < 2; h++) {
+			double old = ldexp(h ? 1.5 : 1.0, k);
+			for (size_t a = 0; a < 2; a++)
+				for (size_t b = 0; b < 4; b++) {
+					if (his[b] <= los[a] || !llama3_same(fr, n, base, dim, factor, los[a], his[b], old))
+						continue;
+					out[0] = short_float(factor);
+					out[1] = los[a];
+					out[2] = his[b];
+					out[3] = old;
+					*ok = 1;
+					return;
+				}
 		}
-		if (same) {
-			out[0] = short_float(factor);
-			out[1] = lo;
-			out[2] = hi;
-			out[3] = old;
-			*ok = 1;
-			return;
-		}
-	}
 }
 
 #define SETJ(obj, key, val) NOMEM(json_object_set_new(obj, key, val))
@@ -661,7 +718,10 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: %s.attention.head_count_kv is 0", in, g.a->gguf_name);
 		goto done;
 	}
-	if ((s = plan(&g, err)) || (s = build_config(&g, &cfg, &gen, err)))
+	if ((s = plan(&g, err)))
+		goto done;
+	unify_types(&g);
+	if ((s = build_config(&g, &cfg, &gen, err)))
 		goto done;
 	uint64_t ctx = 0;
 	hp_u64(&g, "context_length", &ctx);
