@@ -13,9 +13,19 @@ Documented difference: for the tokenizer.json-only SentencePiece layout the conv
 token; muse writes -k for the k-th distinct token the merges produce, which must equal the scores sentencepiece itself gave
 the same pieces (checked against the tokenizer.model fixture).
 Parity: llama-tokenize on muse's GGUF == Tokenizer.from_file(tokenizer.json).encode(s).ids for STRINGS (BOS/EOS as
-each tokenizer adds them).
+each tokenizer adds them), and muse's own encoder reading the GGUF gives the same ids as llama.cpp.
+
+Known divergences that no GGUF can express (llama.cpp has no key for them), asserted to be exactly these strings:
+  - spm, spm-json: transformers' tokenizer.json for a SentencePiece model uses Metaspace(prepend_scheme="first"),
+    which adds no "▁" when the text already starts with a space and none after a special token; sentencepiece
+    itself and llama.cpp (add_space_prefix) add it in both places. Strings starting with whitespace or with text after
+    a special token differ (sentencepiece agrees with llama.cpp: test_tokenizer.py::test_spm_model_only).
+  - qwen2: the NFC normalizer of the tokenizer.json; llama.cpp does not normalize, so strings NFC changes differ.
 """
+import json
 import os
+import re
+import unicodedata
 import subprocess
 import sys
 
@@ -124,20 +134,57 @@ def test_spm_json_scores(muse, fx):
                                                       if s_js[i] != s_spm[i]][:5]
 
 
+def _known_divergence(kind, s):
+    """True for the strings the module docstring says no GGUF can tokenize as HF does."""
+    if kind in ("spm", "spm-json"):
+        return s.startswith(" ") or re.search(r"(<s>|</s>|<unk>|\[INST\]|\[/INST\]).", s) is not None
+    if kind == "qwen2":
+        return unicodedata.normalize("NFC", s) != s
+    return False
+
+
+def _parity(kind, oracle, tokenize, strings):
+    """Returns (unexpected differences, known divergences that did differ, known ones that did not)."""
+    bad, known, agree = [], [], []
+    for s in strings:
+        want, got = oracle(s), tokenize(s)
+        if _known_divergence(kind, s):
+            (known if want != got else agree).append(s)
+        elif want != got:
+            bad.append((s, want, got))
+    return bad, known, agree
+
+
+def _check(kind, bad, known, agree, who, total=len(STRINGS)):
+    assert not bad, f"{len(bad)} strings differ: " + "; ".join(f"{s!r}: hf {w} {who} {g}" for s, w, g in bad[:4])
+    # The documented divergences must be real (else the exclusion hides nothing and should go).
+    assert not agree or kind not in ("spm", "spm-json", "qwen2"), f"known divergences that agree: {agree}"
+    print(f"{kind}: {total - len(known)}/{total} identical, {len(known)} known divergences")
+
+
+@pytest.mark.parametrize("kind", list(PRE))
+def test_muse_gguf_parity(muse, fx, kind):
+    """muse's encoder reading the GGUF muse wrote (tokenizer.ggml.* only) == HF tokenizers on tokenizer.json, except
+    the documented divergences; on those muse must equal llama.cpp (checked in test_llamacpp_parity's run)."""
+    from tokenizers import Tokenizer
+    gg = _muse_gguf(fx, muse, kind)
+    hf = Tokenizer.from_file(os.path.join(_dir(fx, kind), "tokenizer.json"))
+    mt = lambda s: json.loads(muse("tokenize", gg, "--text", s, "--json", "--parse-special").stdout)["ids"]  # noqa
+    _check(kind, *_parity(kind, lambda s: hf.encode(s).ids, mt, STRINGS), "muse")
+
+
 @pytest.mark.parametrize("kind", list(PRE))
 def test_llamacpp_parity(muse, fx, kind):
-    """llama.cpp on muse's GGUF tokenizes STRINGS exactly as HF tokenizers on the tokenizer.json (issue 3 item 4)."""
+    """llama.cpp on muse's GGUF tokenizes STRINGS exactly as HF tokenizers on the tokenizer.json (issue 3 item 4),
+    except the documented divergences, where llama.cpp must agree with muse's GGUF encoder."""
     if not os.access(llamacpp.tool("llama-tokenize"), os.X_OK):
         pytest.skip("llama.cpp oracle llama-tokenize not built (scripts/build_llama_cpp.sh)")
     from tokenizers import Tokenizer
     gg = _muse_gguf(fx, muse, kind)
     hf = Tokenizer.from_file(os.path.join(_dir(fx, kind), "tokenizer.json"))
-    bad = []
-    for s in STRINGS:
-        if "\0" in s:
-            continue  # argv cannot carry NUL
-        want, got = hf.encode(s).ids, llamacpp.tokenize(gg, s)
-        if want != got:
-            bad.append((s, want, got))
-    assert not bad, f"{len(bad)}/{len(STRINGS)} strings differ: " + "; ".join(
-        f"{s!r}: hf {w} llama.cpp {g}" for s, w, g in bad[:4])
+    strings = [s for s in STRINGS if s]  # llama-tokenize refuses an empty prompt
+    bad, known, agree = _parity(kind, lambda s: hf.encode(s).ids, lambda s: llamacpp.tokenize(gg, s), strings)
+    _check(kind, bad, known, agree, "llama.cpp", len(strings))
+    for s in known:
+        m = json.loads(muse("tokenize", gg, "--text", s, "--json", "--parse-special").stdout)["ids"]
+        assert m == llamacpp.tokenize(gg, s), s
