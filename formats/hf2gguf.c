@@ -16,6 +16,7 @@
 #include "fp8.h"
 #include "hf2gguf.h"
 #include "hf_config.h"
+#include "model_card.h"
 #include "model_writer.h"
 #include "reader.h"
 #include "tokenizer_gguf.h"
@@ -998,6 +999,188 @@ static muse_status fp8_config(conv *c, muse_err *err)
 	return MUSE_OK;
 }
 
+/* The first of keys (NULL-terminated) the card has as a scalar, else NULL. */
+static const char *card_first(const muse_model_card *card, const char *const *keys)
+{
+	for (; *keys; keys++) {
+		const char *v = muse_model_card_str(card, *keys);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
+/* Appends key's items (a scalar counts as one) to the string list *v of *n. */
+static int card_items(const muse_model_card *card, const char *key, const char ***v, size_t *n)
+{
+	const muse_card_entry *e = muse_model_card_get(card, key);
+	if (!e || e->list < 0)
+		return 0;
+	const char **nv = realloc(*v, (*n + e->n + 1) * sizeof *nv);
+	if (!nv)
+		return -1;
+	*v = nv;
+	for (size_t i = 0; i < e->n; i++)
+		nv[(*n)++] = e->items[i];
+	return 1;
+}
+
+/*
+ * gguf-py's base_model / dataset entries: an HF id "org/Name-7B-v1" or a
+ * huggingface.co URL gives name, organization, version and repo_url; other
+ * URLs give repo_url only. prefix is "general.base_model" or "general.dataset".
+ */
+static muse_status card_sources(muse_meta *meta, const muse_model_card *card, const char *const *keys,
+				const char *prefix, uint64_t n_params, muse_err *err)
+{
+	const muse_card_entry *e = NULL;
+	for (; *keys && !e; keys++)
+		e = muse_model_card_get(card, *keys);
+	if (!e || e->list < 0)
+		return MUSE_OK;
+	char k[256];
+	snprintf(k, sizeof k, "%s.count", prefix);
+	if (muse_meta_set_u32(meta, k, (uint32_t)e->n))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < e->n; i++) {
+		const char *id = e->items[i], *url = NULL;
+		char rep[1024] = "", name[512] = "", org[512] = "", ver[256] = "";
+		int is_url = !strncmp(id, "http://", 7) || !strncmp(id, "https://", 8) || !strncmp(id, "ssh://", 6);
+		if (is_url) {
+			url = id;
+			const char *h = strstr(id, "://huggingface.co/");
+			id = NULL;
+			if (h && (h - url == 4 || h - url == 5)) {
+				const char *r = h + strlen("://huggingface.co/"), *sl = strchr(r, '/');
+				if (sl && sl > r && sl[1] && !strchr(sl + 1, '/'))
+					id = r;
+			}
+		}
+		if (id && strchr(id, ' ')) {
+			muse_hf_name_to_title(id, name, sizeof name);
+		} else if (id) {
+			const char *sl = strchr(id, '/'), *full = sl ? sl + 1 : id;
+			char o[256] = "";
+			if (sl && sl > id && id[0] != '.')
+				snprintf(o, sizeof o, "%.*s", (int)(sl - id), id);
+			char b[256], f[256], sz[256];
+			muse_hf_name_components(full, n_params, b, f, ver, sz, sizeof b);
+			muse_hf_name_to_title(full, name, sizeof name);
+			if (o[0])
+				muse_hf_name_to_title(o, org, sizeof org);
+			if (!is_url && o[0])
+				snprintf(rep, sizeof rep, "https://huggingface.co/%s/%s", o, full);
+		}
+		if (url)
+			snprintf(rep, sizeof rep, "%s", url);
+		const struct { const char *sfx, *v; } kv[] = { { "name", name }, { "version", ver }, { "organization", org },
+							      { "repo_url", rep } };
+		for (size_t j = 0; j < 4; j++) {
+			if (!kv[j].v[0])
+				continue;
+			snprintf(k, sizeof k, "%s.%zu.%s", prefix, i, kv[j].sfx);
+			if (muse_meta_set_str(meta, k, kv[j].v))
+				return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+		}
+	}
+	return MUSE_OK;
+}
+
+/*
+ * general.* as convert_hf_to_gguf.py's Metadata writes them: the model
+ * card's keys first (llama.cpp's own names, then "model_"-prefixed ones),
+ * the directory name for what the card leaves out, the computed size label
+ * last.
+ */
+static muse_status general_keys(muse_meta *meta, const muse_model_card *card, const char *dname, uint64_t n_params,
+				const char *size, muse_err *err)
+{
+	char title[256], nb[256], nf[256], nv[256], ns[256];
+	muse_status s = MUSE_OK;
+	muse_hf_name_to_title(dname, title, sizeof title);
+	muse_hf_name_components(dname, n_params, nb, nf, nv, ns, sizeof nb);
+	static const char *const k_name[] = { "name", "model_name", NULL },
+				 *const k_author[] = { "author", "model_author", "model_creator", NULL },
+				 *const k_version[] = { "version", "model_version", NULL },
+				 *const k_org[] = { "organization", "model_organization", NULL },
+				 *const k_ft[] = { "finetune", "model_finetune", NULL },
+				 *const k_base[] = { "basename", "model_basename", "model_type", NULL },
+				 *const k_desc[] = { "description", "model_description", NULL },
+				 *const k_size[] = { "size_label", "model_size_label", NULL },
+				 *const k_url[] = { "url", "model_url", NULL }, *const k_doi[] = { "doi", "model_doi", NULL },
+				 *const k_uuid[] = { "uuid", "model_uuid", NULL },
+				 *const k_repo[] = { "repo_url", "model_repo_url", NULL },
+				 *const k_lname[] = { "license_name", NULL }, *const k_llink[] = { "license_link", NULL };
+	const char *v;
+	const char *lic = NULL;
+	char *lic_joined = NULL;
+	const char **items = NULL;
+	size_t n_items = 0;
+	const struct { const char *key; const char *const *card; const char *fallback; } rows[] = {
+		{ "general.name", k_name, title },
+		{ "general.author", k_author, NULL },
+		{ "general.version", k_version, nv },
+		{ "general.organization", k_org, NULL },
+		{ "general.finetune", k_ft, nf },
+		{ "general.basename", k_base, nb },
+		{ "general.description", k_desc, NULL },
+		{ "general.size_label", k_size, ns[0] ? ns : n_params ? size : NULL },
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		v = card_first(card, rows[i].card);
+		if (!v)
+			v = rows[i].fallback && rows[i].fallback[0] ? rows[i].fallback : NULL;
+		if (v)
+			NOMEM(muse_meta_set_str(meta, rows[i].key, v));
+	}
+	/* license: a list is joined with "," */
+	const muse_card_entry *le = muse_model_card_get(card, "license");
+	if (le && le->list >= 0 && le->n) {
+		size_t L = 0;
+		for (size_t i = 0; i < le->n; i++)
+			L += strlen(le->items[i]) + 1;
+		NOMEM(!(lic_joined = malloc(L)));
+		lic_joined[0] = '\0';
+		for (size_t i = 0; i < le->n; i++) {
+			if (i)
+				strcat(lic_joined, ",");
+			strcat(lic_joined, le->items[i]);
+		}
+		lic = lic_joined;
+		NOMEM(muse_meta_set_str(meta, "general.license", lic));
+	}
+	const struct { const char *key; const char *const *card; } more[] = {
+		{ "general.license.name", k_lname }, { "general.license.link", k_llink },
+		{ "general.source.url", k_url },     { "general.source.doi", k_doi },
+		{ "general.source.uuid", k_uuid },   { "general.source.repo_url", k_repo },
+	};
+	for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+		if ((v = card_first(card, more[i].card)))
+			NOMEM(muse_meta_set_str(meta, more[i].key, v));
+	static const char *const k_bm[] = { "base_model", "base_models", "base_model_sources", NULL };
+	static const char *const k_ds[] = { "datasets", "dataset", "dataset_sources", NULL };
+	if ((s = card_sources(meta, card, k_bm, "general.base_model", n_params, err)) ||
+	    (s = card_sources(meta, card, k_ds, "general.dataset", n_params, err)))
+		goto done;
+	static const char *const lists[][3] = { { "general.tags", "tags", "pipeline_tag" },
+						{ "general.languages", "languages", "language" } };
+	for (size_t i = 0; i < 2; i++) {
+		int got = 0;
+		n_items = 0;
+		for (size_t j = 1; j < 3; j++) {
+			int r = card_items(card, lists[i][j], &items, &n_items);
+			NOMEM(r < 0);
+			got |= r;
+		}
+		if (got)
+			NOMEM(muse_meta_set_str_arr(meta, lists[i][0], items, n_items));
+	}
+done:
+	free(items);
+	free(lic_joined);
+	return s;
+}
+
 muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint64_t shard_bytes, bool quiet,
 			 muse_err *err)
 {
@@ -1012,6 +1195,7 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 	muse_meta hp, meta;
 	muse_model_writer *w = NULL;
 	muse_cast_buf cb = { 0 };
+	muse_model_card card = { 0 };
 	muse_strmap_init(&c.src_names);
 	muse_strmap_init(&c.out_names);
 	muse_meta_init(&hp);
@@ -1086,7 +1270,6 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 	size_label(&c, c.cfg.n_rope_freqs, &n_params, size, sizeof size);
 
 	/* Metadata in convert_hf_to_gguf.py's order. */
-	char title[256];
 	const char *base = strrchr(dir, '/');
 	char dname[256];
 	snprintf(dname, sizeof dname, "%s", base && base[1] ? base + 1 : dir);
@@ -1099,22 +1282,10 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 			st--;
 		snprintf(dname, sizeof dname, "%.*s", (int)(L - st), dir + st);
 	}
-	muse_hf_name_to_title(dname, title, sizeof title);
 	NOMEM(muse_meta_set_str(&meta, "general.architecture", a->gguf_name));
 	NOMEM(muse_meta_set_str(&meta, "general.type", "model"));
-	NOMEM(muse_meta_set_str(&meta, "general.name", title));
-	char nb[256], nf[256], nv[256], ns[256];
-	muse_hf_name_components(dname, n_params, nb, nf, nv, ns, sizeof nb);
-	if (nb[0])
-		NOMEM(muse_meta_set_str(&meta, "general.basename", nb));
-	if (nf[0])
-		NOMEM(muse_meta_set_str(&meta, "general.finetune", nf));
-	if (nv[0])
-		NOMEM(muse_meta_set_str(&meta, "general.version", nv));
-	if (ns[0])
-		NOMEM(muse_meta_set_str(&meta, "general.size_label", ns));
-	else if (n_params)
-		NOMEM(muse_meta_set_str(&meta, "general.size_label", size));
+	if ((s = muse_model_card_load(dir, &card, err)) || (s = general_keys(&meta, &card, dname, n_params, size, err)))
+		goto done;
 	for (size_t k = 0; k < hp.n; k++)
 		NOMEM(muse_meta_copy_kv(&meta, &hp.kv[k]));
 	NOMEM(muse_meta_set_u32(&meta, "general.file_type",
@@ -1160,6 +1331,7 @@ done:
 	}
 	free(c.outs);
 	free(c.rank);
+	muse_model_card_free(&card);
 	muse_strmap_free(&c.src_names);
 	muse_strmap_free(&c.out_names);
 	muse_hf_config_free(&c.cfg);

@@ -361,3 +361,45 @@ def test_streaming_memory(work, tmp_path):
     assert [int(v) for v in t["blk.3.ffn_up_exps.weight"].shape] == [H, F, E]
     print(f"peak RSS: tiny {tiny_kb} KiB, {size / 1e6:.0f} MB MoE {big_kb} KiB")
     assert big_kb - tiny_kb < 10 * 1024, (tiny_kb, big_kb)
+
+
+CARD = """---
+license: apache-2.0
+license_link: https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct/blob/main/LICENSE
+language:
+- en
+- "no"
+pipeline_tag: text-generation
+base_model: Qwen/Qwen2.5-0.5B
+tags:
+  - chat
+  - 'qwen'   # comment
+datasets: [HuggingFaceTB/smoltalk, https://huggingface.co/datasets/foo/bar]
+model-index:
+- name: x
+  results:
+  - task: y
+author: Someone
+url: https://example.com/model
+---
+
+# Qwen2.5-0.5B-Instruct
+"""
+
+
+def test_model_card_metadata(muse, work):
+    """general.* from README.md front matter (license, license link, author, source URL, base model and datasets
+    from HF ids and URLs, tags with pipeline_tag, languages with the Norway quirk, a nested model-index skipped)
+    and the directory name, the same keys and values as convert_hf_to_gguf.py's Metadata heuristics."""
+    d = work["tmp"] / "card" / "Qwen2.5-0.5B-Instruct"
+    if not d.exists():
+        shutil.copytree(_model(work, "qwen2"), d)
+        (d / "README.md").write_text(CARD)
+    work["models"]["card"] = str(d)
+    MODELS.setdefault("card", ("qwen2", {}))
+    rm, kv = _compare(_muse(muse, work, "card", "f32"), _reference(work, "card", "f32"))
+    assert kv["general.license"][1] == "apache-2.0"
+    assert kv["general.base_model.0.repo_url"][1] == "https://huggingface.co/Qwen/Qwen2.5-0.5B"
+    assert kv["general.tags"][1] == ["chat", "qwen", "text-generation"]
+    assert kv["general.languages"][1] == ["en", "no"]
+    assert kv["general.basename"][1] == "Qwen2.5" and kv["general.source.url"][1] == "https://example.com/model"

@@ -7,6 +7,7 @@
 #include "../../formats/arch.h"
 #include "../../formats/hf2gguf.h"
 #include "../../formats/hf_config.h"
+#include "../../formats/model_card.h"
 #include "../../formats/tokenizer_gguf.h"
 #include "unit.h"
 
@@ -308,6 +309,88 @@ static void test_tokenizer(void)
 	muse_meta_free(&m);
 }
 
+/* "{E}" rows, several rows for one HF name (MLA's kv_b_proj), every supported class listed. */
+static void test_experts(void)
+{
+	const muse_arch *a = muse_arch_find("MixtralForCausalLM");
+	CHECK(a && !strcmp(a->gguf_name, "llama"));
+	char out[64];
+	const muse_arch_tensor *rule;
+	int64_t b, e;
+	size_t next = 0;
+	CHECK(muse_arch_map_next(a, "model.layers.3.block_sparse_moe.experts.17.w2.weight", 4, &next, out, sizeof out,
+				 &rule, &b, &e) == MUSE_OK);
+	CHECK(!strcmp(out, "blk.3.ffn_down_exps.weight") && b == 3 && e == 17);
+	CHECK(muse_arch_map_next(a, "model.layers.3.block_sparse_moe.experts.17.w2.weight", 4, &next, out, sizeof out,
+				 &rule, &b, &e) == MUSE_ERR_UNSUPPORTED);
+	next = 0;
+	CHECK(muse_arch_map_next(a, "model.layers.3.block_sparse_moe.experts.017.w2.weight", 4, &next, out, sizeof out,
+				 &rule, &b, &e) == MUSE_ERR_UNSUPPORTED);
+	const muse_arch *d = muse_arch_find("DeepseekV3ForCausalLM");
+	CHECK(d && !strcmp(d->gguf_name, "deepseek2"));
+	next = 0;
+	CHECK(muse_arch_map_next(d, "model.layers.0.self_attn.kv_b_proj.weight", 2, &next, out, sizeof out, &rule, &b,
+				 &e) == MUSE_OK);
+	CHECK(!strcmp(out, "blk.0.attn_k_b.weight") && rule->xf == MUSE_XF_KV_B_K && e == -1);
+	CHECK(muse_arch_map_next(d, "model.layers.0.self_attn.kv_b_proj.weight", 2, &next, out, sizeof out, &rule, &b,
+				 &e) == MUSE_OK);
+	CHECK(!strcmp(out, "blk.0.attn_v_b.weight") && rule->xf == MUSE_XF_KV_B_V);
+	CHECK(muse_arch_map_next(d, "model.layers.0.self_attn.kv_b_proj.weight", 2, &next, out, sizeof out, &rule, &b,
+				 &e) == MUSE_ERR_UNSUPPORTED);
+	next = 0;
+	CHECK(muse_arch_map_next(d, "model.layers.1.mlp.gate.e_score_correction_bias", 2, &next, out, sizeof out, &rule,
+				 &b, &e) == MUSE_OK);
+	CHECK(!strcmp(out, "blk.1.exp_probs_b.bias") && rule->f32);
+	const muse_arch *q = muse_arch_find("Qwen2MoeForCausalLM");
+	next = 0;
+	CHECK(q && muse_arch_map_next(q, "model.layers.0.mlp.shared_expert_gate.weight", 1, &next, out, sizeof out, &rule,
+				      &b, &e) == MUSE_OK);
+	CHECK(!strcmp(out, "blk.0.ffn_gate_inp_shexp.weight") && rule->f32);
+	char list[1024];
+	muse_arch_list(list, sizeof list);
+	const char *classes[] = { "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM",
+				  "Qwen3ForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
+				  "DeepseekV3ForCausalLM", NULL };
+	for (size_t i = 0; classes[i]; i++)
+		CHECK(strstr(list, classes[i]) != NULL);
+	/* Streaming permutation: the row muse_arch_permute_rows puts at each output row. */
+	unsigned char src[12], dst[12];
+	for (int i = 0; i < 12; i++)
+		src[i] = (unsigned char)i;
+	CHECK(muse_arch_permute_rows(dst, src, 12, 1, 3, NULL) == MUSE_OK);
+	for (uint64_t i = 0; i < 12; i++)
+		CHECK(dst[i] == muse_arch_permuted_row(i, 12, 3));
+}
+
+static void test_model_card(void)
+{
+	static const char fm[] = "license: [mit, 'apache-2.0']\n"
+				 "tags:\n  - a\n  - \"b # not a comment\"\n"
+				 "model-index:\n- name: x\n  results: []\n"
+				 "nested:\n  k:\n    - z\n"
+				 "name: 'It''s'   # trailing\n"
+				 "empty:\n"
+				 "nothing: null\n"
+				 "desc: |\n  block scalar\n";
+	muse_model_card c;
+	muse_err err = { 0 };
+	CHECK(muse_model_card_parse(fm, sizeof fm - 1, "README.md", &c, &err) == MUSE_OK);
+	const muse_card_entry *e = muse_model_card_get(&c, "license");
+	CHECK(e && e->list == 1 && e->n == 2 && !strcmp(e->items[1], "apache-2.0"));
+	e = muse_model_card_get(&c, "tags");
+	CHECK(e && e->n == 2 && !strcmp(e->items[1], "b # not a comment"));
+	e = muse_model_card_get(&c, "model-index");
+	CHECK(e && e->n == 0);
+	e = muse_model_card_get(&c, "nested");
+	CHECK(e && e->n == 0);
+	CHECK(muse_model_card_str(&c, "name") && !strcmp(muse_model_card_str(&c, "name"), "It's"));
+	CHECK(!muse_model_card_str(&c, "empty") && !muse_model_card_str(&c, "nothing") && !muse_model_card_str(&c, "desc"));
+	muse_model_card_free(&c);
+	static const char bad[] = "name: 'unterminated\n";
+	CHECK(muse_model_card_parse(bad, sizeof bad - 1, "README.md", &c, &err) == MUSE_ERR_FORMAT);
+	CHECK(strstr(err.msg, "README.md: line 2") != NULL);
+}
+
 int main(void)
 {
 	snprintf(scratch, sizeof scratch, "/tmp/muse_test_arch_XXXXXX");
@@ -321,6 +404,8 @@ int main(void)
 	RUN(test_pre);
 	RUN(test_config);
 	RUN(test_tokenizer);
+	RUN(test_experts);
+	RUN(test_model_card);
 	drop("config.json");
 	drop("tokenizer.json");
 	drop("tokenizer_config.json");
