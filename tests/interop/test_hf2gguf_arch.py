@@ -75,7 +75,7 @@ TOKENS = [1, 45, 100, 7, 399, 250, 3, 12]
 
 
 def _pre(name):
-    return "qwen2" if name.startswith("qwen") else "llama-bpe"
+    return "qwen2" if MODELS[name][0].startswith("qwen") else "llama-bpe"
 
 
 @pytest.fixture(scope="module")
