@@ -163,6 +163,8 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 			      size_t n, muse_err *err)
 {
 	size_t matched = 0;
+	for (size_t i = 0; im && i < n; i++)
+		matched += muse_imatrix_find(im, p[i].mt.name) != NULL;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = p[i].mt.name;
 		muse_dtype cur = p[i].mt.type, nt = p[i].ch.type;
@@ -182,19 +184,6 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 				return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': decoding %s is not supported",
 						    r->path, name, muse_dtype_name(cur));
 		}
-		if (p[i].mt.ne[3] > 1)
-			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-					    "%s: tensor '%s': 4-D tensors are not quantized (llama.cpp neither)", r->path, name);
-		if (muse_dtype_info(nt)->is_quant) {
-			const muse_quant_traits *q = muse_quant_traits_of(nt);
-			if (!q || !q->quantize_ref)
-				return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-						    "tensor '%s': quantizing to %s is not supported by muse yet", name,
-						    muse_dtype_name(nt));
-		} else if (!is_plain_float(nt)) {
-			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "tensor '%s': cannot write %s", name,
-					    muse_dtype_name(nt));
-		}
 		if (im) {
 			const muse_imatrix_entry *e = muse_imatrix_find(im, name);
 			if (e) {
@@ -202,7 +191,6 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 				uint64_t have = e->n_per_row * e->n_mat;
 				if (have == want) {
 					p[i].im = e;
-					matched++;
 				} else if (strcmp(name, "token_embd.weight") && strcmp(name, "per_layer_token_embd.weight")) {
 					/* token_embd's entry (from get_rows) never fits; llama.cpp ignores it too */
 					return muse_err_set(err, MUSE_ERR_FORMAT,
@@ -217,6 +205,19 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 					    "tensor '%s': %s %s needs an importance matrix%s (make one with muse imatrix "
 					    "or llama-imatrix, pass --imatrix)", name, muse_ftype_name(ft), muse_dtype_name(nt),
 					    im ? " and the imatrix has none for it" : "");
+		if (p[i].mt.ne[3] > 1)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "%s: tensor '%s': 4-D tensors are not quantized (llama.cpp neither)", r->path, name);
+		if (muse_dtype_info(nt)->is_quant) {
+			const muse_quant_traits *q = muse_quant_traits_of(nt);
+			if (!q || !q->quantize_ref)
+				return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+						    "tensor '%s': quantizing to %s is not supported by muse yet", name,
+						    muse_dtype_name(nt));
+		} else if (!is_plain_float(nt)) {
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "tensor '%s': cannot write %s", name,
+					    muse_dtype_name(nt));
+		}
 	}
 	if (im && !matched)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: none of its %zu entries matches a tensor of %s: "
@@ -327,27 +328,6 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	return MUSE_OK;
 }
 
-/* split.no, split.count (u16) and split.tensors.count (i32), appended as gguf_set_val_* does. */
-static muse_status append_split(muse_meta *m, uint32_t no, uint32_t count, size_t n_tensors)
-{
-	const char *keys[] = { "split.no", "split.count", "split.tensors.count" };
-	for (int i = 0; i < 3; i++) {
-		muse_meta_remove(m, keys[i]);
-		muse_kv *kv = muse_meta_append(m, keys[i]);
-		if (!kv)
-			return MUSE_ERR_NOMEM;
-		kv->n = 1;
-		kv->type = i < 2 ? MUSE_KV_U16 : MUSE_KV_I32;
-		if (i == 0)
-			kv->v.u = no;
-		else if (i == 1)
-			kv->v.u = count;
-		else
-			kv->v.i = (int32_t)n_tensors;
-	}
-	return MUSE_OK;
-}
-
 /* The names llama-quantize gives --keep-split outputs: OUT without ".gguf", then -%05d-of-%05d.gguf. */
 static void split_name(const char *out, uint32_t i, uint32_t n, char *buf, size_t cap)
 {
@@ -373,9 +353,7 @@ static int run_quantize(const qopts *o)
 	size_t *perm = NULL;
 	muse_mix_rule *rules = NULL;
 	char **patterns = NULL;
-	muse_gguf_writer **w = NULL;
-	uint32_t n_out = 0, published = 0;
-	char **out_paths = NULL;
+	muse_gguf_writer *w = NULL;
 	muse_meta meta;
 	float *stage = NULL;
 	uint8_t *qbuf = NULL;
@@ -525,47 +503,54 @@ static int run_quantize(const qopts *o)
 	}
 	if (build_meta(r, o, ft, im, &meta, &err))
 		goto fail;
-	n_out = keep_split ? r->n_files : 1;
-	w = calloc(n_out, sizeof *w);
-	out_paths = calloc(n_out, sizeof *out_paths);
-	if (!w || !out_paths) {
-		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+	/*
+	 * --keep-split: one output shard per input shard, with llama-quantize's names and split.* keys. The GGUF
+	 * writer shards by a tensor count, so the input's split must be one: every shard but the last holds the same
+	 * number of tensors (what llama-gguf-split --split-max-tensors makes). One input file: one output file named
+	 * like a shard, without split keys, as llama-quantize does.
+	 */
+	muse_gguf_write_opts wo = { 0 };
+	uint32_t n_out = keep_split ? r->n_files : 1;
+	char pbuf[4200];
+	if (keep_split)
+		split_name(o->out, 0, n_out, pbuf, sizeof pbuf);
+	else
+		snprintf(pbuf, sizeof pbuf, "%s", o->out);
+	if (n_out > 1) {
+		uint64_t *cnt = calloc(n_out, sizeof *cnt);
+		if (!cnt) {
+			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < n; i++)
+			cnt[r->tensors[i].file]++;
+		bool even = cnt[n_out - 1] >= 1 && cnt[n_out - 1] <= cnt[0];
+		for (uint32_t f = 1; f + 1 < n_out; f++)
+			even = even && cnt[f] == cnt[0];
+		wo.split_max_tensors = cnt[0];
+		free(cnt);
+		if (!even) {
+			muse_err_set(&err, MUSE_ERR_UNSUPPORTED,
+				     "%s: --keep-split: the input's shards hold different numbers of tensors (split by size?); "
+				     "only tensor-count splits are kept for now, drop --keep-split and split the output "
+				     "with muse convert --shard-size", o->in);
+			goto fail;
+		}
+		/* the writer names shards "<OUT without .gguf>-%05d-of-%05d.gguf", llama-quantize's names */
+		snprintf(pbuf, sizeof pbuf, "%s", o->out);
+	}
+	if (muse_gguf_writer_create(pbuf, n_out > 1 ? &wo : NULL, &w, &err) || muse_gguf_writer_set_meta(w, &meta, &err))
+		goto fail;
+	for (size_t k = 0; k < n; k++)
+		if (muse_gguf_writer_add_tensor(w, plan[k].mt.name, plan[k].ch.type, plan[k].ndim, plan[k].shape, &err))
+			goto fail;
+	if (muse_gguf_writer_begin(w, &err))
+		goto fail;
+	if (muse_gguf_writer_n_files(w) != n_out) {
+		muse_err_set(&err, MUSE_ERR_UNSUPPORTED, "%s: --keep-split: %u output shards for %u input shards", o->in,
+			     muse_gguf_writer_n_files(w), n_out);
 		goto fail;
 	}
-	for (uint32_t f = 0; f < n_out; f++) {
-		char pbuf[4200];
-		if (keep_split)
-			split_name(o->out, f, n_out, pbuf, sizeof pbuf);
-		else
-			snprintf(pbuf, sizeof pbuf, "%s", o->out);
-		if (!(out_paths[f] = strdup(pbuf))) {
-			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
-			goto fail;
-		}
-		/* shard 0 keeps the model's keys; the others carry only split.* (llama-quantize's ctx_outs) */
-		muse_meta sm;
-		muse_meta_init(&sm);
-		muse_meta *mp = f == 0 ? &meta : &sm;
-		if (n_out > 1 && append_split(mp, f, n_out, n)) {
-			muse_meta_free(&sm);
-			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
-			goto fail;
-		}
-		muse_status s = muse_gguf_writer_create(out_paths[f], NULL, &w[f], &err);
-		if (!s)
-			s = muse_gguf_writer_set_meta(w[f], mp, &err);
-		muse_meta_free(&sm);
-		if (s)
-			goto fail;
-	}
-	for (size_t k = 0; k < n; k++) {
-		uint32_t f = keep_split ? plan[k].shard : 0;
-		if (muse_gguf_writer_add_tensor(w[f], plan[k].mt.name, plan[k].ch.type, plan[k].ndim, plan[k].shape, &err))
-			goto fail;
-	}
-	for (uint32_t f = 0; f < n_out; f++)
-		if (muse_gguf_writer_begin(w[f], &err))
-			goto fail;
 
 	muse_progress pg;
 	muse_progress_start(&pg, "quantize", total_in, o->quiet);
@@ -574,21 +559,17 @@ static int run_quantize(const qopts *o)
 			muse_err_set(&err, MUSE_ERR_INTERRUPTED, "interrupted");
 			goto fail;
 		}
-		uint32_t f = keep_split ? plan[k].shard : 0;
-		if (quantize_tensor(r, &plan[k], w[f], &stage, &stage_cap, &qbuf, &qcap, (int)o->threads, &pg, &err))
+		if (quantize_tensor(r, &plan[k], w, &stage, &stage_cap, &qbuf, &qcap, (int)o->threads, &pg, &err))
 			goto fail;
 		const muse_tensor *t = &r->tensors[plan[k].src];
 		muse_map_release(&r->files[t->file], t->offset, t->nbytes);
 	}
-	for (uint32_t f = 0; f < n_out; f++) {
-		if (muse_gguf_writer_finish(w[f], &err))
-			goto fail;
-		published = f + 1;
-	}
+	if (muse_gguf_writer_finish(w, &err))
+		goto fail;
 	muse_progress_end(&pg);
 	if (!o->quiet) {
 		char a[32], b[32];
-		fprintf(stderr, "muse: wrote %s: %zu tensors as %s, %s -> %s (%.2f bits per weight)", out_paths[0], n, canon,
+		fprintf(stderr, "muse: wrote %s: %zu tensors as %s, %s -> %s (%.2f bits per weight)", muse_gguf_writer_file_path(w, 0), n, canon,
 			muse_fmt_bytes(total_in, a, sizeof a), muse_fmt_bytes(total_out, b, sizeof b),
 			n_elem ? (double)total_out * 8.0 / (double)n_elem : 0.0);
 		if (n_fallback)
@@ -598,19 +579,11 @@ static int run_quantize(const qopts *o)
 	rc = MUSE_EXIT_OK;
 	goto done;
 fail:
-	/* shards already published by an earlier finish are removed: all of the output or none of it */
-	for (uint32_t f = 0; f < published; f++)
-		unlink(out_paths[f]);
 	rc = muse_cli_fail(&err);
 done:
 	if (tmp_src[0])
 		unlink(tmp_src);
-	for (uint32_t f = 0; w && f < n_out; f++)
-		muse_gguf_writer_free(w[f]);
-	for (uint32_t f = 0; out_paths && f < n_out; f++)
-		free(out_paths[f]);
-	free(out_paths);
-	free(w);
+	muse_gguf_writer_free(w);
 	muse_meta_free(&meta);
 	free(stage);
 	free(qbuf);
