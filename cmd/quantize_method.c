@@ -18,8 +18,8 @@ static const char *const method_usage[] = {
 
 int cmd_quantize_method(int argc, const char **argv)
 {
-	const char *method = NULL, *format = NULL, *calib = NULL, *hessians = NULL, *damp = NULL, *dequant = NULL;
-	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 0;
+	const char *method = NULL, *format = NULL, *calib = NULL, *hessians = NULL, *damp = NULL, *dequant = NULL, *acts = NULL;
+	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 0, min_tokens = 16;
 	bool sym = false, act_order = false, static_groups = false, quiet = false;
 	muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "method", &method, "METHOD", "rtn, gptq or awq" },
@@ -33,6 +33,8 @@ int cmd_quantize_method(int argc, const char **argv)
 		{ MUSE_OPT_INT, 0, "samples", &samples, "N", "calibration samples" },
 		{ MUSE_OPT_INT, 0, "seq-len", &seq_len, "N", "tokens per calibration sample" },
 		{ MUSE_OPT_STRING, 0, "hessians", &hessians, "FILE", "gptq: precomputed H = 2 X^T X / n per weight (safetensors/GGUF, F32)" },
+		{ MUSE_OPT_STRING, 0, "activations", &acts, "FILE", "awq: precomputed calibration inputs per layer (F32 [tokens, in])" },
+		{ MUSE_OPT_INT, 0, "min-tokens", &min_tokens, "N", "awq: experts routed fewer tokens fall back to rtn (default 16)" },
 		{ MUSE_OPT_STRING, 0, "damp-percent", &damp, "X", "gptq dampening as a fraction of mean(diag H) (default 0.01)" },
 		{ MUSE_OPT_STRING, 0, "dequant-out", &dequant, "FILE", "also write muse's own dequantization of every quantized weight (F32 safetensors)" },
 		{ MUSE_OPT_INT, 0, "threads", &threads, "N", "worker threads (default: all)" },
@@ -50,7 +52,8 @@ int cmd_quantize_method(int argc, const char **argv)
 	}
 	muse_pack_opts o = { .in = argv[0], .out = argv[1], .bits = (int)bits, .group_size = group, .sym = sym,
 			     .act_order = act_order, .static_groups = static_groups, .calib = calib,
-			     .hessians = hessians, .dequant_out = dequant, .nthreads = (int)threads, .quiet = quiet, .damp_percent = 0.01 };
+			     .hessians = hessians, .dequant_out = dequant, .activations = acts,
+			     .min_tokens = min_tokens < 0 ? 0 : (uint64_t)min_tokens, .nthreads = (int)threads, .quiet = quiet, .damp_percent = 0.01 };
 	if (!method || !strcmp(method, "rtn"))
 		o.method = MUSE_METHOD_RTN;
 	else if (!strcmp(method, "gptq"))
@@ -117,7 +120,11 @@ int cmd_quantize_method(int argc, const char **argv)
 		fprintf(stderr, "muse: error: quantize: --method rtn uses no calibration data (drop --calib)\n");
 		return MUSE_EXIT_USAGE;
 	}
-	if (o.method != MUSE_METHOD_RTN && !calib && !hessians) {
+	if (acts && o.method != MUSE_METHOD_AWQ) {
+		fprintf(stderr, "muse: error: quantize: --activations applies to --method awq\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (o.method != MUSE_METHOD_RTN && !calib && !hessians && !acts) {
 		fprintf(stderr, "muse: error: quantize: --method %s needs --calib FILE\n", method);
 		return MUSE_EXIT_USAGE;
 	}

@@ -221,6 +221,10 @@ muse_status muse_packed_check(muse_packed_kind kind, const muse_qlinear *q, muse
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 					    "compressed-tensors no longer stores g_idx (actorder \"group\" was removed): "
 					    "use --static-groups (actorder \"weight\") or --format gptq");
+		if (K % q->group)
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "compressed-tensors: in_features %llu is not a multiple of the group size %llu", K,
+					    (unsigned long long)q->group);
 		if (q->sym)
 			for (uint64_t i = 0; i < q->rows * q->n_groups; i++)
 				if (q->zeros[i] != 1u << (q->bits - 1))

@@ -71,4 +71,40 @@ void muse_awq_scale_columns(float *w, uint64_t rows, uint64_t in, const float *s
 void muse_awq_fold_norm(float *norm_w, uint64_t in, const float *s);
 void muse_awq_fold_linear(float *prev_w, uint64_t prev_rows, uint64_t prev_cols, const float *s);
 
+
+/* ---- whole-model AWQ over an HF checkpoint with given activations (the calibration engine will supply them) ---- */
+
+struct muse_reader;
+typedef struct muse_awq_model muse_awq_model;
+
+typedef struct muse_awq_model_opts {
+	muse_wq_config wq;     /* the final grid (style forced to MUSE_WQ_AWQ) */
+	muse_awq_opts ao;
+	uint64_t min_tokens;   /* an expert's down projection with fewer routed tokens falls back to RTN (its declared fallback) */
+} muse_awq_model_opts;
+
+/*
+ * Runs AWQ on every decoder layer of the llama-family checkpoint r (names
+ * model.layers.L.{input_layernorm, self_attn.{q,k,v,o}_proj,
+ * post_attention_layernorm, mlp.{gate,up,down}_proj | mlp.experts.E.* |
+ * block_sparse_moe.experts.E.w1/w2/w3, routers, shared experts}), as AutoAWQ
+ * does: scales searched on the original weights for q/k/v (folded into
+ * input_layernorm), o (folded into v_proj when shapes allow), every MLP and
+ * expert gate/up together (folded into post_attention_layernorm; routers take
+ * the scales too, unquantized), each down (folded into its up); clipping on
+ * all but q/k; then the AWQ grid. acts holds F32 [n_tok, in] inputs named
+ * "<L prefix>input_layernorm.output", "<L prefix>post_attention_layernorm.output",
+ * "<o_proj module>.input" and "<down module>.input" (an expert's: its routed tokens).
+ * is_linear[i] marks the reader's tensors to quantize. Everything stays in memory (codes at one byte a weight).
+ */
+muse_status muse_awq_model_run(struct muse_reader *r, struct muse_reader *acts, const bool *is_linear,
+			       const muse_awq_model_opts *o, muse_awq_model **out, muse_err *err);
+/* Tensor i's quantized form (NULL when i was not quantized). */
+const muse_qlinear *muse_awq_model_linear(const muse_awq_model *m, size_t i);
+/* Tensor i's new values when AWQ changed an unquantized tensor (norm, router, bias), else NULL; F32, nelements long. */
+const float *muse_awq_model_dense(const muse_awq_model *m, size_t i);
+/* How tensor i was quantized ("awq", "awq-no-scale", "rtn-fallback") and the tokens its statistics came from. */
+const char *muse_awq_model_method(const muse_awq_model *m, size_t i, uint64_t *tokens, double *gain);
+void muse_awq_model_free(muse_awq_model *m);
+
 #endif

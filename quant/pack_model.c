@@ -16,6 +16,7 @@
 #include "../lib/mapfile.h"
 #include "../lib/outfile.h"
 #include "../lib/progress.h"
+#include "awq.h"
 #include "pack_model.h"
 #include "quant.h"
 
@@ -154,7 +155,9 @@ typedef struct plan {
 
 typedef struct run {
 	const muse_pack_opts *o;
-	muse_reader *r, *hs;
+	muse_reader *r, *hs, *acts;
+	muse_awq_model *awq;
+	uint64_t n_fallback;
 	muse_model_writer *w, *dq;
 	size_t dq_idx;
 	plan *pl;
@@ -221,11 +224,14 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 				goto done;
 		}
 	} else {
-		if (o->method == MUSE_METHOD_GPTQ)
+		const muse_qlinear *qq = &q;
+		if (R->awq)
+			qq = muse_awq_model_linear(R->awq, i);
+		else if (o->method == MUSE_METHOD_GPTQ)
 			s = muse_gptq_quantize(&R->wq, &R->go, w, p->N, p->K, H, &q, &st, err), loss = st.loss;
 		else
 			s = muse_rtn_quantize(&R->wq, w, p->N, p->K, &q, err);
-		if (s || (s = muse_packed_encode(o->kind, &q, R->scale_dt, &set, err)))
+		if (s || (s = muse_packed_encode(o->kind, qq, R->scale_dt, &set, err)))
 			goto named;
 		if ((size_t)set.n != p->n_out) {
 			s = muse_err_set(err, MUSE_ERR_CHECK, "tensor '%s': packed layout changed shape", t->name);
@@ -235,7 +241,7 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 			if ((s = muse_model_writer_write(R->w, p->first_out + k, set.t[k].data, set.t[k].nbytes, err)))
 				goto done;
 		if (R->dq) {
-			muse_qlinear_dequant(&q, w);
+			muse_qlinear_dequant(qq, w);
 			if ((s = muse_model_writer_write(R->dq, R->dq_idx++, w, (size_t)(p->N * p->K) * 4, err)))
 				goto done;
 		}
@@ -247,6 +253,16 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		json_object_set_new(e, "gptq_loss", json_real(loss));
 		json_object_set_new(e, "damp_percent", json_real(st.damp_used));
 		json_object_set_new(e, "dead_columns", json_integer((json_int_t)st.dead_cols));
+	}
+	if (e && R->awq) {
+		uint64_t tok;
+		double gain;
+		const char *m = muse_awq_model_method(R->awq, i, &tok, &gain);
+		json_object_set_new(e, "method", json_string(m ? m : "awq"));
+		json_object_set_new(e, "tokens", json_integer((json_int_t)tok));
+		json_object_set_new(e, "awq_loss_gain", json_real(gain));
+		if (m && !strcmp(m, "rtn-fallback"))
+			R->n_fallback++;
 	}
 	if (e && is_expert(t->name))
 		json_object_set_new(e, "expert", json_true());
@@ -276,6 +292,10 @@ static muse_status do_keep(run *R, size_t i, muse_cast_buf *cb, muse_err *err)
 	const muse_tensor *t = &R->r->tensors[i];
 	const uint8_t *view = muse_reader_view(R->r, i);
 	muse_status s;
+	const float *ov = R->awq ? muse_awq_model_dense(R->awq, i) : NULL;
+	if (ov) /* AWQ folded its scales into this norm, bias or router */
+		return muse_model_writer_put(R->w, R->pl[i].first_out, t->name, (const uint8_t *)ov, MUSE_DT_F32,
+					     t->nelements, R->pl[i].out_dt, cb, NULL, err);
 	if (view)
 		return muse_model_writer_put(R->w, R->pl[i].first_out, t->name, view, t->dtype, t->nelements,
 					     R->pl[i].out_dt, cb, NULL, err);
@@ -423,9 +443,13 @@ static muse_status write_report(run *R, const char *path, muse_err *err)
 			    json_real(R->all_params ? (double)R->q_params / (double)R->all_params : 0.0));
 	json_t *ex = json_object();
 	json_object_set_new(ex, "expert_tensors_quantized", json_integer((json_int_t)R->n_experts_q));
-	json_object_set_new(ex, "tokens_per_expert", json_null());
+	json_object_set_new(ex, "min_tokens", json_integer((json_int_t)R->o->min_tokens));
+	json_object_set_new(ex, "fallback_tensors", json_integer((json_int_t)R->n_fallback));
 	json_object_set_new(ex, "note", json_string(R->o->method == MUSE_METHOD_RTN
 							    ? "rtn needs no calibration: every expert is quantized data-free"
+							    : R->o->method == MUSE_METHOD_AWQ
+							    ? "gate/up of every expert use the whole MoE input (all-experts statistics); "
+							      "each down projection its routed tokens (see tensors[].tokens)"
 							    : "statistics given per weight (--hessians): no routing counts"));
 	json_object_set_new(rep, "experts", ex);
 	char *d = json_dumps(rep, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
@@ -443,14 +467,17 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 	char path[4096], tmp_gguf[4096] = "", report_path[4096];
 	const char **ignore = NULL;
 	size_t n_ignore = 0;
-	bool published = false;
+	bool published = false, made_dir = false;
 	muse_status s;
 	struct stat sb;
 
-	if (o->method == MUSE_METHOD_AWQ || (o->method == MUSE_METHOD_GPTQ && !o->hessians))
+	if ((o->method == MUSE_METHOD_AWQ && !o->activations) || (o->method == MUSE_METHOD_GPTQ && !o->hessians))
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-				    "--method %s needs the calibration engine (not yet built)%s", method_name(o->method),
-				    o->method == MUSE_METHOD_GPTQ ? "; GPTQ runs today with precomputed statistics: --hessians FILE" : "");
+				    "--method %s needs the calibration engine (not yet built); it runs today with precomputed "
+				    "statistics: %s FILE", method_name(o->method),
+				    o->method == MUSE_METHOD_GPTQ ? "--hessians" : "--activations");
+	if (o->method == MUSE_METHOD_AWQ && o->gguf)
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "--method awq with gguf:TYPE is not built yet (use --format awq, gptq or compressed-tensors)");
 	R.wq = (muse_wq_config){ o->bits, o->group_size, o->sym, MUSE_WQ_MINMAX,
 				 !o->gguf && o->kind == MUSE_PACKED_GPTQ && !o->sym ? 1 : 0, MUSE_DT_F16 };
 	R.go = (muse_gptq_opts)MUSE_GPTQ_OPTS_DEFAULT;
@@ -486,6 +513,8 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 		goto fail;
 	}
 	if (o->hessians && (s = muse_reader_open(o->hessians, &R.hs, err)))
+		goto fail;
+	if (o->method == MUSE_METHOD_AWQ && (s = muse_reader_open(o->activations, &R.acts, err)))
 		goto fail;
 	if (!o->gguf && o->kind == MUSE_PACKED_CT && o->act_order && !o->static_groups) {
 		s = muse_err_set(err, MUSE_ERR_USAGE,
@@ -526,6 +555,7 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 		snprintf(path, sizeof path, "%s", o->out);
 		snprintf(report_path, sizeof report_path, "%s.quant_report.json", o->out);
 	} else {
+		made_dir = stat(o->out, &sb) != 0;
 		if ((s = mkdir_p(o->out, err)))
 			goto fail;
 		snprintf(path, sizeof path, "%s/model.safetensors", o->out);
@@ -576,11 +606,12 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 				n_out++;
 			} else {
 				muse_packed_set sh;
-				/* AutoAWQ's loaders split K into K / group_size groups exactly. */
-				if (o->kind == MUSE_PACKED_AWQ && o->group_size > 0 && p->K % (uint64_t)o->group_size) {
+				/* AutoAWQ's and compressed-tensors' loaders split K into K / group_size groups exactly (GPTQ takes a partial last group). */
+				if (o->kind != MUSE_PACKED_GPTQ && o->group_size > 0 && p->K % (uint64_t)o->group_size) {
 					s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-							 "%s: tensor '%s': in_features %llu is not a multiple of --group-size %lld (AutoAWQ GEMM)",
-							 R.r->path, t->name, (unsigned long long)p->K, (long long)o->group_size);
+							 "%s: tensor '%s': in_features %llu is not a multiple of --group-size %lld (%s)",
+							 R.r->path, t->name, (unsigned long long)p->K, (long long)o->group_size,
+							 muse_packed_kind_name(o->kind));
 					goto fail;
 				}
 				if ((s = muse_packed_shapes(o->kind, p->N, p->K, o->bits, o->group_size, o->sym, has_g_idx(o),
@@ -641,6 +672,21 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: no linear weights found to quantize", R.r->path);
 		goto fail;
 	}
+	if (o->method == MUSE_METHOD_AWQ) {
+		bool *lin = calloc(R.r->n_tensors, sizeof(bool));
+		if (!lin) {
+			s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < R.r->n_tensors; i++)
+			lin[i] = R.pl[i].linear;
+		muse_awq_model_opts ao = { R.wq, MUSE_AWQ_OPTS_DEFAULT, o->min_tokens };
+		ao.wq.style = MUSE_WQ_AWQ;
+		s = muse_awq_model_run(R.r, R.acts, lin, &ao, &R.awq, err);
+		free(lin);
+		if (s)
+			goto fail;
+	}
 	if ((s = muse_model_writer_begin(R.w, err)) || (R.dq && (s = muse_model_writer_begin(R.dq, err))))
 		goto fail;
 	muse_progress pg;
@@ -674,6 +720,9 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 			R.lin_params ? 100.0 * (double)R.q_params / (double)R.lin_params : 100.0,
 			R.all_params ? 100.0 * (double)R.q_params / (double)R.all_params : 0.0, (unsigned long long)R.n_kept,
 			report_path);
+	if (!o->quiet && R.awq)
+		fprintf(stderr, "muse: awq: %llu tensors below --min-tokens %llu fell back to rtn\n",
+			(unsigned long long)R.n_fallback, (unsigned long long)o->min_tokens);
 	goto done;
 fail:
 	if (published) {
@@ -687,6 +736,24 @@ fail:
 			unlink(p2);
 		}
 	}
+	if (made_dir) {
+		/* Everything in a directory this run created is this run's: remove it all (temp files first, via the writers). */
+		muse_model_writer_free(R.w);
+		muse_model_writer_free(R.dq);
+		R.w = R.dq = NULL;
+		DIR *dd = opendir(o->out);
+		struct dirent *de;
+		while (dd && (de = readdir(dd))) {
+			char f[4096];
+			if (de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2])))
+				continue;
+			snprintf(f, sizeof f, "%s/%s", o->out, de->d_name);
+			unlink(f);
+		}
+		if (dd)
+			closedir(dd);
+		rmdir(o->out);
+	}
 done:
 	if (tmp_gguf[0])
 		unlink(tmp_gguf);
@@ -694,6 +761,8 @@ done:
 	muse_model_writer_free(R.dq);
 	muse_reader_free(R.r);
 	muse_reader_free(R.hs);
+	muse_reader_free(R.acts);
+	muse_awq_model_free(R.awq);
 	muse_meta_free(&meta);
 	free(cb.p);
 	free(R.pl);

@@ -27,6 +27,8 @@ typedef struct muse_pack_opts {
 	double damp_percent;
 	const char *calib;       /* calibration text: needs the calibration engine */
 	const char *hessians;    /* safetensors/GGUF file of per-weight H = 2 X^T X / n ([K, K] or [E, K, K] F32), keyed by weight name */
+	const char *activations; /* awq: safetensors/GGUF of calibration inputs per layer (quant/awq.h names them) */
+	uint64_t min_tokens;     /* awq: experts with fewer routed tokens fall back to RTN */
 	const char *dequant_out; /* optional: safetensors file of muse's own dequantization of every quantized weight (F32) */
 	int nthreads;
 	bool quiet;

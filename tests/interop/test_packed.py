@@ -271,9 +271,10 @@ def test_cross_check_awq_gptq_against_compressed_tensors(muse, tiny, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["awq", "gptq", "compressed-tensors"])
 def test_smollm2_layouts(muse, smol, tmp_path, fmt):
-    t, dq, qc = check_layout(muse, smol, tmp_path, fmt, 4, 128, False, check_codes=(fmt != "compressed-tensors"))
+    # g64: 576 and 1536 are multiples (AutoAWQ and compressed-tensors need K % group == 0; 576 % 128 != 0).
+    t, dq, qc = check_layout(muse, smol, tmp_path, fmt, 4, 64, False, check_codes=(fmt != "compressed-tensors"))
     assert len(dq) == 30 * 7
-    rep = json.load(open(tmp_path / f"{fmt}-4-128-asym" / "quant_report.json"))
+    rep = json.load(open(tmp_path / f"{fmt}-4-64-asym" / "quant_report.json"))
     assert rep["fraction_of_linear_params_quantized"] == 1.0
     src = load_file(os.path.join(smol, "model.safetensors"))
     # 4-bit g128 RTN of real weights: small relative error, and no tensor left dense.
@@ -453,6 +454,14 @@ def ref_gguf(tiny, name, tmp):
         for t in GGUFReader(f).tensors:
             _REF[t.name] = np.array(t.data, np.float32).reshape([int(x) for x in reversed(t.shape)])
     return _REF[name]
+
+
+def test_group_size_must_divide_for_awq_and_ct(muse, tiny, tmp_path):
+    for fmt in ("awq", "compressed-tensors"):
+        p = muse("quantize", str(tiny), str(tmp_path / fmt), "--method", "rtn", "--group-size", "48", "--format", fmt,
+                 check=False)
+        assert p.returncode == 1 and "not a multiple of --group-size 48" in p.stderr, p.stderr
+        assert not (tmp_path / fmt / "model.safetensors").exists()
 
 
 def test_awq_without_engine_fails_clearly(muse, tiny, tmp_path):
