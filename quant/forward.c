@@ -20,22 +20,43 @@ void muse_forward_set_threads(int n)
 	if (n <= 0)
 		return;
 	omp_set_num_threads(n);
-	openblas_set_num_threads(n);
 }
 
-/* Y[rows, out] = X[rows, in] * W[out, in]^T (+ bias). Row blocks are independent, so the result is thread-count free. */
+/*
+ * Threads: OpenMP splits the work into blocks of a fixed size and OpenBLAS
+ * runs single-threaded inside each block, so every output element comes
+ * from the same kernel call whatever the thread count (OpenBLAS's own
+ * threading changes its blocking, and with it the last bits, with the
+ * number of threads).
+ */
+#define ROW_BLOCK 128
+
+static void blas_single(void)
+{
+	static int done;
+	if (!done) {
+		openblas_set_num_threads(1);
+		done = 1;
+	}
+}
+
+/* Y[rows, out] = X[rows, in] * W[out, in]^T (+ bias), in blocks of ROW_BLOCK rows. */
 static void linear(const float *x, int64_t rows, int64_t in, const float *w, int64_t out, const float *bias, float *y,
 		   int64_t ldy)
 {
 	if (rows <= 0 || out <= 0)
 		return;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f, x, (int)in, w, (int)in,
-		    0.0f, y, (int)ldy);
-	if (bias) {
-#pragma omp parallel for schedule(static)
-		for (int64_t r = 0; r < rows; r++)
-			for (int64_t o = 0; o < out; o++)
-				y[r * ldy + o] += bias[o];
+	blas_single();
+	int64_t nb = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int64_t b = 0; b < nb; b++) {
+		int64_t r0 = b * ROW_BLOCK, n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x + r0 * in, (int)in,
+			    w, (int)in, 0.0f, y + r0 * ldy, (int)ldy);
+		if (bias)
+			for (int64_t r = r0; r < r0 + n; r++)
+				for (int64_t o = 0; o < out; o++)
+					y[r * ldy + o] += bias[o];
 	}
 }
 
@@ -162,41 +183,43 @@ static void rope_apply(const rope_table *rt, bool neox, float *v, int64_t n_seq,
 
 /*
  * Causal softmax attention for each sequence and head: q [T, H*dk] (row
- * stride ldq), k [T, HK*dk], v [T, HK*dv], out [T, H*dv]. Scores through
- * sgemm, one (sequence, head) at a time so OpenBLAS owns the threads.
+ * stride ldq), k [T, HK*dk], v [T, HK*dv], out [T, H*dv]. (sequence, head)
+ * pairs go to OpenMP threads, each with its own L x L score matrix in S_all.
  */
 static void attend(const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv, float *out,
 		   int64_t ldo, int64_t n_seq, int64_t L, int64_t H, int64_t HK, int64_t dk, int64_t dv, float scale,
-		   float *S)
+		   float *S_all)
 {
 	const int64_t grp = H / HK;
-	for (int64_t s = 0; s < n_seq; s++)
-		for (int64_t h = 0; h < H; h++) {
-			const float *qh = q + s * L * ldq + h * dk;
-			const float *kh = k + s * L * ldk + (h / grp) * dk;
-			const float *vh = v + s * L * ldv + (h / grp) * dv;
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)L, (int)L, (int)dk, scale, qh, (int)ldq, kh,
-				    (int)ldk, 0.0f, S, (int)L);
-#pragma omp parallel for schedule(static)
-			for (int64_t i = 0; i < L; i++) {
-				float *r = S + i * L;
-				float mx = r[0];
-				for (int64_t j = 1; j <= i; j++)
-					mx = r[j] > mx ? r[j] : mx;
-				double sum = 0;
-				for (int64_t j = 0; j <= i; j++) {
-					r[j] = expf(r[j] - mx);
-					sum += r[j];
-				}
-				float inv = (float)(1.0 / sum);
-				for (int64_t j = 0; j <= i; j++)
-					r[j] *= inv;
-				for (int64_t j = i + 1; j < L; j++)
-					r[j] = 0.0f;
+	blas_single();
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int64_t sh = 0; sh < n_seq * H; sh++) {
+		const int64_t s = sh / H, h = sh % H;
+		float *S = S_all + (size_t)omp_get_thread_num() * (size_t)L * (size_t)L;
+		const float *qh = q + s * L * ldq + h * dk;
+		const float *kh = k + s * L * ldk + (h / grp) * dk;
+		const float *vh = v + s * L * ldv + (h / grp) * dv;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)L, (int)L, (int)dk, scale, qh, (int)ldq, kh,
+			    (int)ldk, 0.0f, S, (int)L);
+		for (int64_t i = 0; i < L; i++) {
+			float *r = S + i * L;
+			float mx = r[0];
+			for (int64_t j = 1; j <= i; j++)
+				mx = r[j] > mx ? r[j] : mx;
+			double sum = 0;
+			for (int64_t j = 0; j <= i; j++) {
+				r[j] = expf(r[j] - mx);
+				sum += r[j];
 			}
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)L, (int)dv, (int)L, 1.0f, S, (int)L, vh,
-				    (int)ldv, 0.0f, out + s * L * ldo + h * dv, (int)ldo);
+			float inv = (float)(1.0 / sum);
+			for (int64_t j = 0; j <= i; j++)
+				r[j] *= inv;
+			for (int64_t j = i + 1; j < L; j++)
+				r[j] = 0.0f;
 		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)L, (int)dv, (int)L, 1.0f, S, (int)L, vh,
+			    (int)ldv, 0.0f, out + s * L * ldo + h * dv, (int)ldo);
+	}
 }
 
 /* ---- hooks ---- */
@@ -596,7 +619,7 @@ muse_status muse_forward_layer(const muse_model *m, const muse_layer *l, float *
 	sc.k = falloc(T, (mla ? H : HK) * dk, &ok);
 	sc.v = falloc(T, (mla ? H : HK) * dv, &ok);
 	sc.att = falloc(T, max3(H * dv, E, 1), &ok);
-	sc.S = falloc(seq_len, seq_len, &ok);
+	sc.S = falloc(seq_len * omp_get_max_threads(), seq_len, &ok);
 	sc.tmp = falloc(T, max3(E, hp->q_lora_rank, hp->kv_lora_rank), &ok);
 	sc.g = falloc(T, max3(F, 1, 1), &ok);
 	sc.u = falloc(T, max3(F, kvw, 1), &ok);

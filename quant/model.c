@@ -231,7 +231,11 @@ static muse_status read_hparams(muse_model *m, muse_err *err)
 	hp->expert_norm = key_bool(m, "expert_weights_norm",
 				   hp->arch == MUSE_FA_LLAMA || hp->arch == MUSE_FA_QWEN3MOE);
 	if (hp->arch == MUSE_FA_DEEPSEEK2) {
-		/* MLA: key_length is the per-head q/k width (nope + rope), value_length the v width. */
+		/* MLA: llama.cpp writes the absorbed widths as key/value_length and the per-head q/k (nope + rope)
+		 * and v widths as *_mla; older files have only the latter meaning under the plain keys. */
+		if ((s = get_int(m, "attention.key_length_mla", false, hp->head_dim_k, 1, CAP_DIM, &hp->head_dim_k, err)) ||
+		    (s = get_int(m, "attention.value_length_mla", false, hp->head_dim_v, 1, CAP_DIM, &hp->head_dim_v, err)))
+			return s;
 		if (!hp->kv_lora_rank || hp->n_rot >= hp->head_dim_k)
 			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: deepseek2 needs kv_lora_rank and rope < key_length",
 					    m->r->path);
