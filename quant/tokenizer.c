@@ -725,12 +725,82 @@ static bool find_added(const muse_tokenizer *t, const char *s, size_t from, size
 
 /* ------------------------------------------------------------------ encode */
 
+/*
+ * Per-call cache of word -> ids for the BPE model: natural text repeats its
+ * words, and a lookup is far cheaper than a merge loop (tokenizers keeps a
+ * cache for the same reason). Keys live in stable blocks (the map borrows
+ * them); the cache stops growing at WC_MAX entries.
+ */
+#define WC_MAX_WORD 256
+#define WC_MAX (1u << 18)
+#define WC_BLOCK (1u << 16)
+typedef struct wcache {
+	muse_strmap map;
+	char **blocks;
+	size_t n_blocks, used;
+	uint32_t (*ent)[2]; /* (first index in ids, count) */
+	size_t n_ent, cap_ent;
+	tk_ids ids;
+} wcache;
+
+static void wc_free(wcache *c)
+{
+	muse_strmap_free(&c->map);
+	for (size_t i = 0; i < c->n_blocks; i++)
+		free(c->blocks[i]);
+	free(c->blocks);
+	free(c->ent);
+	free(c->ids.v);
+}
+
+/* Remembers w -> ids[from..from+n); failures only mean the word is not cached. */
+static void wc_put(wcache *c, const char *w, size_t len, const int32_t *ids, size_t n)
+{
+	if (c->n_ent >= WC_MAX || len > WC_MAX_WORD || n > WC_MAX_WORD)
+		return;
+	if (!c->n_blocks || c->used + len > WC_BLOCK) {
+		char **nb = realloc(c->blocks, (c->n_blocks + 1) * sizeof *nb);
+		if (!nb)
+			return;
+		c->blocks = nb;
+		if (!(c->blocks[c->n_blocks] = malloc(WC_BLOCK)))
+			return;
+		c->n_blocks++;
+		c->used = 0;
+	}
+	if (c->n_ent == c->cap_ent) {
+		size_t nc = c->cap_ent ? c->cap_ent * 2 : 1024;
+		uint32_t (*ne)[2] = realloc(c->ent, nc * sizeof *ne);
+		if (!ne)
+			return;
+		c->ent = ne;
+		c->cap_ent = nc;
+	}
+	size_t first = c->ids.n;
+	for (size_t i = 0; i < n; i++)
+		if (muse_tk_ids_push(&c->ids, ids[i], NULL)) {
+			c->ids.n = first;
+			return;
+		}
+	char *key = c->blocks[c->n_blocks - 1] + c->used;
+	memcpy(key, w, len);
+	if (muse_strmap_put(&c->map, key, len, c->n_ent, NULL) != 1) {
+		c->ids.n = first;
+		return;
+	}
+	c->used += len;
+	c->ent[c->n_ent][0] = (uint32_t)first;
+	c->ent[c->n_ent][1] = (uint32_t)n;
+	c->n_ent++;
+}
+
 typedef struct enc {
 	const muse_tokenizer *t;
 	bool parse_special;
 	tk_ids *out;
 	plist a, b, nrm, tmp, scratch;
 	spans sp;
+	wcache wc;
 	bool prev_special; /* SPM: the previous fragment was a token (llama.cpp's is_prev_special) */
 	muse_err *err;
 } enc;
@@ -751,9 +821,20 @@ static muse_status bpe_text(enc *e, const char *s, size_t len, bool first)
 		in = out;
 		out = x;
 	}
-	for (size_t i = 0; i < in->n; i++)
-		if ((st = muse_tk_bpe_word(t, in->buf + in->p[i].off, in->p[i].len, e->out, e->err)))
+	for (size_t i = 0; i < in->n; i++) {
+		const char *w = in->buf + in->p[i].off;
+		size_t wl = in->p[i].len, v;
+		if (wl <= WC_MAX_WORD && muse_strmap_get(&e->wc.map, w, wl, &v)) {
+			for (uint32_t k = 0; k < e->wc.ent[v][1]; k++)
+				if ((st = muse_tk_ids_push(e->out, e->wc.ids.v[e->wc.ent[v][0] + k], e->err)))
+					return st;
+			continue;
+		}
+		size_t before = e->out->n;
+		if ((st = muse_tk_bpe_word(t, w, wl, e->out, e->err)))
 			return st;
+		wc_put(&e->wc, w, wl, e->out->v + before, e->out->n - before);
+	}
 	return MUSE_OK;
 }
 
@@ -804,15 +885,19 @@ muse_status muse_tokenizer_encode(const muse_tokenizer *t, const char *text, siz
 	*ids = NULL;
 	*n_ids = 0;
 	if (!muse_utf8_valid(text, len)) {
+		/* One linear scan for where the first bad sequence starts. */
 		size_t bad = 0;
-		while (bad < len && muse_utf8_valid(text, bad + 1))
-			bad++;
-		/* The first prefix that is not valid ends inside the bad sequence; report where that sequence starts. */
-		while (bad > 0 && ((uint8_t)text[bad] & 0xc0) == 0x80)
-			bad--;
-		return muse_err_set(err, MUSE_ERR_FORMAT, "byte %zu: invalid UTF-8", bad);
+		while (bad < len) {
+			utf8proc_int32_t cp;
+			utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)text + bad, (utf8proc_ssize_t)(len - bad), &cp);
+			if (k <= 0)
+				break;
+			bad += (size_t)k;
+		}
+		return muse_err_set(err, MUSE_ERR_FORMAT, "byte %zu: invalid UTF-8", bad < len ? bad : 0);
 	}
-	enc e = { t, parse_special, NULL, { 0 }, { 0 }, { 0 }, { 0 }, { 0 }, { NULL, 0, 0, err }, true, err };
+	enc e = { .t = t, .parse_special = parse_special, .sp = { .err = err }, .prev_special = true, .err = err };
+	muse_strmap_init(&e.wc.map);
 	tk_ids out = { 0 };
 	e.out = &out;
 	muse_status st = MUSE_OK;
@@ -839,6 +924,7 @@ muse_status muse_tokenizer_encode(const muse_tokenizer *t, const char *text, siz
 	pl_free(&e.tmp);
 	pl_free(&e.scratch);
 	free(e.sp.v);
+	wc_free(&e.wc);
 	if (st) {
 		free(out.v);
 		return st;
