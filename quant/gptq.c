@@ -94,7 +94,7 @@ static muse_status gptq_sweep(col_quantizer *cq, double *W, uint64_t rows, uint6
 				goto done;
 			const double *u = hinv + j * n;
 			double d = u[j];
-#pragma omp parallel for schedule(static) if (rows * (i2 - j) > 65536)
+			/* No threads here: a parallel region per column costs more than the row updates it would split. */
 			for (uint64_t r = 0; r < rows; r++) {
 				double *wr = W + r * n;
 				double diff = wr[j] - deq[r], e = diff / d;
