@@ -7,7 +7,12 @@
 #include "../../formats/gguf2hf.h"
 #include "../../quant/quant.h"
 
-static char out_dir[128];
+static char out_dir[128], parent[64];
+
+static void drop_parent(void)
+{
+	rmdir(parent);
+}
 
 /* Removes the flat output directory a successful run leaves. */
 static void clear(const char *dir)
@@ -28,9 +33,9 @@ static void clear(const char *dir)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!out_dir[0]) {
-		char parent[64];
 		snprintf(parent, sizeof parent, "/tmp/fuzz_gguf2hf.%d", (int)getpid());
 		mkdir(parent, 0700);
+		atexit(drop_parent);
 		snprintf(out_dir, sizeof out_dir, "%s/out", parent);
 	}
 	int fd = memfd_create("fuzz.gguf", MFD_CLOEXEC);
