@@ -176,6 +176,9 @@ muse_status muse_model_card_parse(const char *text, size_t len, const char *path
 	size_t line_no = 1;
 	muse_card_entry *cur = NULL; /* the key whose block list may follow */
 	memset(card, 0, sizeof *card);
+	/* GGUF strings are UTF-8 and C strings end at NUL: refuse both kinds of bytes up front */
+	if (!muse_utf8_valid(text, len) || memchr(text, '\0', len))
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: front matter is not UTF-8 text (or holds a NUL byte)", path);
 	for (size_t p = 0; p < len; line_no++) {
 		const char *l = text + p;
 		const char *nl = memchr(l, '\n', len - p);
@@ -330,10 +333,6 @@ muse_status muse_model_card_load(const char *dir, muse_model_card *card, muse_er
 	}
 	if (!closed)
 		end = len; /* gguf-py reads to the end when the closing marker is missing */
-	if (!muse_utf8_valid(buf + start, end - start)) {
-		free(buf);
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: front matter is not UTF-8", path);
-	}
 	s = muse_model_card_parse(buf + start, end - start, path, card, err);
 	free(buf);
 	return s;
