@@ -19,8 +19,9 @@
 typedef muse_status (*muse_dequant_cb)(muse_dtype t, const void *src, float *dst, int64_t n, muse_err *err);
 
 typedef struct muse_gguf2hf_opts {
-	muse_dtype want;         /* MUSE_DT_F32/F16/BF16; MUSE_DT_INVALID: auto (each float tensor keeps its
-				    type, block-quantized ones become F32) */
+	muse_dtype want;         /* MUSE_DT_F32/F16/BF16; MUSE_DT_INVALID: auto (float tensors keep their type,
+				    block-quantized ones become F32; F32 norms of an F16/BF16 model join its type
+				    when every value converts exactly) */
 	uint64_t shard_bytes;    /* safetensors shard limit; 0: one file */
 	bool quiet;              /* no progress, no summary line */
 	muse_dequant_cb dequant; /* NULL: quantized tensors are refused */
