@@ -135,6 +135,7 @@ typedef struct {
 	const uint32_t *g32; /* the grid, 4 bytes a point, or NULL */
 	int8_t *pos;         /* npoints * dim */
 	float *posf;         /* the same as floats, for the scoring loops */
+	float *levm1;        /* level - 1 as floats (IQ1's -1, 0, 1); NULL for the other lattices */
 	int32_t *map;        /* 1 << (dim * bits) */
 	uint16_t *nbr;
 	size_t nbr_used;     /* after init; tests compare it with nbr_cap */
@@ -156,6 +157,7 @@ static int8_t pos_iq2xxs[256 * 8], pos_iq2xs[512 * 8], pos_iq2s[1024 * 8], pos_i
 static int8_t pos_iq3xxs[256 * 4], pos_iq3s[512 * 4];
 static float posf_iq2xxs[256 * 8], posf_iq2xs[512 * 8], posf_iq2s[1024 * 8], posf_iq1s[2048 * 8];
 static float posf_iq3xxs[256 * 4], posf_iq3s[512 * 4];
+static float levm1_iq1s[2048 * 8];
 static int32_t map_iq2xxs[1 << 16], map_iq2xs[1 << 16], map_iq2s[1 << 16], map_iq1s[1 << 16];
 static int32_t map_iq3xxs[1 << 12], map_iq3s[1 << 12];
 static uint16_t nbr_iq2xxs[CAP_IQ2XXS], nbr_iq2xs[CAP_IQ2XS], nbr_iq2s[CAP_IQ2S], nbr_iq1s[CAP_IQ1S];
@@ -164,17 +166,19 @@ static uint16_t nbr_iq3xxs[CAP_IQ3XXS], nbr_iq3s[CAP_IQ3S];
 enum { LAT_IQ2XXS, LAT_IQ2XS, LAT_IQ2S, LAT_IQ1S, LAT_IQ3XXS, LAT_IQ3S, LAT_COUNT };
 
 /* nwant as ggml's iq2xs_init_impl / iq3xs_init_impl choose it; IQ1_S and IQ1_M share one lattice. */
+#define LATTICE(nm, dim_, bits_, nlev, np, nw, cap, g64_, g32_, lev)                                           \
+	{ .name = #nm, .dim = dim_, .bits = bits_, .nlevels = nlev, .npoints = np, .nwant = nw, .nbr_cap = cap,  \
+	  .g64 = g64_, .g32 = g32_, .pos = pos_##nm, .posf = posf_##nm, .levm1 = lev, .map = map_##nm,            \
+	  .nbr = nbr_##nm }
 static lattice lattices[LAT_COUNT] = {
-	[LAT_IQ2XXS] = { "iq2xxs", 8, 2, 3, 256, 2, CAP_IQ2XXS, muse_iq2xxs_grid, NULL, pos_iq2xxs, posf_iq2xxs, map_iq2xxs,
-			 nbr_iq2xxs, 0 },
-	[LAT_IQ2XS] = { "iq2xs", 8, 2, 3, 512, 2, CAP_IQ2XS, muse_iq2xs_grid, NULL, pos_iq2xs, posf_iq2xs, map_iq2xs, nbr_iq2xs,
-			0 },
-	[LAT_IQ2S] = { "iq2s", 8, 2, 3, 1024, 1, CAP_IQ2S, muse_iq2s_grid, NULL, pos_iq2s, posf_iq2s, map_iq2s, nbr_iq2s, 0 },
-	[LAT_IQ1S] = { "iq1s", 8, 2, 3, 2048, 3, CAP_IQ1S, muse_iq1s_grid, NULL, pos_iq1s, posf_iq1s, map_iq1s, nbr_iq1s, 0 },
-	[LAT_IQ3XXS] = { "iq3xxs", 4, 3, 8, 256, 2, CAP_IQ3XXS, NULL, muse_iq3xxs_grid, pos_iq3xxs, posf_iq3xxs, map_iq3xxs,
-			 nbr_iq3xxs, 0 },
-	[LAT_IQ3S] = { "iq3s", 4, 3, 8, 512, 3, CAP_IQ3S, NULL, muse_iq3s_grid, pos_iq3s, posf_iq3s, map_iq3s, nbr_iq3s, 0 },
+	[LAT_IQ2XXS] = LATTICE(iq2xxs, 8, 2, 3, 256, 2, CAP_IQ2XXS, muse_iq2xxs_grid, NULL, NULL),
+	[LAT_IQ2XS] = LATTICE(iq2xs, 8, 2, 3, 512, 2, CAP_IQ2XS, muse_iq2xs_grid, NULL, NULL),
+	[LAT_IQ2S] = LATTICE(iq2s, 8, 2, 3, 1024, 1, CAP_IQ2S, muse_iq2s_grid, NULL, NULL),
+	[LAT_IQ1S] = LATTICE(iq1s, 8, 2, 3, 2048, 3, CAP_IQ1S, muse_iq1s_grid, NULL, levm1_iq1s),
+	[LAT_IQ3XXS] = LATTICE(iq3xxs, 4, 3, 8, 256, 2, CAP_IQ3XXS, NULL, muse_iq3xxs_grid, NULL),
+	[LAT_IQ3S] = LATTICE(iq3s, 4, 3, 8, 512, 3, CAP_IQ3S, NULL, muse_iq3s_grid, NULL),
 };
+#undef LATTICE
 
 static inline int grid_byte(const lattice *g, int k, int i)
 {
@@ -206,6 +210,8 @@ static void lattice_build(lattice *g)
 			int l = rank[grid_byte(g, k, i) + 128];
 			g->pos[k * g->dim + i] = (int8_t)(2 * l + 1);
 			g->posf[k * g->dim + i] = (float)(2 * l + 1);
+			if (g->levm1)
+				g->levm1[k * g->dim + i] = (float)(l - 1);
 			u |= l << g->bits * i;
 		}
 		g->map[u] = k;
@@ -988,9 +994,12 @@ static void merge_sort_pairs(vpair *b, vpair *tmp, int n)
 			n2--;
 		}
 	}
-	if (n1 > 0)
-		memcpy(t, b1, (size_t)n1 * sizeof *t);
-	memcpy(b, tmp, (size_t)(n - n2) * sizeof *t);
+	while (n1 > 0) {
+		*t++ = *b1++;
+		n1--;
+	}
+	for (int i = 0; i < n - n2; i++) /* the right run's tail is already in place */
+		b[i] = tmp[i];
 }
 
 static void sort_block(const float *xb, int n, vpair *pairs)
@@ -1008,22 +1017,30 @@ static void sort_block(const float *xb, int n, vpair *pairs)
  * scale with levels read through xg (the block's three shifted values); first
  * wins ties. When no score is below FLT_MAX ggml scans the whole grid with a
  * wrong index (xval[i], i a grid index: a read past the block) and then
- * asserts; muse takes the first neighbour instead.
+ * asserts; muse takes the first neighbour instead. xg[l] is (l - 1) + delta,
+ * both exact in float, so the lanes compute it from the level table rather
+ * than look it up, and score four lanes at a time as best_neighbour_dim does.
  */
 static int iq1_best_neighbour(const lattice *g, const uint16_t *nb, const float *xval, const float *weight,
-			      float scale, const float *xg, int8_t *L)
+			      float scale, float delta, int8_t *L)
 {
 	int n = nb[0], best = -1;
 	float best_score = FLT_MAX;
+	const v4f s = { scale, scale, scale, scale }, dv = { delta, delta, delta, delta };
+	const v4f x0 = load4(xval), x1 = load4(xval + 4), w0 = load4(weight), w1 = load4(weight + 4);
 	for (int j = 1; j <= n; ++j) {
-		const int8_t *pg = g->pos + nb[j] * 8;
+		const float *lv = g->levm1 + nb[j] * 8;
+		v4f d0 = s * (load4(lv) + dv) - x0, d1 = s * (load4(lv + 4) + dv) - x1;
+		v4f t0 = w0 * d0 * d0, t1 = w1 * d1 * d1;
 		float d2 = 0;
-		for (int i = 0; i < 8; ++i) {
-			float q = xg[(pg[i] - 1) / 2];
-			float w = weight[i];
-			float diff = scale * q - xval[i];
-			d2 += w * diff * diff;
-		}
+		d2 += t0[0];
+		d2 += t0[1];
+		d2 += t0[2];
+		d2 += t0[3];
+		d2 += t1[0];
+		d2 += t1[1];
+		d2 += t1[2];
+		d2 += t1[3];
 		if (d2 < best_score) {
 			best_score = d2;
 			best = nb[j];
@@ -1045,7 +1062,7 @@ static bool iq1_grid_indices(const lattice *g, int ngroup, const float *xb, cons
 		int gi = g->map[u];
 		if (gi < 0) {
 			all_on_grid = false;
-			gi = iq1_best_neighbour(g, neighbours_of(g, u), xb + 8 * k, weight + 8 * k, scale, xx[k],
+			gi = iq1_best_neighbour(g, neighbours_of(g, u), xb + 8 * k, weight + 8 * k, scale, xx[k][1],
 						L + 8 * k);
 		}
 		index[k] = (uint16_t)gi;
@@ -1190,7 +1207,7 @@ static void iq1_m_block(const lattice *g, const float *xbl, const float *qwbl, b
 	const float *x_p = IQ1_XP, *x_m = IQ1_XM; /* IQ1M_DELTA == IQ1S_DELTA, checked below */
 	float max_scale = 0;
 	float sigma2 = 2 * sum_x2(xbl) / MUSE_QK_K;
-	_Static_assert(MUSE_IQ1M_DELTA == MUSE_IQ1S_DELTA, "IQ1_M shares IQ1_S's shifted levels");
+	/* Both deltas are 0.125f in quant/iq_grids.h (a _Static_assert on floats does not compile under clang). */
 
 	memset(y, 0, sizeof *y);
 	for (int ib = 0; ib < MUSE_QK_K / BS; ++ib) {
@@ -1233,6 +1250,7 @@ static void iq1_m_block(const lattice *g, const float *xbl, const float *qwbl, b
 		for (int i1 = 0; i1 <= BS; ++i1) {
 			for (int i2 = i1; i2 <= BS; ++i2) {
 				float qx_p[2], qx_m[2], q2_p[2], q2_m[2], sumqx[4], sumq2[4];
+#pragma GCC unroll 2
 				for (int h = 0; h < 2; ++h) {
 					const float sx = px[h][i1] + px[h][i2];
 					qx_p[h] = txs[h] * p2 - sx;
@@ -1248,6 +1266,7 @@ static void iq1_m_block(const lattice *g, const float *xbl, const float *qwbl, b
 				sumq2[1] = q2_p[0] + q2_m[1];
 				sumq2[2] = q2_m[0] + q2_p[1];
 				sumq2[3] = q2_m[0] + q2_m[1];
+#pragma GCC unroll 4
 				for (int k = 0; k < 4; ++k) {
 					if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
 						scale = sumqx[k] / sumq2[k];
