@@ -406,7 +406,7 @@ static int run_quantize(const qopts *o)
 		mo.n_rules = o->rules.n;
 	}
 	if (!o->dry_run && same_file(o->in, o->out)) {
-		muse_err_set(&err, MUSE_ERR_USAGE, "%s: input and output are the same file", o->out);
+		muse_err_set(&err, MUSE_ERR_IO, "%s: input and output are the same file", o->out);
 		goto fail;
 	}
 

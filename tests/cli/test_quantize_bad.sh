@@ -24,6 +24,12 @@ for l in range(2):
     w.add_tensor(f"blk.{l}.attn_norm.weight", np.ones(96, np.float32))
 w.add_tensor("output_norm.weight", np.ones(96, np.float32))
 w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+# one 256-wide layer: the 256-block types apply without fallback
+w = gguf.GGUFWriter(f"{d}/m256.gguf", "llama")
+w.add_block_count(1); w.add_head_count(4); w.add_head_count_kv(4); w.add_embedding_length(256)
+for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+    w.add_tensor(f"blk.0.{n}.weight", rng.standard_normal((256, 256)).astype(np.float32))
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
 def imatrix(path, entries):
     w = gguf.GGUFWriter(path, arch=None)
@@ -44,7 +50,10 @@ PYEOF
 
 M="$TMP/m.gguf"
 O="$TMP/out.gguf"
-no_output() { if [ -e "$O" ] || ls "$TMP"/out.gguf.* >/dev/null 2>&1; then fail "$1-no-output" "output left behind"; else pass "$1-no-output"; fi; }
+no_output() {
+	if [ -e "$O" ] || ls "$TMP"/out.gguf.* >/dev/null 2>&1; then fail "$1-no-output" "output left behind"; else pass "$1-no-output"; fi
+	rm -f "$O" "$TMP"/out.gguf.*
+}
 
 expect_fail_line unknown-type "unknown --type 'Q9_X'" quantize "$M" "$O" --type Q9_X
 no_output unknown-type
@@ -62,9 +71,9 @@ no_output imatrix-nan
 expect_fail_line imatrix-is-a-model "not an importance matrix" quantize "$M" "$O" --type Q8_0 --imatrix "$M"
 no_output imatrix-is-a-model
 expect_fail_line iq2-without-imatrix "tensor 'blk\.0\.[a-z_]+\.weight': IQ2_XXS [A-Z0-9_]+ needs an importance matrix" \
-	quantize "$M" "$O" --type IQ2_XXS
+	quantize "$TMP/m256.gguf" "$O" --type IQ2_XXS
 no_output iq2-without-imatrix
-expect_fail_line q2ks-without-imatrix "Q2_K_S Q2_K needs an importance matrix" quantize "$M" "$O" --type Q2_K_S
+expect_fail_line q2ks-without-imatrix "Q2_K_S Q2_K needs an importance matrix" quantize "$TMP/m256.gguf" "$O" --type Q2_K_S
 no_output q2ks-without-imatrix
 expect_fail_line pure-partial-blocks "tensor '[a-z_.0-9]+': rows of (96|64) elements are not whole 256-element Q4_K blocks" \
 	quantize "$M" "$O" --type Q4_K_M --pure
