@@ -198,7 +198,11 @@ def make_arch(out, arch, dtype="f32", tie=False, pre=None, rope="default", fp8=F
     tok = make_tokenizer(400, pre)
     rp = {"rope_type": "default", "rope_theta": 10000.0}
     if rope == "yarn":
+        # YaRN over an original context of 64: positions past 64 exercise it. DeepSeek-V3's config adds mscale,
+        # mscale_all_dim and the beta ramp (convert_hf_to_gguf.py writes 0.1 * mscale_all_dim as yarn_log_multiplier).
         rp = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64}
+        if arch == "deepseek_v3":
+            rp.update(mscale=1.0, mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0)
     elif rope != "default":
         raise ValueError(rope)
     cfg = _config(arch, len(tok), tok, tie, rp)
