@@ -930,6 +930,8 @@ static muse_status write_out(conv *c, size_t idx, const outt *o, muse_model_writ
 		release_around(r, o->segs[e].src);
 		free(own);
 		own = NULL;
+		if (s == MUSE_ERR_LIMIT) /* an F16 overflow names the tensor; say which file holds it */
+			muse_err_prefix(err, "%s", r->files[t->file].path);
 		if (s)
 			goto done;
 	}

@@ -4,7 +4,8 @@ Bases are tiny checkpoints from scripts/make_tiny_models.py (a DeepSeek-V3 with 
 split into two shards with an index), generated in a temp dir, never committed. Each case damages a copy: a
 missing shard, an index naming a tensor no shard has, config.json disagreeing with the tensors (vocab, experts,
 MLA head sizes, layer count, FP8 block size), truncated tensor data, an FP8 weight without its scale, a scale
-without its weight or of the wrong grid, experts of different shapes. Each must exit 1 with exactly one
+without its weight or of the wrong grid, experts of different shapes, FP8 scales that overflow F16 in a stacked
+expert and in the transposed MLA attn_k_b (--outtype f16). Each must exit 1 with exactly one
 "muse: error: ..." line naming the file (and the tensor where one is at fault), no sanitizer report, and no output
 file (OUT is inside the case directory, which must be unchanged). The undamaged bases must convert (exit 0).
 Prints one PASS/FAIL/SKIP line per case.
@@ -135,14 +136,24 @@ CASES = [
     ("missing_expert", "fp8", lambda d: (drop(L1 + "mlp.experts.3.gate_proj.weight")(d),
                                          drop(L1 + "mlp.experts.3.gate_proj.weight_scale_inv")(d)),
      "model", r"'model\.layers\.1\.mlp\.experts\.3\.gate_proj\.weight' is missing", False),
+    ("f16_overflow_expert", "fp8", set_tensor(L1 + "mlp.experts.2.up_proj.weight_scale_inv",
+                                              lambda sd: sd[L1 + "mlp.experts.2.up_proj.weight_scale_inv"] * 1e7),
+     "model.safetensors", r"experts\.2\.up_proj\.weight': element \d+ overflows F16", False),
+    ("f16_overflow_kv_b", "fp8", set_tensor(L0 + "self_attn.kv_b_proj.weight_scale_inv",
+                                            lambda sd: sd[L0 + "self_attn.kv_b_proj.weight_scale_inv"] * 1e7),
+     "model.safetensors", r"kv_b_proj\.weight': element \d+ overflows F16", False),
     ("missing_kv_b", "fp8", lambda d: (drop(L0 + "self_attn.kv_b_proj.weight")(d),
                                        drop(L0 + "self_attn.kv_b_proj.weight_scale_inv")(d)),
      "model", r"kv_b_proj\.weight' is missing", False),
 ]
 
 
-def run(d, out):
-    return subprocess.run([MUSE, "convert", d, out, "-q"], capture_output=True, timeout=300)
+# Cases converted with an explicit type (the damage only shows in F16).
+ARGS = {"f16_overflow_expert": ["--outtype", "f16"], "f16_overflow_kv_b": ["--outtype", "f16"]}
+
+
+def run(d, out, extra=()):
+    return subprocess.run([MUSE, "convert", d, out, "-q", *extra], capture_output=True, timeout=300)
 
 
 def main():
@@ -172,7 +183,7 @@ def main():
             m = os.path.join(d, "model")
             damage(m)
             before = listing(d)
-            p = run(m, os.path.join(d, "out.gguf"))
+            p = run(m, os.path.join(d, "out.gguf"), ARGS.get(name, ()))
             why = verdict(p, "reject", os.path.join(m, fname), before, d, pattern=pattern, need_offset=need_offset)
             print(f"PASS: hostile/hf2gguf/{name}" if why is None else f"FAIL: hostile/hf2gguf/{name}: {why}")
             failed += why is not None
