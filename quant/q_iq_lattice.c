@@ -1,4 +1,4 @@
-/* q_iq_lattice.c: the lattice types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, quantized and decoded bit for bit as ggml does. */
+/* q_iq_lattice.c: the lattice types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, bit for bit as ggml. */
 /*
  * Every group of 8 (IQ1, IQ2) or 4 (IQ3) magnitudes is one point of a fixed
  * lattice (quant/iq_grids.h) times a block scale. Quantizing searches block

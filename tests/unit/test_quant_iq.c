@@ -639,8 +639,8 @@ int main(int argc, char **argv)
 	if (argc >= 4 && strcmp(argv[1], "bench") == 0)
 		return mode_bench(argc, argv);
 	if (argc != 1) {
-		fprintf(stderr, "usage: test_quant_iq [quant|quantref TYPE N_PER_ROW IN OUT [IMATRIX] | dequant TYPE IN OUT | batch JOBS"
-				" | bench ROWS N_PER_ROW [TYPE...] | golden X_OUT IMP_OUT]\n");
+		fprintf(stderr, "usage: test_quant_iq [quant|quantref TYPE N_PER_ROW IN OUT [IMATRIX] | dequant TYPE IN OUT"
+				" | batch JOBS | bench ROWS N_PER_ROW [TYPE...] | golden X_OUT IMP_OUT]\n");
 		return 2;
 	}
 	RUN(test_concurrent_first_use);
