@@ -235,7 +235,10 @@ muse_status muse_calib_cut(const int32_t *ids, size_t n_ids, int64_t *n_samples,
 		return muse_err_set(err, MUSE_ERR_USAGE, "sample count %lld is negative", (long long)*n_samples);
 	if (*n_samples == 0)
 		*n_samples = (int64_t)windows;
-	if (!windows || (uint64_t)*n_samples > windows)
+	if (!windows)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "the data has %zu tokens, not one whole sample of %lld", n_ids,
+				    (long long)seq_len);
+	if ((uint64_t)*n_samples > windows)
 		return muse_err_set(err, MUSE_ERR_USAGE,
 				    "the data has %zu tokens: %zu samples of %lld tokens, fewer than the %lld asked for",
 				    n_ids, windows, (long long)seq_len, (long long)*n_samples);
