@@ -12,14 +12,15 @@ int cmd_quantize_method(int argc, const char **argv);
 
 static const char *const method_usage[] = {
 	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym] [--act-order] [--static-groups]",
-	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE] [--hessians FILE] [--damp-percent X]",
+	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE [--samples N] [--seq-len N] [--seed N] [--min-tokens N]] [--hessians FILE] [--damp-percent X]",
 	NULL,
 };
 
 int cmd_quantize_method(int argc, const char **argv)
 {
 	const char *method = NULL, *format = NULL, *calib = NULL, *hessians = NULL, *damp = NULL, *dequant = NULL, *acts = NULL;
-	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 0, min_tokens = 16;
+	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 512, min_tokens = 16, seed = 0;
+	const char *calib_kind = NULL;
 	bool sym = false, act_order = false, static_groups = false, quiet = false;
 	muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "method", &method, "METHOD", "rtn, gptq or awq" },
@@ -31,10 +32,12 @@ int cmd_quantize_method(int argc, const char **argv)
 		{ MUSE_OPT_STRING, 0, "format", &format, "FORMAT", "awq, gptq, compressed-tensors or gguf:TYPE (e.g. gguf:Q4_K)" },
 		{ MUSE_OPT_STRING, 0, "calib", &calib, "FILE", "calibration text (gptq, awq)" },
 		{ MUSE_OPT_INT, 0, "samples", &samples, "N", "calibration samples" },
-		{ MUSE_OPT_INT, 0, "seq-len", &seq_len, "N", "tokens per calibration sample" },
+		{ MUSE_OPT_INT, 0, "seq-len", &seq_len, "N", "tokens per calibration sample (default 512)" },
+		{ MUSE_OPT_INT, 0, "seed", &seed, "N", "0: the first windows in order; else a seeded draw of --samples windows" },
+		{ MUSE_OPT_STRING, 0, "kind", &calib_kind, "KIND", "how to read --calib: text or jsonl (default: by extension)" },
 		{ MUSE_OPT_STRING, 0, "hessians", &hessians, "FILE", "gptq: precomputed H = 2 X^T X / n per weight (safetensors/GGUF, F32)" },
 		{ MUSE_OPT_STRING, 0, "activations", &acts, "FILE", "awq: precomputed calibration inputs per layer (F32 [tokens, in])" },
-		{ MUSE_OPT_INT, 0, "min-tokens", &min_tokens, "N", "awq: experts routed fewer tokens fall back to rtn (default 16)" },
+		{ MUSE_OPT_INT, 0, "min-tokens", &min_tokens, "N", "gptq/awq: experts routed fewer tokens fall back to rtn (default 16)" },
 		{ MUSE_OPT_STRING, 0, "damp-percent", &damp, "X", "gptq dampening as a fraction of mean(diag H) (default 0.01)" },
 		{ MUSE_OPT_STRING, 0, "dequant-out", &dequant, "FILE", "also write muse's own dequantization of every quantized weight (F32 safetensors)" },
 		{ MUSE_OPT_INT, 0, "threads", &threads, "N", "worker threads (default: all)" },
@@ -128,6 +131,18 @@ int cmd_quantize_method(int argc, const char **argv)
 		fprintf(stderr, "muse: error: quantize: --method %s needs --calib FILE\n", method);
 		return MUSE_EXIT_USAGE;
 	}
+	if (samples < 0 || seed < 0 || seq_len < 2 || seq_len > (1 << 20)) {
+		fprintf(stderr, "muse: error: quantize: --seq-len must be 2..1048576, --samples and --seed non-negative\n");
+		return MUSE_EXIT_USAGE;
+	}
+	if (calib && (hessians || acts)) {
+		fprintf(stderr, "muse: error: quantize: --calib and precomputed --hessians/--activations exclude each other\n");
+		return MUSE_EXIT_USAGE;
+	}
+	o.calib_kind = calib_kind;
+	o.samples = samples;
+	o.seq_len = seq_len;
+	o.seed = (uint64_t)seed;
 	muse_err err = { 0 };
 	if (muse_pack_model(&o, &err))
 		return muse_cli_fail(&err);

@@ -16,7 +16,9 @@
 #include "../lib/mapfile.h"
 #include "../lib/outfile.h"
 #include "../lib/progress.h"
+#include "../formats/hf_config.h"
 #include "awq.h"
+#include "seqquant.h"
 #include "pack_model.h"
 #include "quant.h"
 
@@ -157,6 +159,10 @@ typedef struct run {
 	const muse_pack_opts *o;
 	muse_reader *r, *hs, *acts;
 	muse_awq_model *awq;
+	muse_seq *seq;           /* --calib: statistics from the layer walk */
+	char (*gname)[96];       /* --calib: each tensor's GGUF name and expert (-1: dense or stacked) */
+	int64_t *gexp;
+	char acts_tmp[4096];     /* --calib awq: the inputs written for muse_awq_model_run (removed at the end) */
 	uint64_t n_fallback;
 	muse_model_writer *w, *dq;
 	size_t dq_idx;
@@ -194,7 +200,27 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 	muse_status s;
 	if ((s = read_f32(R->r, i, &w, err)))
 		return s;
-	if (o->method == MUSE_METHOD_GPTQ && (s = load_hessian(R->hs, t->name, p->E, p->K, &H, err)))
+	uint64_t tokens = 0, n_fb = 0;
+	bool *fb = NULL; /* --calib: experts below --min-tokens, quantized by their fallback (RTN) */
+	if (o->method == MUSE_METHOD_GPTQ && R->seq) {
+		if (!(H = malloc((size_t)(p->E * p->K * p->K) * sizeof(float))) || !(fb = calloc((size_t)p->E, 1))) {
+			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", R->r->path, t->name);
+			goto done;
+		}
+		for (uint64_t e = 0; e < p->E; e++) {
+			float *He = NULL;
+			uint64_t tk = 0;
+			int64_t ex = p->E > 1 ? (int64_t)e : R->gexp[i];
+			if ((s = muse_seq_hessian(R->seq, R->gname[i], ex, p->K, &He, &tk, err)))
+				goto named;
+			tokens += tk;
+			if (He)
+				memcpy(H + e * p->K * p->K, He, (size_t)(p->K * p->K) * sizeof(float));
+			else
+				fb[e] = true, n_fb++;
+			free(He);
+		}
+	} else if (o->method == MUSE_METHOD_GPTQ && (s = load_hessian(R->hs, t->name, p->E, p->K, &H, err)))
 		goto done;
 	if (o->gguf) {
 		uint64_t nb;
@@ -206,7 +232,7 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		size_t per = (size_t)nb / p->E;
 		for (uint64_t e = 0; e < p->E; e++) {
 			const float *we = w + e * p->N * p->K;
-			if (o->method == MUSE_METHOD_GPTQ) {
+			if (o->method == MUSE_METHOD_GPTQ && !(fb && fb[e])) {
 				s = muse_gptq_quantize_gguf(o->gguf_type, &R->go, we, p->N, p->K, H + e * p->K * p->K,
 							    dst + e * per, &st, err);
 				loss += st.loss;
@@ -227,7 +253,7 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		const muse_qlinear *qq = &q;
 		if (R->awq)
 			qq = muse_awq_model_linear(R->awq, i);
-		else if (o->method == MUSE_METHOD_GPTQ)
+		else if (o->method == MUSE_METHOD_GPTQ && !(fb && fb[0]))
 			s = muse_gptq_quantize(&R->wq, &R->go, w, p->N, p->K, H, &q, &st, err), loss = st.loss;
 		else
 			s = muse_rtn_quantize(&R->wq, w, p->N, p->K, &q, err);
@@ -253,6 +279,15 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		json_object_set_new(e, "gptq_loss", json_real(loss));
 		json_object_set_new(e, "damp_percent", json_real(st.damp_used));
 		json_object_set_new(e, "dead_columns", json_integer((json_int_t)st.dead_cols));
+		if (R->seq) {
+			/* tokens: rows the statistics came from (an expert's: its routed rows). */
+			json_object_set_new(e, "tokens", json_integer((json_int_t)tokens));
+			if (n_fb) {
+				json_object_set_new(e, "method", json_string(n_fb == p->E ? "rtn-fallback" : "gptq+rtn-fallback"));
+				json_object_set_new(e, "fallback_experts", json_integer((json_int_t)n_fb));
+				R->n_fallback++;
+			}
+		}
 	}
 	if (e && R->awq) {
 		uint64_t tok;
@@ -273,6 +308,7 @@ named:
 done:
 	free(w);
 	free(H);
+	free(fb);
 	free(dst);
 	muse_qlinear_free(&q);
 	muse_packed_set_free(&set);
@@ -450,11 +486,203 @@ static muse_status write_report(run *R, const char *path, muse_err *err)
 							    : R->o->method == MUSE_METHOD_AWQ
 							    ? "gate/up of every expert use the whole MoE input (all-experts statistics); "
 							      "each down projection its routed tokens (see tensors[].tokens)"
+							    : R->seq ? "each expert's Hessian comes from its routed tokens (tensors[].tokens); "
+								       "experts below min_tokens use rtn (method rtn-fallback)"
 							    : "statistics given per weight (--hessians): no routing counts"));
 	json_object_set_new(rep, "experts", ex);
 	char *d = json_dumps(rep, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	muse_status s = d ? muse_out_write_file(path, d, strlen(d), err) : muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	free(d);
+	return s;
+}
+
+/* The layer prefix "model.layers.N." of an HF tensor name (empty when it has none). */
+static void layer_prefix(const char *nm, char *P, size_t cap)
+{
+	const char *q = strstr(nm, "layers.");
+	P[0] = 0;
+	if (!q)
+		return;
+	q += 7;
+	while (*q >= '0' && *q <= '9')
+		q++;
+	if (*q == '.')
+		snprintf(P, cap, "%.*s", (int)(q + 1 - nm), nm);
+}
+
+/* The GGUF stem of "blk.N.STEM.weight". */
+static const char *gguf_stem(const char *g, char *buf, size_t cap)
+{
+	const char *a = strchr(g, '.');
+	a = a ? strchr(a + 1, '.') : NULL;
+	buf[0] = 0;
+	if (a && ends_with(a + 1, ".weight"))
+		snprintf(buf, cap, "%.*s", (int)(strlen(a + 1) - 7), a + 1);
+	return buf;
+}
+
+/*
+ * --calib awq: the layer walk's inputs written as the activations file
+ * muse_awq_model_run reads (names from quant/awq.h), in a temporary
+ * safetensors file beside the output.
+ */
+static muse_status write_awq_inputs(run *R, muse_err *err)
+{
+	typedef struct { char name[MUSE_MAX_NAME + 64]; char g[96]; int64_t ex; uint64_t n, in; } item;
+	size_t nt = R->r->n_tensors, ni = 0;
+	item *it = calloc(nt * 2 + 1, sizeof *it);
+	muse_model_writer *w = NULL;
+	muse_status s = MUSE_OK;
+	float *x = NULL;
+	if (!it)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < nt; i++) {
+		if (!R->pl[i].linear)
+			continue;
+		const char *nm = R->r->tensors[i].name;
+		char P[MUSE_MAX_NAME], stem[64];
+		layer_prefix(nm, P, sizeof P);
+		gguf_stem(R->gname[i], stem, sizeof stem);
+		const muse_tensor *t = &R->r->tensors[i];
+		item a = { .ex = -1, .in = t->shape[t->ndim - 1] };
+		snprintf(a.g, sizeof a.g, "%s", R->gname[i]);
+		if (!strcmp(stem, "attn_q"))
+			snprintf(a.name, sizeof a.name, "%sinput_layernorm.output", P);
+		else if (!strcmp(stem, "ffn_gate"))
+			snprintf(a.name, sizeof a.name, "%spost_attention_layernorm.output", P);
+		else if (!strcmp(stem, "ffn_gate_exps") && R->gexp[i] == 0) {
+			/* The MoE block's input is the router's. */
+			snprintf(a.name, sizeof a.name, "%spost_attention_layernorm.output", P);
+			snprintf(a.g, sizeof a.g, "%.*sffn_gate_inp.weight", (int)(strlen(R->gname[i]) - strlen(stem) - 7),
+				 R->gname[i]);
+		} else if (!strcmp(stem, "attn_output") || !strcmp(stem, "ffn_down") || !strcmp(stem, "ffn_down_shexp") ||
+			   !strcmp(stem, "ffn_down_exps")) {
+			snprintf(a.name, sizeof a.name, "%.*s.input", (int)(strlen(nm) - 7), nm);
+			a.ex = R->gexp[i];
+		} else
+			continue;
+		bool dup = false;
+		for (size_t k = 0; k < ni; k++)
+			dup |= !strcmp(it[k].name, a.name);
+		if (!dup)
+			it[ni++] = a;
+	}
+	snprintf(R->acts_tmp, sizeof R->acts_tmp, "%s.muse-awq-inputs-%d.safetensors", R->o->out, (int)getpid());
+	if ((s = muse_model_writer_create(&w, MUSE_OUT_SAFETENSORS, R->acts_tmp, 0, err)))
+		goto done;
+	for (size_t k = 0; k < ni; k++) {
+		uint64_t in = 0;
+		if ((s = muse_seq_inputs(R->seq, it[k].g, it[k].ex, &x, &it[k].n, &in, err)))
+			goto done;
+		free(x);
+		x = NULL;
+		if (it[k].n && in != it[k].in) {
+			s = muse_err_set(err, MUSE_ERR_CHECK, "calibration walk: inputs of '%s' are %llu wide, expected %llu",
+					 it[k].name, (unsigned long long)in, (unsigned long long)it[k].in);
+			goto done;
+		}
+		/* A weight the walk never fed (an expert no token reached) gets one zero row: below any useful --min-tokens. */
+		uint64_t shape[2] = { it[k].n ? it[k].n : 1, it[k].in };
+		if ((s = muse_model_writer_add_tensor(w, it[k].name, MUSE_DT_F32, 2, shape, err)))
+			goto done;
+	}
+	if ((s = muse_model_writer_begin(w, err)))
+		goto done;
+	for (size_t k = 0; k < ni; k++) {
+		uint64_t n, in;
+		if ((s = muse_seq_inputs(R->seq, it[k].g, it[k].ex, &x, &n, &in, err)))
+			goto done;
+		if (!n) {
+			free(x);
+			if (!(x = calloc((size_t)it[k].in, sizeof(float)))) {
+				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+				goto done;
+			}
+			n = 1;
+		}
+		if ((s = muse_model_writer_write(w, k, x, (size_t)(n * it[k].in) * sizeof(float), err)))
+			goto done;
+		free(x);
+		x = NULL;
+	}
+	if ((s = muse_model_writer_finish(w, err)))
+		goto done;
+	s = muse_reader_open(R->acts_tmp, &R->acts, err);
+done:
+	free(x);
+	free(it);
+	muse_model_writer_free(w);
+	return s;
+}
+
+/* --calib: each linear's GGUF name (and expert) as the forward engine calls it, then the layer walk. */
+static muse_status calib_walk(run *R, muse_err *err)
+{
+	const muse_pack_opts *o = R->o;
+	muse_status s = MUSE_OK;
+	size_t nt = R->r->n_tensors ? R->r->n_tensors : 1;
+	if (!(R->gname = calloc(nt, sizeof *R->gname)) || !(R->gexp = calloc(nt, sizeof *R->gexp)))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	muse_hf_config cfg;
+	bool have_cfg = false;
+	char tmp[4096] = "";
+	muse_meta tmpm;
+	muse_meta_init(&tmpm);
+	if (!R->gguf_in) {
+		if ((s = muse_hf_config_load(o->in, &cfg, &tmpm, err)))
+			goto done;
+		have_cfg = true;
+	}
+	for (size_t i = 0; i < R->r->n_tensors; i++) {
+		const char *nm = R->r->tensors[i].name;
+		R->gexp[i] = -1;
+		if (!R->pl[i].linear)
+			continue;
+		if (R->gguf_in) {
+			snprintf(R->gname[i], sizeof R->gname[i], "%s", nm);
+			continue;
+		}
+		size_t next = 0;
+		const muse_arch_tensor *rule;
+		int64_t blk;
+		if (muse_arch_map_next(cfg.arch, nm, cfg.n_layer, &next, R->gname[i], sizeof R->gname[i], &rule, &blk,
+				       &R->gexp[i])) {
+			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': no GGUF name for the calibration walk",
+					 o->in, nm);
+			goto done;
+		}
+	}
+	muse_seq_opts so = { .calib = o->calib, .kind = o->calib_kind, .n_samples = o->samples,
+			     .seq_len = o->seq_len > 0 ? o->seq_len : 512, .seed = o->seed, .min_tokens = o->min_tokens,
+			     .gptq = o->method == MUSE_METHOD_GPTQ, .awq = o->method == MUSE_METHOD_AWQ, .wq = &R->wq,
+			     .go = &R->go, .gguf = o->gguf, .gguf_type = o->gguf_type, .quiet = o->quiet };
+	/*
+	 * The forward engine reads the model as GGUF (stacked experts, tokenizer.* keys): an HF directory
+	 * goes through the converter into a temporary F32/F16 file first; names then match R->gname.
+	 */
+	const char *src_path = R->gguf_in ? R->r->path : o->in;
+	if (!R->gguf_in) {
+		snprintf(tmp, sizeof tmp, "%s.muse-calib-%d.gguf", o->out, (int)getpid());
+		if ((s = muse_hf2gguf(o->in, tmp, MUSE_DT_INVALID, 0, true, err)))
+			goto done;
+		src_path = tmp;
+	}
+	if ((s = muse_seq_run(src_path, &so, &R->seq, err)))
+		goto done;
+	int64_t ns, sl;
+	const muse_calib_source *src = muse_seq_source(R->seq, &ns, &sl);
+	json_t *c = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "file", src->path, "sha256", src->sha256, "kind",
+			      src->kind, "file_tokens", (json_int_t)src->n_tokens, "samples", (json_int_t)ns, "seq_len",
+			      (json_int_t)sl, "seed", (json_int_t)o->seed, "sequential", o->method == MUSE_METHOD_GPTQ);
+	json_object_set_new(R->report, "calibration", c);
+	if (o->method == MUSE_METHOD_AWQ)
+		s = write_awq_inputs(R, err);
+done:
+	if (tmp[0])
+		unlink(tmp);
+	if (have_cfg)
+		muse_hf_config_free(&cfg);
+	muse_meta_free(&tmpm);
 	return s;
 }
 
@@ -471,11 +699,12 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 	muse_status s;
 	struct stat sb;
 
-	if ((o->method == MUSE_METHOD_AWQ && !o->activations) || (o->method == MUSE_METHOD_GPTQ && !o->hessians))
-		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-				    "--method %s needs the calibration engine (not yet built); it runs today with precomputed "
-				    "statistics: %s FILE", method_name(o->method),
-				    o->method == MUSE_METHOD_GPTQ ? "--hessians" : "--activations");
+	if ((o->method == MUSE_METHOD_AWQ && !o->activations && !o->calib) ||
+	    (o->method == MUSE_METHOD_GPTQ && !o->hessians && !o->calib))
+		return muse_err_set(err, MUSE_ERR_USAGE, "--method %s needs --calib FILE (or precomputed %s FILE)",
+				    method_name(o->method), o->method == MUSE_METHOD_GPTQ ? "--hessians" : "--activations");
+	if (o->calib && (o->hessians || o->activations))
+		return muse_err_set(err, MUSE_ERR_USAGE, "--calib and precomputed statistics exclude each other");
 	if (o->method == MUSE_METHOD_AWQ && o->gguf)
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "--method awq with gguf:TYPE is not built yet (use --format awq, gptq or compressed-tensors)");
 	R.wq = (muse_wq_config){ o->bits, o->group_size, o->sym, MUSE_WQ_MINMAX,
@@ -514,7 +743,7 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 	}
 	if (o->hessians && (s = muse_reader_open(o->hessians, &R.hs, err)))
 		goto fail;
-	if (o->method == MUSE_METHOD_AWQ && (s = muse_reader_open(o->activations, &R.acts, err)))
+	if (o->method == MUSE_METHOD_AWQ && o->activations && (s = muse_reader_open(o->activations, &R.acts, err)))
 		goto fail;
 	if (!o->gguf && o->kind == MUSE_PACKED_CT && o->act_order && !o->static_groups) {
 		s = muse_err_set(err, MUSE_ERR_USAGE,
@@ -672,6 +901,8 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: no linear weights found to quantize", R.r->path);
 		goto fail;
 	}
+	if (o->calib && (s = calib_walk(&R, err)))
+		goto fail;
 	if (o->method == MUSE_METHOD_AWQ) {
 		bool *lin = calloc(R.r->n_tensors, sizeof(bool));
 		if (!lin) {
@@ -763,6 +994,11 @@ done:
 	muse_reader_free(R.hs);
 	muse_reader_free(R.acts);
 	muse_awq_model_free(R.awq);
+	muse_seq_free(R.seq);
+	free(R.gname);
+	free(R.gexp);
+	if (R.acts_tmp[0])
+		unlink(R.acts_tmp);
 	muse_meta_free(&meta);
 	free(cb.p);
 	free(R.pl);

@@ -25,7 +25,11 @@ typedef struct muse_pack_opts {
 	muse_packed_kind kind;
 	muse_dtype gguf_type;
 	double damp_percent;
-	const char *calib;       /* calibration text: needs the calibration engine */
+	const char *calib;       /* calibration text or .jsonl: gptq and awq walk the model layer by layer (quant/seqquant.h) */
+	const char *calib_kind;  /* "text" or "jsonl"; NULL: by extension */
+	int64_t samples;         /* calibration samples (0: every whole window) */
+	int64_t seq_len;         /* tokens per sample (0: 512) */
+	uint64_t seed;           /* 0: the first windows in order; else a seeded draw (quant/calib.h) */
 	const char *hessians;    /* safetensors/GGUF file of per-weight H = 2 X^T X / n ([K, K] or [E, K, K] F32), keyed by weight name */
 	const char *activations; /* awq: safetensors/GGUF of calibration inputs per layer (quant/awq.h names them) */
 	uint64_t min_tokens;     /* awq: experts with fewer routed tokens fall back to RTN */
