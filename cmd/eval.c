@@ -6,7 +6,7 @@
 
 #include "../lib/outfile.h"
 #include "../quant/calib.h"
-#include "../quant/eval.h"
+#include "../quant/evaluate.h"
 #include "../quant/forward.h"
 #include "../quant/model.h"
 #include "cmds.h"

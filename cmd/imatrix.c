@@ -7,7 +7,7 @@
 #include "../lib/progress.h"
 #include "../quant/calib.h"
 #include "../quant/forward.h"
-#include "../quant/imatrix.h"
+#include "../quant/act_stats.h"
 #include "../quant/model.h"
 #include "cmds.h"
 #include "options.h"

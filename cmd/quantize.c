@@ -11,7 +11,7 @@
 
 #include "../formats/gguf.h"
 #include "../formats/hf2gguf.h"
-#include "../formats/imatrix.h"
+#include "../formats/imatrix_file.h"
 #include "../formats/reader.h"
 #include "../lib/checked.h"
 #include "../lib/outfile.h"

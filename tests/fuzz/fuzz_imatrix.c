@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../../formats/imatrix.h"
+#include "../../formats/imatrix_file.h"
 
 /*
  * Promises checked: a failed read leaves *out NULL and one non-empty line

@@ -1,6 +1,6 @@
-/* eval.h: perplexity and, against a reference model, KL divergence / top-1 agreement / Δp as llama-perplexity reports them, without storing reference logits on disk. */
-#ifndef MUSE_EVAL_H
-#define MUSE_EVAL_H
+/* evaluate.h: perplexity and, against a reference model, KL divergence / top-1 agreement / Δp as llama-perplexity reports them, without storing reference logits on disk. */
+#ifndef MUSE_EVALUATE_H
+#define MUSE_EVALUATE_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* imatrix.c: the statistics collector behind muse imatrix (and GPTQ/AWQ): sums over linear-layer inputs, and llama.cpp's GGUF imatrix writer. */
+/* act_stats.c: the statistics collector behind muse imatrix (and GPTQ/AWQ): sums over linear-layer inputs, and llama.cpp's GGUF imatrix writer. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 #include "../lib/checked.h"
 #include "../lib/kv.h"
 #include "../lib/strmap.h"
-#include "imatrix.h"
+#include "act_stats.h"
 
 struct muse_stats {
 	unsigned flags;

@@ -1,5 +1,5 @@
-/* imatrix.c: reads llama.cpp importance matrices (GGUF and legacy .dat) into normalized per-tensor weights, strictly. */
-#include "imatrix.h"
+/* imatrix_file.c: reads llama.cpp importance matrices (GGUF and legacy .dat) into normalized per-tensor weights, strictly. */
+#include "imatrix_file.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -1,11 +1,11 @@
-/* eval.c: chunked perplexity and reference-model KL statistics, layer at a time. */
+/* evaluate.c: chunked perplexity and reference-model KL statistics, layer at a time. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../lib/checked.h"
 #include "../lib/progress.h"
-#include "eval.h"
+#include "evaluate.h"
 #include "forward.h"
 
 /* Runs n_seq sequences of L tokens through every layer of m; x gets the final hidden states. */

@@ -1,6 +1,6 @@
-/* imatrix.h: llama.cpp importance-matrix files (GGUF "<name>.in_sum2"/"<name>.counts", and the legacy .dat) as per-tensor weights. */
-#ifndef MUSE_IMATRIX_H
-#define MUSE_IMATRIX_H
+/* imatrix_file.h: llama.cpp importance-matrix files (GGUF "<name>.in_sum2"/"<name>.counts", and the legacy .dat) as per-tensor weights. */
+#ifndef MUSE_IMATRIX_FILE_H
+#define MUSE_IMATRIX_FILE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
-/* imatrix.h: per-linear activation statistics collected through the forward hook: sums of squares and counts (importance matrix, llama.cpp's GGUF layout), optionally X^T X and mean magnitudes. */
-#ifndef MUSE_IMATRIX_H
-#define MUSE_IMATRIX_H
+/* act_stats.h: per-linear activation statistics collected through the forward hook: sums of squares and counts (importance matrix, llama.cpp's GGUF layout), optionally X^T X and mean magnitudes. */
+#ifndef MUSE_ACT_STATS_H
+#define MUSE_ACT_STATS_H
 
 #include <stdbool.h>
 #include <stdint.h>
