@@ -202,6 +202,7 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		return s;
 	uint64_t tokens = 0, n_fb = 0;
 	bool *fb = NULL; /* --calib: experts below --min-tokens, quantized by their fallback (RTN) */
+	json_t *ex_tok = NULL, *ex_fb = NULL; /* stacked experts: routed rows and fallback ids, for the report */
 	if (o->method == MUSE_METHOD_GPTQ && R->seq) {
 		if (!(H = malloc((size_t)(p->E * p->K * p->K) * sizeof(float))) || !(fb = calloc((size_t)p->E, 1))) {
 			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", R->r->path, t->name);
@@ -214,6 +215,15 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 			if ((s = muse_seq_hessian(R->seq, R->gname[i], ex, p->K, &He, &tk, err)))
 				goto named;
 			tokens += tk;
+			if (p->E > 1) {
+				if (!ex_tok && (!(ex_tok = json_array()) || !(ex_fb = json_array()))) {
+					s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+					goto done;
+				}
+				json_array_append_new(ex_tok, json_integer((json_int_t)tk));
+				if (!He)
+					json_array_append_new(ex_fb, json_integer((json_int_t)e));
+			}
 			if (He)
 				memcpy(H + e * p->K * p->K, He, (size_t)(p->K * p->K) * sizeof(float));
 			else
@@ -287,6 +297,11 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 				json_object_set_new(e, "fallback_experts", json_integer((json_int_t)n_fb));
 				R->n_fallback++;
 			}
+			if (ex_tok) {
+				json_object_set_new(e, "expert_tokens", ex_tok);
+				json_object_set_new(e, "fallback_expert_ids", ex_fb);
+				ex_tok = ex_fb = NULL;
+			}
 		}
 	}
 	if (e && R->awq) {
@@ -306,6 +321,8 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 named:
 	muse_err_prefix(err, "%s: tensor '%s'", R->r->path, t->name);
 done:
+	json_decref(ex_tok);
+	json_decref(ex_fb);
 	free(w);
 	free(H);
 	free(fb);

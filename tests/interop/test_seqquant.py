@@ -160,3 +160,31 @@ def test_calib_refusals(muse, models, data, tmp_path):
     p = muse("quantize", src, str(tmp_path / "o3"), "--method", "gptq", "--format", "compressed-tensors", "--calib",
              calib, "--seq-len", "100000", "--group-size", 32, check=False)
     assert p.returncode == 1 and not os.path.exists(tmp_path / "o3"), p.stderr
+
+
+def test_gguf_stacked_experts_report_fallback_ids(muse, models, data, tmp_path):
+    """gguf:Q4_0 from a MoE HF dir: stacked expert tensors; the report lists each expert's routed rows and the
+    ids below --min-tokens, and exactly those experts' blocks are plain Q4_0 (muse --method rtn) bytes."""
+    from gguf import GGUFReader
+    calib, _ = data
+    src = models["qwen2_moe"]
+    out, rtn = str(tmp_path / "g.gguf"), str(tmp_path / "r.gguf")
+    muse("quantize", src, out, "--method", "gptq", "--format", "gguf:Q4_0", "--calib", calib, "--samples", SAMPLES,
+         "--seq-len", SEQ, "--min-tokens", 250, "-q")
+    muse("quantize", src, rtn, "--method", "rtn", "--format", "gguf:Q4_0", "-q")
+    rep = json.load(open(out + ".quant_report.json"))
+    assert rep["calibration"]["sha256"] == hashlib.sha256(open(calib, "rb").read()).hexdigest()
+    g = {t.name: np.asarray(t.data) for t in GGUFReader(out).tensors}
+    r = {t.name: np.asarray(t.data) for t in GGUFReader(rtn).tensors}
+    n_fb = n_gptq = 0
+    for e in rep["tensors"]:
+        if "_exps" not in e["name"]:
+            continue
+        toks, fb = e["expert_tokens"], e["fallback_expert_ids"]
+        assert fb == [i for i, c in enumerate(toks) if c < 250], e
+        for i in range(len(toks)):
+            same = np.array_equal(g[e["name"]][i], r[e["name"]][i])
+            assert same == (i in fb), (e["name"], i)
+            n_fb += i in fb
+            n_gptq += i not in fb
+    assert n_fb and n_gptq
