@@ -14,6 +14,8 @@ enum { MUSE_EXIT_OK = 0, MUSE_EXIT_FAIL = 1, MUSE_EXIT_USAGE = 2 };
 int cmd_convert(int argc, const char **argv);
 int cmd_inspect(int argc, const char **argv);
 int cmd_quantize(int argc, const char **argv);
+/* quantize --method rtn|awq|gptq (cmd/quantize_method.c), entered from cmd_quantize. */
+int cmd_quantize_method(int argc, const char **argv);
 int cmd_imatrix(int argc, const char **argv);
 int cmd_eval(int argc, const char **argv);
 int cmd_tokenize(int argc, const char **argv);

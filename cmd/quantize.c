@@ -41,14 +41,6 @@ static const char *const quantize_usage[] = {
 	NULL,
 };
 
-/* The --method mode (AWQ/GPTQ/RTN, issue 6) lives in its own file; until it lands this says so. */
-__attribute__((weak)) int cmd_quantize_method(int argc, const char **argv)
-{
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "muse: error: quantize --method: not implemented yet\n");
-	return MUSE_EXIT_FAIL;
-}
 
 #define SLAB_BYTES (64u << 20) /* F32 staging per slab of rows: memory stays this plus its quantized copy */
 

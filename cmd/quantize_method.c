@@ -8,8 +8,6 @@
 #include "cmds.h"
 #include "options.h"
 
-int cmd_quantize_method(int argc, const char **argv);
-
 static const char *const method_usage[] = {
 	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym] [--act-order] [--static-groups]",
 	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE [--samples N] [--seq-len N] [--seed N] [--min-tokens N]] [--hessians FILE] [--damp-percent X]",
