@@ -15,6 +15,9 @@ export PY=$PWD/.venv/bin/python
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
 export MUSE_TEST_TMP=$(mktemp -d /tmp/muse-test.XXXXXX)
+# test_quantize_mix.py writes the per-type SmolLM2 perplexity table here (printed after the interop tier).
+export MUSE_PPL_TABLE=$PWD/build/ppl-table.txt
+rm -f "$MUSE_PPL_TABLE"
 trap 'rm -rf "$MUSE_TEST_TMP"' EXIT
 
 # record CMD...: runs CMD, keeps its result lines, sends everything to the log.
@@ -62,6 +65,11 @@ for f in tests/interop/test_*.py; do
 	record "$PY" -m pytest -q -p no:cacheprovider --durations=5 "$f"
 	echo "# $f: $((SECONDS - t0)) s" | tee -a "$LOG"
 done
+
+if [ -f "$MUSE_PPL_TABLE" ]; then
+	echo "# SmolLM2-135M perplexity per type (llama-perplexity on muse's outputs):"
+	sed 's/^/#   /' "$MUSE_PPL_TABLE"
+fi
 
 tier "fuzz corpus replay"
 for f in build/fuzz/fuzz_*; do
