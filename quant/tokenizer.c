@@ -995,6 +995,22 @@ static pcre2_code *pattern(json_t *p, const char *path, muse_err *err)
 	return NULL;
 }
 
+typedef muse_status (*tk_load_fn)(muse_tokenizer *t, json_t *j, const char *path, int depth, muse_err *err);
+
+/* A normalizer or pre_tokenizer {"type": "Sequence", key: [...]}: each element through load, one level deeper. */
+static muse_status load_sequence(muse_tokenizer *t, json_t *j, const char *key, const char *what, tk_load_fn load, const char *path, int depth, muse_err *err)
+{
+	json_t *arr = json_object_get(j, key);
+	if (!json_is_array(arr))
+		return unsupported(path, what, j, err);
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		muse_status s = load(t, json_array_get(arr, i), path, depth + 1, err);
+		if (s)
+			return s;
+	}
+	return MUSE_OK;
+}
+
 static muse_status load_normalizer(muse_tokenizer *t, json_t *n, const char *path, int depth, muse_err *err)
 {
 	tk_norm nm = { 0 };
@@ -1002,17 +1018,8 @@ static muse_status load_normalizer(muse_tokenizer *t, json_t *n, const char *pat
 		return MUSE_OK;
 	if (depth > 8)
 		return unsupported(path, "normalizer nesting", n, err);
-	if (jtype(n, "Sequence")) {
-		json_t *arr = json_object_get(n, "normalizers");
-		if (!json_is_array(arr))
-			return unsupported(path, "normalizer", n, err);
-		for (size_t i = 0; i < json_array_size(arr); i++) {
-			muse_status s = load_normalizer(t, json_array_get(arr, i), path, depth + 1, err);
-			if (s)
-				return s;
-		}
-		return MUSE_OK;
-	}
+	if (jtype(n, "Sequence"))
+		return load_sequence(t, n, "normalizers", "normalizer", load_normalizer, path, depth, err);
 	if (jtype(n, "NFC"))
 		nm.kind = NM_NFC;
 	else if (jtype(n, "NFD"))
@@ -1054,17 +1061,8 @@ static muse_status load_pre(muse_tokenizer *t, json_t *p, const char *path, int 
 		return MUSE_OK;
 	if (depth > 8)
 		return unsupported(path, "pre_tokenizer nesting", p, err);
-	if (jtype(p, "Sequence")) {
-		json_t *arr = json_object_get(p, "pretokenizers");
-		if (!json_is_array(arr))
-			return unsupported(path, "pre_tokenizer", p, err);
-		for (size_t i = 0; i < json_array_size(arr); i++) {
-			muse_status s = load_pre(t, json_array_get(arr, i), path, depth + 1, err);
-			if (s)
-				return s;
-		}
-		return MUSE_OK;
-	}
+	if (jtype(p, "Sequence"))
+		return load_sequence(t, p, "pretokenizers", "pre_tokenizer", load_pre, path, depth, err);
 	if (jtype(p, "Split")) {
 		static const char *const beh[] = { "", "Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous" };
 		json_t *b = json_object_get(p, "behavior");

@@ -114,60 +114,70 @@ typedef struct heap_item {
 	int32_t rank, pos, id;
 } heap_item;
 
+/* One binary heap for both merge models: elements of `size` bytes, `before` orders them. */
 typedef struct heap {
-	heap_item *v;
-	size_t n, cap;
+	unsigned char *v;
+	size_t n, cap, size;
+	int (*before)(const void *, const void *);
 } heap;
 
-/* Lower rank first, then leftmost position: tokenizers' Merge ordering. */
-static int h_less(const heap_item *a, const heap_item *b)
-{
-	return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
-}
-
-static int h_push(heap *h, heap_item it)
+static int heap_push(heap *h, const void *it)
 {
 	if (h->n == h->cap) {
 		size_t nc = h->cap ? h->cap * 2 : 64;
-		heap_item *nv = realloc(h->v, nc * sizeof *nv);
+		unsigned char *nv = realloc(h->v, nc * h->size);
 		if (!nv)
 			return -1;
 		h->v = nv;
 		h->cap = nc;
 	}
-	size_t i = h->n++;
+	size_t i = h->n++, sz = h->size;
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
-		if (!h_less(&it, &h->v[p]))
+		if (!h->before(it, h->v + p * sz))
 			break;
-		h->v[i] = h->v[p];
+		memcpy(h->v + i * sz, h->v + p * sz, sz);
 		i = p;
 	}
-	h->v[i] = it;
+	memcpy(h->v + i * sz, it, sz);
 	return 0;
 }
 
-static heap_item h_pop(heap *h)
+/* Removes the first element into *top; the slot past the end holds the last one while it sifts down. */
+static void heap_pop(heap *h, void *top)
 {
-	heap_item top = h->v[0], last = h->v[--h->n];
+	size_t sz = h->size;
+	memcpy(top, h->v, sz);
+	const unsigned char *last = h->v + --h->n * sz;
 	size_t i = 0;
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, m = i;
-		const heap_item *best = &last;
-		if (l < h->n && h_less(&h->v[l], best)) {
+		const unsigned char *best = last;
+		if (l < h->n && h->before(h->v + l * sz, best)) {
 			m = l;
-			best = &h->v[l];
+			best = h->v + l * sz;
 		}
-		if (r < h->n && h_less(&h->v[r], best))
+		if (r < h->n && h->before(h->v + r * sz, best))
 			m = r;
 		if (m == i)
 			break;
-		h->v[i] = h->v[m];
+		memcpy(h->v + i * sz, h->v + m * sz, sz);
 		i = m;
 	}
 	if (h->n)
-		h->v[i] = last;
-	return top;
+		memcpy(h->v + i * sz, last, sz);
+}
+
+/* Lower rank first, then leftmost position: tokenizers' Merge ordering. */
+static int h_less(const void *pa, const void *pb)
+{
+	const heap_item *a = pa, *b = pb;
+	return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
+}
+
+static int h_push(heap *h, heap_item it)
+{
+	return heap_push(h, &it);
 }
 
 static bool vocab_get(const muse_tokenizer *t, const char *s, size_t len, int32_t *id)
@@ -188,7 +198,7 @@ muse_status muse_tk_bpe_word(const muse_tokenizer *t, const char *w, size_t len,
 	if (t->ignore_merges && vocab_get(t, w, len, &id))
 		return muse_tk_ids_push(out, id, err);
 	sym *sy = malloc(len * sizeof *sy);
-	heap h = { 0 };
+	heap h = { .size = sizeof(heap_item), .before = h_less };
 	if (!sy)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	/* One symbol per character; unknown characters become byte tokens, unk (fused) or nothing, as HF does. */
@@ -229,7 +239,8 @@ muse_status muse_tk_bpe_word(const muse_tokenizer *t, const char *w, size_t len,
 		}
 	}
 	while (h.n) {
-		heap_item top = h_pop(&h);
+		heap_item top;
+		heap_pop(&h, &top);
 		sym *a = &sy[top.pos];
 		if (!a->len || a->next < 0)
 			continue;
@@ -273,62 +284,13 @@ typedef struct bigram {
 	uint32_t size;
 } bigram;
 
-typedef struct bheap {
-	bigram *v;
-	size_t n, cap;
-} bheap;
-
-static int b_before(const bigram *a, const bigram *b)
+static int b_before(const void *pa, const void *pb)
 {
+	const bigram *a = pa, *b = pb;
 	return a->score != b->score ? a->score > b->score : a->left < b->left;
 }
 
-static int b_push(bheap *h, bigram it)
-{
-	if (h->n == h->cap) {
-		size_t nc = h->cap ? h->cap * 2 : 64;
-		bigram *nv = realloc(h->v, nc * sizeof *nv);
-		if (!nv)
-			return -1;
-		h->v = nv;
-		h->cap = nc;
-	}
-	size_t i = h->n++;
-	while (i > 0) {
-		size_t p = (i - 1) / 2;
-		if (!b_before(&it, &h->v[p]))
-			break;
-		h->v[i] = h->v[p];
-		i = p;
-	}
-	h->v[i] = it;
-	return 0;
-}
-
-static bigram b_pop(bheap *h)
-{
-	bigram top = h->v[0], last = h->v[--h->n];
-	size_t i = 0;
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-		const bigram *best = &last;
-		if (l < h->n && b_before(&h->v[l], best)) {
-			m = l;
-			best = &h->v[l];
-		}
-		if (r < h->n && b_before(&h->v[r], best))
-			m = r;
-		if (m == i)
-			break;
-		h->v[i] = h->v[m];
-		i = m;
-	}
-	if (h->n)
-		h->v[i] = last;
-	return top;
-}
-
-static int try_bigram(const muse_tokenizer *t, const char *s, const sym *sy, int32_t l, int32_t r, bheap *h)
+static int try_bigram(const muse_tokenizer *t, const char *s, const sym *sy, int32_t l, int32_t r, heap *h)
 {
 	int32_t id;
 	if (l < 0 || r < 0)
@@ -336,7 +298,7 @@ static int try_bigram(const muse_tokenizer *t, const char *s, const sym *sy, int
 	uint32_t size = sy[l].len + sy[r].len;
 	if (!vocab_get(t, s + sy[l].start, size, &id))
 		return 0;
-	return b_push(h, (bigram){ t->scores[id], l, r, size });
+	return heap_push(h, &(bigram){ t->scores[id], l, r, size });
 }
 
 muse_status muse_tk_spm_text(const muse_tokenizer *t, const char *s, size_t len, tk_ids *out, muse_err *err)
@@ -345,7 +307,7 @@ muse_status muse_tk_spm_text(const muse_tokenizer *t, const char *s, size_t len,
 	if (!len)
 		return MUSE_OK;
 	sym *sy = malloc(len * sizeof *sy);
-	bheap h = { 0 };
+	heap h = { .size = sizeof(bigram), .before = b_before };
 	if (!sy)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	size_t n = 0;
@@ -365,7 +327,8 @@ muse_status muse_tk_spm_text(const muse_tokenizer *t, const char *s, size_t len,
 			goto done;
 		}
 	while (h.n) {
-		bigram b = b_pop(&h);
+		bigram b;
+		heap_pop(&h, &b);
 		sym *l = &sy[b.left], *r = &sy[b.right];
 		if (!l->len || !r->len || l->len + r->len != b.size)
 			continue;
