@@ -647,6 +647,39 @@ static inline float sum_x2(const float *xbl)
 	return sumx2;
 }
 
+/*
+ * The head of one group's search in every IQ2/IQ3 block: sqrt(weight) into
+ * waux, the n/8 sign bytes folded out of xb into xval (see fold_signs8), and
+ * the largest magnitude, taken from xval[0] on in ggml's order.
+ */
+static float group_prep(int n, const float *xb, const float *weight, float *waux, float *xval, uint8_t *signs,
+			bool parity)
+{
+	for (int i = 0; i < n; ++i)
+		waux[i] = sqrtf(weight[i]);
+	for (int k = 0; k < n / 8; ++k)
+		signs[k] = fold_signs8(xb + 8 * k, weight + 8 * k, xval + 8 * k, parity);
+	float max = xval[0];
+	for (int i = 1; i < n; ++i)
+		max = Q_MAX(max, xval[i]);
+	return max;
+}
+
+/*
+ * A negative scale from the search ("should never happen" in ggml) is made
+ * positive and every sign flipped: 7 bits with parity, all 8 without. A NaN
+ * passes unchanged.
+ */
+static float unflip(float scale, uint8_t *signs, int nsigns, bool parity)
+{
+	if (scale < 0) {
+		scale = -scale;
+		for (int k = 0; k < nsigns; ++k)
+			signs[k] = (uint8_t)(~signs[k] & (parity ? 127 : 255));
+	}
+	return scale;
+}
+
 /* ggml's 4-bit block-scale code: nearest_int(0.5 * (id * scale - 1)) clamped to [0, lmax]. */
 static inline int scale_code(float id, float scale, int lmax)
 {
@@ -677,13 +710,7 @@ static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib) {
 		const float *xb = xbl + 32 * ib;
 		imatrix_weights(32, qwbl + 32 * ib, xb, sigma2, weight);
-		for (int i = 0; i < 32; ++i)
-			waux[i] = sqrtf(weight[i]);
-		for (int k = 0; k < 4; ++k)
-			block_signs[k] = fold_signs8(xb + 8 * k, weight + 8 * k, xval + 8 * k, true);
-		float max = xval[0];
-		for (int i = 1; i < 32; ++i)
-			max = Q_MAX(max, xval[i]);
+		float max = group_prep(32, xb, weight, waux, xval, block_signs, true);
 		if (max < GROUP_MAX_EPS) {
 			scales[ib] = 0;
 			continue;
@@ -695,11 +722,7 @@ static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 			continue;
 		}
 		scale = lattice_search(g, 8, 2, &sp, xval, weight, waux, scale, eff_max, L);
-		if (scale < 0) { /* ggml: "should never happen"; flip the scale and every sign */
-			scale = -scale;
-			for (int k = 0; k < 4; ++k)
-				block_signs[k] = (uint8_t)(~block_signs[k] & 127);
-		}
+		scale = unflip(scale, block_signs, 4, true);
 		uint32_t idx = 0, sgn = 0;
 		for (int k = 0; k < 4; ++k) {
 			idx |= (uint32_t)grid_index_of(g, L + 8 * k) << 8 * k;
@@ -738,24 +761,14 @@ static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, 
 	for (int ib = 0; ib < MUSE_QK_K / 16; ++ib) {
 		const float *xb = xbl + 16 * ib;
 		imatrix_weights(16, qwbl + 16 * ib, xb, sigma2, weight);
-		for (int i = 0; i < 16; ++i)
-			waux[i] = sqrtf(weight[i]);
-		for (int k = 0; k < 2; ++k)
-			block_signs[k] = fold_signs8(xb + 8 * k, weight + 8 * k, xval + 8 * k, true);
-		float max = xval[0];
-		for (int i = 1; i < 16; ++i)
-			max = Q_MAX(max, xval[i]);
+		float max = group_prep(16, xb, weight, waux, xval, block_signs, true);
 		memset(L, 0, sizeof L);
 		if (max < GROUP_MAX_EPS) {
 			scales[ib] = 0;
 			continue;
 		}
 		float scale = lattice_search(g, 8, 2, &sp, xval, weight, waux, max / 5, max, L);
-		if (scale < 0) {
-			scale = -scale;
-			for (int k = 0; k < 2; ++k)
-				block_signs[k] = (uint8_t)(~block_signs[k] & 127);
-		}
+		scale = unflip(scale, block_signs, 2, true);
 		for (int k = 0; k < 2; ++k)
 			put_u16(q2 + 2 * (2 * ib + k), (uint16_t)(grid_index_of(g, L + 8 * k) | block_signs[k] << 9));
 		scales[ib] = scale;
@@ -799,24 +812,14 @@ static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 			for (int i = 0; i < 16; ++i)
 				weight[i] = 0.25f * sigma2 + xb[i] * xb[i];
 		}
-		for (int i = 0; i < 16; ++i)
-			waux[i] = sqrtf(weight[i]);
-		for (int k = 0; k < 2; ++k)
-			block_signs[k] = fold_signs8(xb + 8 * k, weight + 8 * k, xval + 8 * k, false);
-		float max = xval[0];
-		for (int i = 1; i < 16; ++i)
-			max = Q_MAX(max, xval[i]);
+		float max = group_prep(16, xb, weight, waux, xval, block_signs, false);
 		memset(L, 0, sizeof L);
 		if (max < GROUP_MAX_EPS_IQ2_S) {
 			scales[ib] = 0;
 			continue;
 		}
 		float scale = lattice_search(g, 8, 2, &sp, xval, weight, waux, max / 5, max, L);
-		if (scale < 0) {
-			scale = -scale;
-			for (int k = 0; k < 2; ++k)
-				block_signs[k] = (uint8_t)~block_signs[k];
-		}
+		scale = unflip(scale, block_signs, 2, false);
 		for (int k = 0; k < 2; ++k) {
 			int gi = grid_index_of(g, L + 8 * k), i8 = 2 * ib + k;
 			y->qs[i8] = (uint8_t)(gi & 255);
@@ -860,24 +863,14 @@ static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 			for (int i = 0; i < 32; ++i)
 				weight[i] = xb[i] * xb[i];
 		}
-		for (int i = 0; i < 32; ++i)
-			waux[i] = sqrtf(weight[i]);
-		for (int k = 0; k < 4; ++k)
-			block_signs[k] = fold_signs8(xb + 8 * k, weight + 8 * k, xval + 8 * k, true);
-		float max = xval[0];
-		for (int i = 1; i < 32; ++i)
-			max = Q_MAX(max, xval[i]);
+		float max = group_prep(32, xb, weight, waux, xval, block_signs, true);
 		memset(L, 0, sizeof L);
 		if (max < GROUP_MAX_EPS_IQ3_XXS) {
 			scales[ib] = 0;
 			continue;
 		}
 		float scale = lattice_search(g, 4, 3, &sp, xval, weight, waux, max / 15, max, L);
-		if (scale < 0) {
-			scale = -scale;
-			for (int k = 0; k < 4; ++k)
-				block_signs[k] = (uint8_t)(~block_signs[k] & 127);
-		}
+		scale = unflip(scale, block_signs, 4, true);
 		for (int k = 0; k < 8; ++k)
 			q3[8 * ib + k] = (uint8_t)grid_index_of(g, L + 4 * k);
 		put_u32(q3 + 64 + 4 * ib, (uint32_t)block_signs[0] | (uint32_t)block_signs[1] << 7 |
@@ -919,13 +912,7 @@ static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 			for (int i = 0; i < 32; ++i)
 				weight[i] = xb[i] * xb[i];
 		}
-		for (int i = 0; i < 32; ++i)
-			waux[i] = sqrtf(weight[i]);
-		for (int k = 0; k < 4; ++k)
-			block_signs[k] = fold_signs8(xb + 8 * k, weight + 8 * k, xval + 8 * k, false);
-		float max = xval[0];
-		for (int i = 1; i < 32; ++i)
-			max = Q_MAX(max, xval[i]);
+		float max = group_prep(32, xb, weight, waux, xval, block_signs, false);
 		memset(L, 0, sizeof L);
 		/* As ggml: an all-zero block skips the advance of qs and signs below, so
 		 * the blocks after it land one slot early and the last slots stay zero
@@ -936,11 +923,7 @@ static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 			continue;
 		}
 		float scale = lattice_search(g, 4, 3, &sp, xval, weight, waux, max / 15, max, L);
-		if (scale < 0) {
-			scale = -scale;
-			for (int k = 0; k < 4; ++k)
-				block_signs[k] = (uint8_t)~block_signs[k];
-		}
+		scale = unflip(scale, block_signs, 4, false);
 		for (int k = 0; k < 8; ++k) {
 			int gi = grid_index_of(g, L + 4 * k);
 			qs[k] = (uint8_t)(gi & 255);
