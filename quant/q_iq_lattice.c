@@ -687,6 +687,29 @@ static inline int scale_code(float id, float scale, int lmax)
 	return Q_MAX(0, Q_MIN(lmax, l));
 }
 
+/* The 16 block scales of IQ2_XS and IQ2_S as 4-bit codes, two a byte, low nibble first. */
+static void pack_scales16(float id, const float *scales, uint8_t *out)
+{
+	for (int ib = 0; ib < MUSE_QK_K / 16; ++ib) {
+		int l = scale_code(id, scales[ib], 15);
+		if (ib % 2 == 0)
+			out[ib / 2] = (uint8_t)l;
+		else
+			out[ib / 2] |= (uint8_t)(l << 4);
+	}
+}
+
+/* IQ3's weights of one group of 32: the imatrix weighting with qw, x * x without. */
+static void iq3_weights(const float *qw, const float *xb, float sigma2, float *weight)
+{
+	if (qw) {
+		imatrix_weights(32, qw, xb, sigma2, weight);
+	} else {
+		for (int i = 0; i < 32; ++i)
+			weight[i] = xb[i] * xb[i];
+	}
+}
+
 /* ---- IQ2_XXS ---- */
 
 static const float ONES[MUSE_QK_K] = {
@@ -781,13 +804,7 @@ static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, 
 	float d = max_scale / 31;
 	muse_q_put_fp16(y->d, d);
 	float id = 1 / d;
-	for (int ib = 0; ib < MUSE_QK_K / 16; ++ib) {
-		int l = scale_code(id, scales[ib], 15);
-		if (ib % 2 == 0)
-			y->scales[ib / 2] = (uint8_t)l;
-		else
-			y->scales[ib / 2] |= (uint8_t)(l << 4);
-	}
+	pack_scales16(id, scales, y->scales);
 	memcpy(y->qs, q2, sizeof y->qs);
 }
 
@@ -834,13 +851,7 @@ static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	float d = max_scale / 31;
 	muse_q_put_fp16(y->d, d * 0.9875f);
 	float id = 1 / d;
-	for (int ib = 0; ib < MUSE_QK_K / 16; ++ib) {
-		int l = scale_code(id, scales[ib], 15);
-		if (ib % 2 == 0)
-			y->scales[ib / 2] = (uint8_t)l;
-		else
-			y->scales[ib / 2] |= (uint8_t)(l << 4);
-	}
+	pack_scales16(id, scales, y->scales);
 }
 
 /* ---- IQ3_XXS ---- */
@@ -857,12 +868,7 @@ static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 	muse_q_put_fp16(y->d, 0.f);
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib) {
 		const float *xb = xbl + 32 * ib;
-		if (qwbl) {
-			imatrix_weights(32, qwbl + 32 * ib, xb, sigma2, weight);
-		} else {
-			for (int i = 0; i < 32; ++i)
-				weight[i] = xb[i] * xb[i];
-		}
+		iq3_weights(qwbl ? qwbl + 32 * ib : NULL, xb, sigma2, weight);
 		float max = group_prep(32, xb, weight, waux, xval, block_signs, true);
 		memset(L, 0, sizeof L);
 		if (max < GROUP_MAX_EPS_IQ3_XXS) {
@@ -906,12 +912,7 @@ static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	uint8_t *qs = y->qs, *signs = y->signs;
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib) {
 		const float *xb = xbl + 32 * ib;
-		if (qwbl) {
-			imatrix_weights(32, qwbl + 32 * ib, xb, sigma2, weight);
-		} else {
-			for (int i = 0; i < 32; ++i)
-				weight[i] = xb[i] * xb[i];
-		}
+		iq3_weights(qwbl ? qwbl + 32 * ib : NULL, xb, sigma2, weight);
 		float max = group_prep(32, xb, weight, waux, xval, block_signs, false);
 		memset(L, 0, sizeof L);
 		/* As ggml: an all-zero block skips the advance of qs and signs below, so
