@@ -61,7 +61,7 @@ tier "interop against independent implementations"
 # One pytest run per file, so the log shows where the time goes (CI has 90 minutes on 2 cores).
 # CI has 90 minutes on two cores for deps, builds and tests together; past MUSE_TEST_BUDGET seconds of testing
 # the files not yet started are reported as skipped (named, with the reason) instead of running the job out.
-BUDGET=${MUSE_TEST_BUDGET:-3300}
+BUDGET=${MUSE_TEST_BUDGET:-2700}
 for f in tests/interop/test_*.py; do
 	[ -f "$f" ] || continue
 	if [ $((SECONDS - T_START)) -gt "$BUDGET" ]; then
