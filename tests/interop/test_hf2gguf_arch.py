@@ -122,29 +122,8 @@ def _muse(muse, work, name, outtype):
     return out
 
 
-def _fields(path):
-    r = GGUFReader(path)
-    kv = {}
-    for k, f in r.fields.items():
-        if k.startswith("GGUF."):
-            continue
-        kv[k] = (tuple(int(t) for t in f.types), f.contents())
-    return r, kv
-
-
-def _compare(mine, ref):
-    rm, km = _fields(mine)
-    rr, kr = _fields(ref)
-    assert sorted(km) == sorted(kr), f"keys only in muse: {set(km) - set(kr)}; only in reference: {set(kr) - set(km)}"
-    for k in kr:
-        assert km[k][0] == kr[k][0], f"{k}: type {km[k][0]} != {kr[k][0]}"
-        assert km[k][1] == kr[k][1], f"{k}: {str(km[k][1])[:200]} != {str(kr[k][1])[:200]}"
-    assert [t.name for t in rm.tensors] == [t.name for t in rr.tensors]
-    for a, b in zip(rm.tensors, rr.tensors):
-        assert a.tensor_type == b.tensor_type, f"{a.name}: {a.tensor_type.name} != {b.tensor_type.name}"
-        assert list(a.shape) == list(b.shape), a.name
-        assert a.data.tobytes() == b.data.tobytes(), f"{a.name}: data differs"
-    return rm, km
+# Key-by-key and tensor-by-tensor GGUF comparison, shared with the llama tests.
+from test_hf2gguf import _compare, _fields  # noqa: E402
 
 
 CASES = [(n, "f32") for n in MODELS if n != "deepseek_v3_fp8bf16"] + [
