@@ -53,7 +53,7 @@ build/asan/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -c -o $@ $<
 
-build/asan/tests/%: tests/unit/%.c tests/unit/unit.h $(ASAN_OBJ)
+build/asan/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(ASAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O1 -g $(SAN) -Itests/unit -o $@ $< $(ASAN_OBJ) $(LIBS)
 

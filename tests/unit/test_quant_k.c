@@ -28,41 +28,7 @@
 static const muse_dtype KTYPES[] = { MUSE_DT_Q2_K, MUSE_DT_Q3_K, MUSE_DT_Q4_K, MUSE_DT_Q5_K, MUSE_DT_Q6_K };
 #define NKT (sizeof KTYPES / sizeof *KTYPES)
 
-static void *xmalloc(size_t n)
-{
-	void *p = calloc(n ? n : 1, 1);
-	if (!p) {
-		fprintf(stderr, "out of memory\n");
-		exit(2);
-	}
-	return p;
-}
-
-/* Deterministic data without libm: the golden hashes must not depend on the C library. */
-static uint64_t rng_state;
-static uint32_t rng32(void)
-{
-	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-	return (uint32_t)(rng_state >> 32);
-}
-
-/* Irwin-Hall: sum of 12 uniforms on [0,1) minus 6, every step exact or fixed-order float arithmetic. */
-static float rng_normal(void)
-{
-	float s = 0;
-	for (int i = 0; i < 12; i++)
-		s += (float)(rng32() >> 8) * 0x1p-24f;
-	return s - 6.0f;
-}
-
-static uint64_t fnv1a(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
+#include "quant_test_data.h"
 
 static size_t row_bytes(muse_dtype t, int64_t n_per_row)
 {
