@@ -8,7 +8,9 @@ bias, grouped top-k, shared expert, routed scaling). transformers computes the r
 fixed token ids; muse runs (`muse eval --dump-logits`) on
   - the F32 GGUF llama.cpp's own convert_hf_to_gguf.py writes (independent tensor layout: permuted Q/K, stacked
     experts, MLA's k_b/v_b split), and
-  - the HF directory itself, for the dense architectures (names mapped and Q/K permuted by muse at load time).
+  - the HF directory itself, for every architecture (names mapped through formats/arch*.c at load time: Q/K
+    permuted, per-expert tensors stacked, MLA's kv_b_proj split into k_b/v_b), and a DeepSeek-V3 directory with
+    block-scaled F8_E4M3 weights (weight_scale_inv), against transformers on the dequantized float32 weights.
 Pass: max |muse - transformers| / max |transformers| <= 1e-4 (issue 5). Measured 2.9e-7..4.3e-7 for the dense and
 MoE models and 8e-5 for deepseek_v3, where llama.cpp itself is 6.5e-5 from transformers and muse is 5.7e-7 from
 llama.cpp (so the gap is transformers' own arithmetic, present from position 0). A second oracle, llama.cpp's
@@ -50,10 +52,10 @@ MODELS = {
     "qwen2": ("qwen2", {}, True),
     "qwen2_yarn": ("qwen2", {"rope": "yarn"}, True),
     "qwen3": ("qwen3", {}, True),
-    "mixtral": ("mixtral", {}, False),
-    "qwen2_moe": ("qwen2_moe", {}, False),
-    "qwen3_moe": ("qwen3_moe", {}, False),
-    "deepseek_v3": ("deepseek_v3", {}, False),
+    "mixtral": ("mixtral", {}, True),
+    "qwen2_moe": ("qwen2_moe", {}, True),
+    "qwen3_moe": ("qwen3_moe", {}, True),
+    "deepseek_v3": ("deepseek_v3", {}, True),
 }
 RTOL = 1e-4
 IDS = [int(x) for x in np.random.RandomState(7).randint(0, 390, size=40)]
@@ -147,6 +149,37 @@ def test_logits_hf_dir(muse, work, name):
     err = _rel(got, ref)
     print(f"{name}: HF directory, max rel err {err:.3g}")
     assert err <= RTOL, f"{name}: max relative error {err:.3g} > {RTOL}"
+
+
+def test_logits_hf_dir_fp8(muse, work):
+    """deepseek_v3 --fp8: decoder linears as F8_E4M3 + 128x128 weight_scale_inv (whole and partial blocks). The
+    reference is transformers on a copy whose weights are make_tiny_models.dequantize_fp8 of the stored ones."""
+    import json
+    import shutil
+    import torch
+    import make_tiny_models
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+    d = work["dir"] / "deepseek_v3_fp8"
+    if not (d / "config.json").exists():
+        make_tiny_models.make_arch(str(d), "deepseek_v3", fp8=True)
+    st = load_file(str(d / "model.safetensors"))
+    assert any(t.dtype == torch.float8_e4m3fn for t in st.values())
+    deq = work["dir"] / "deepseek_v3_fp8_deq"
+    shutil.copytree(d, deq, dirs_exist_ok=True)
+    save_file({n: (make_tiny_models.dequantize_fp8(t, st[n + "_scale_inv"]) if n + "_scale_inv" in st else t)
+               for n, t in st.items() if not n.endswith("_scale_inv")}, str(deq / "model.safetensors"),
+              metadata={"format": "pt"})
+    cfg = json.loads((deq / "config.json").read_text())
+    del cfg["quantization_config"]
+    (deq / "config.json").write_text(json.dumps(cfg))
+    m = AutoModelForCausalLM.from_pretrained(str(deq), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = m(torch.tensor([IDS])).logits[0].float().numpy()
+    got = _muse_logits(muse, work, str(d), "deepseek_v3_fp8-hf")
+    err = _rel(got, ref)
+    print(f"deepseek_v3 FP8: HF directory, max rel err {err:.3g}")
+    assert err <= RTOL, f"deepseek_v3 FP8: max relative error {err:.3g} > {RTOL}"
 
 
 def test_threads_do_not_change_logits(muse, work):
