@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../quant/journal.h"
 #include "../quant/pack_model.h"
 #include "../quant/quant.h"
 #include "cmds.h"
@@ -11,6 +12,7 @@
 static const char *const method_usage[] = {
 	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym] [--act-order] [--static-groups]",
 	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE [--samples N] [--seq-len N] [--seed N] [--min-tokens N]] [--hessians FILE] [--damp-percent X]",
+	"        [--no-resume] [-v]",
 	NULL,
 };
 
@@ -19,7 +21,7 @@ int cmd_quantize_method(int argc, const char **argv)
 	const char *method = NULL, *format = NULL, *calib = NULL, *hessians = NULL, *damp = NULL, *dequant = NULL, *acts = NULL;
 	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 512, min_tokens = 16, seed = 0;
 	const char *calib_kind = NULL;
-	bool sym = false, act_order = false, static_groups = false, quiet = false;
+	bool sym = false, act_order = false, static_groups = false, quiet = false, verbose = false, no_resume = false;
 	muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "method", &method, "METHOD", "rtn, gptq or awq" },
 		{ MUSE_OPT_INT, 0, "bits", &bits, "N", "bits per weight: 2, 3, 4 or 8 (default 4)" },
@@ -40,6 +42,8 @@ int cmd_quantize_method(int argc, const char **argv)
 		{ MUSE_OPT_STRING, 0, "dequant-out", &dequant, "FILE", "also write muse's own dequantization of every quantized weight (F32 safetensors)" },
 		{ MUSE_OPT_INT, 0, "threads", &threads, "N", "worker threads (default: all)" },
 		{ MUSE_OPT_BOOL, 'q', "quiet", &quiet, NULL, "no progress display" },
+		{ MUSE_OPT_BOOL, 'v', "verbose", &verbose, NULL, "--calib: one line per decoder layer with its time" },
+		{ MUSE_OPT_BOOL, 0, "no-resume", &no_resume, NULL, "--calib: keep no OUT.journal to resume an interrupted run from" },
 		MUSE_OPT_END_ROW,
 	};
 	int n = muse_parse_options(argc, argv, opts, method_usage);
@@ -141,8 +145,33 @@ int cmd_quantize_method(int argc, const char **argv)
 	o.samples = samples;
 	o.seq_len = seq_len;
 	o.seed = (uint64_t)seed;
+	o.verbose = verbose;
 	muse_err err = { 0 };
+	/*
+	 * The calibration walk journals every finished layer in OUT.journal; the fingerprint covers the input's
+	 * files, the calibration bytes and every option that changes the output (not --threads: the output does
+	 * not depend on it), so a rerun continues only where it would reach the same bytes.
+	 */
+	char jdir[4096], fp[65], text[2048];
+	if (calib && !no_resume) {
+		size_t ol = strlen(o.out);
+		while (ol > 1 && o.out[ol - 1] == '/')
+			ol--;
+		snprintf(jdir, sizeof jdir, "%.*s.journal", (int)ol, o.out);
+		snprintf(text, sizeof text,
+			 "version=%s\nmethod=%d\nbits=%ld\ngroup=%ld\nsym=%d\nact_order=%d\nstatic_groups=%d\nformat=%s\n"
+			 "kind=%s\nsamples=%ld\nseq_len=%ld\nseed=%ld\nmin_tokens=%ld\ndamp=%.17g\ndequant=%d\n",
+			 MUSE_VERSION, (int)o.method, bits, group, sym, act_order, static_groups, format,
+			 calib_kind ? calib_kind : "", samples, seq_len, seed, min_tokens, o.damp_percent, dequant != NULL);
+		if (muse_journal_fingerprint(o.in, calib, text, fp, &err))
+			return muse_cli_fail(&err);
+		o.journal = jdir;
+		o.fingerprint = fp;
+	}
 	if (muse_pack_model(&o, &err))
+		return muse_cli_fail(&err);
+	/* Published: the journal has served its purpose. */
+	if (o.journal && muse_journal_remove(o.journal, &err))
 		return muse_cli_fail(&err);
 	return MUSE_EXIT_OK;
 }

@@ -672,14 +672,19 @@ static muse_status calib_walk(run *R, muse_err *err)
 	muse_seq_opts so = { .calib = o->calib, .kind = o->calib_kind, .n_samples = o->samples,
 			     .seq_len = o->seq_len > 0 ? o->seq_len : 512, .seed = o->seed, .min_tokens = o->min_tokens,
 			     .gptq = o->method == MUSE_METHOD_GPTQ, .awq = o->method == MUSE_METHOD_AWQ, .wq = &R->wq,
-			     .go = &R->go, .gguf = o->gguf, .gguf_type = o->gguf_type, .quiet = o->quiet };
+			     .go = &R->go, .gguf = o->gguf, .gguf_type = o->gguf_type, .quiet = o->quiet,
+			     .verbose = o->verbose, .journal = o->journal, .fingerprint = o->fingerprint };
 	/*
 	 * The forward engine reads the model as GGUF (stacked experts, tokenizer.* keys): an HF directory
 	 * goes through the converter into a temporary F32/F16 file first; names then match R->gname.
 	 */
 	const char *src_path = R->gguf_in ? R->r->path : o->in;
 	if (!R->gguf_in) {
-		snprintf(tmp, sizeof tmp, "%s.muse-calib-%d.gguf", o->out, (int)getpid());
+		/* With a journal, a fixed name: a killed run's leftover is overwritten, then removed, by the rerun. */
+		if (o->journal)
+			snprintf(tmp, sizeof tmp, "%s.muse-calib.gguf", o->out);
+		else
+			snprintf(tmp, sizeof tmp, "%s.muse-calib-%d.gguf", o->out, (int)getpid());
 		if ((s = muse_hf2gguf(o->in, tmp, MUSE_DT_INVALID, 0, true, err)))
 			goto done;
 		src_path = tmp;

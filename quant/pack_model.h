@@ -36,6 +36,9 @@ typedef struct muse_pack_opts {
 	const char *dequant_out; /* optional: safetensors file of muse's own dequantization of every quantized weight (F32) */
 	int nthreads;
 	bool quiet;
+	bool verbose;            /* --calib walk: one line per layer with its time */
+	const char *journal;     /* --calib walk: resume journal directory (quant/journal.h), NULL: none */
+	const char *fingerprint; /* the journal's fingerprint (sha256 hex) */
 } muse_pack_opts;
 
 /*

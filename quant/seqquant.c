@@ -1,11 +1,13 @@
 /* seqquant.c: the layer-by-layer calibration walk behind `muse quantize --method gptq|awq --calib`. */
 #include <cblas.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../lib/progress.h"
 #include "forward.h"
+#include "journal.h"
 #include "model.h"
 #include "quant.h"
 #include "seqquant.h"
@@ -235,6 +237,143 @@ done:
 	return s;
 }
 
+/* ---- resume journal: layer-NNNN.blob (that layer's entries + data), hidden.blob (the next layer's input) ---- */
+
+typedef struct jhead {
+	char magic[8];   /* "MUSELAY1" or "MUSEHID1" */
+	uint64_t a, b, c; /* layer: index, entries, data bytes; hidden: layers done, rows, width */
+} jhead;
+
+/* Saves layer il (the entries from e0, the data from f0 on) and x, the input of layer il + 1. */
+static muse_status journal_layer(muse_seq *S, muse_journal *J, int64_t il, size_t e0, long f0, const float *x, uint64_t rows,
+				 uint64_t width, muse_err *err)
+{
+	size_t ne = S->n_e - e0, nb = (size_t)(S->f_end - f0);
+	entry *es = malloc(ne ? ne * sizeof *es : 1);
+	void *data = malloc(nb ? nb : 1);
+	muse_status s = MUSE_OK;
+	if (!es || !data) {
+		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for the journal");
+		goto done;
+	}
+	for (size_t i = 0; i < ne; i++) {
+		es[i] = S->e[e0 + i];
+		if (es[i].h_off >= 0)
+			es[i].h_off -= f0;
+		if (es[i].x_off >= 0)
+			es[i].x_off -= f0;
+	}
+	if (nb && (fseek(S->f, f0, SEEK_SET) || fread(data, 1, nb, S->f) != nb)) {
+		s = muse_err_set(err, MUSE_ERR_IO, "temporary statistics file: read failed");
+		goto done;
+	}
+	char name[32];
+	snprintf(name, sizeof name, "layer-%04lld.blob", (long long)il);
+	jhead lh = { "MUSELAY1", (uint64_t)il, ne, nb };
+	const void *lp[3] = { &lh, es, data };
+	size_t ls[3] = { sizeof lh, ne * sizeof *es, nb };
+	jhead hh = { "MUSEHID1", (uint64_t)il + 1, rows, width };
+	const void *hp[2] = { &hh, x };
+	size_t hs[2] = { sizeof hh, rows * width * sizeof *x };
+	/* Layer first: a crash between the two leaves hidden.blob at the previous layer, which then reruns. */
+	if ((s = muse_journal_put(J, name, lp, ls, 3, err)) || (s = muse_journal_put(J, "hidden.blob", hp, hs, 2, err)))
+		goto done;
+	/* Test hook: die as a SIGKILL would, right after layer N is journaled. */
+	const char *stop = getenv("MUSE_TEST_STOP_AFTER_LAYER");
+	if (stop && atoll(stop) == il + 1)
+		raise(SIGKILL);
+done:
+	free(es);
+	free(data);
+	return s;
+}
+
+/* Loads one journaled layer into the statistics file; false (nothing added) when the blob is missing or malformed. */
+static bool journal_load_layer(muse_seq *S, muse_journal *J, int64_t il, muse_err *err)
+{
+	char name[32];
+	snprintf(name, sizeof name, "layer-%04lld.blob", (long long)il);
+	void *b = NULL;
+	size_t n = 0;
+	bool ok = false;
+	if (muse_journal_get(J, name, &b, &n, err) || !b || n < sizeof(jhead))
+		goto done;
+	jhead h;
+	memcpy(&h, b, sizeof h);
+	if (memcmp(h.magic, "MUSELAY1", 8) || h.a != (uint64_t)il || h.b > (n - sizeof h) / sizeof(entry) ||
+	    h.c != n - sizeof h - h.b * sizeof(entry))
+		goto done;
+	const entry *es = (const entry *)((const char *)b + sizeof h);
+	const char *data = (const char *)(es + h.b);
+	size_t e0 = S->n_e;
+	long f0 = S->f_end, dummy;
+	for (uint64_t i = 0; i < h.b; i++) {
+		entry e = es[i];
+		e.name[sizeof e.name - 1] = 0;
+		uint64_t hb = e.h_off >= 0 ? e.K * e.K * sizeof(float) : 0, xb = e.x_off >= 0 ? e.n * e.K * sizeof(float) : 0;
+		if ((e.h_off >= 0 && ((uint64_t)e.h_off > h.c || hb > h.c - (uint64_t)e.h_off)) ||
+		    (e.x_off >= 0 && ((uint64_t)e.x_off > h.c || xb > h.c - (uint64_t)e.x_off)))
+			goto undo;
+		if (e.h_off >= 0)
+			e.h_off += f0;
+		if (e.x_off >= 0)
+			e.x_off += f0;
+		if (add_entry(S, &e, err))
+			goto undo;
+	}
+	if (h.c && put(S, data, h.c, &dummy, err))
+		goto undo;
+	ok = true;
+	goto done;
+undo:
+	S->n_e = e0;
+	S->f_end = f0;
+done:
+	free(b);
+	return ok;
+}
+
+/* Opens the journal and restores what it holds: *start layers done and x their output (0: start from the embeddings). */
+static muse_status journal_resume(muse_seq *S, const muse_seq_opts *o, muse_journal **J, int64_t *start, float *x,
+				  uint64_t rows, uint64_t width, muse_err *err)
+{
+	*start = 0;
+	bool discarded;
+	muse_status s = muse_journal_open(o->journal, o->fingerprint, J, &discarded, err);
+	if (s)
+		return s;
+	if (discarded)
+		fprintf(stderr, "muse: %s: journal from a run with other inputs or options: starting over\n", o->journal);
+	void *b = NULL;
+	size_t n = 0;
+	if ((s = muse_journal_get(*J, "hidden.blob", &b, &n, err)) || !b)
+		return s;
+	jhead h;
+	int64_t done = 0;
+	if (n >= sizeof h) {
+		memcpy(&h, b, sizeof h);
+		if (!memcmp(h.magic, "MUSEHID1", 8) && h.a <= (uint64_t)S->n_layer && h.b == rows && h.c == width &&
+		    n - sizeof h == rows * width * sizeof *x)
+			done = (int64_t)h.a;
+	}
+	int64_t il = 0;
+	while (il < done && journal_load_layer(S, *J, il, err))
+		il++;
+	if (il == done && done > 0) {
+		memcpy(x, (const char *)b + sizeof h, rows * width * sizeof *x);
+		*start = done;
+		if (!o->quiet)
+			fprintf(stderr, "muse: %s: resuming after layer %lld of %lld\n", o->journal, (long long)done,
+				(long long)S->n_layer);
+	} else {
+		/* A torn or foreign journal: drop what was loaded and start from the embeddings. */
+		S->n_e = 0;
+		S->f_end = 0;
+	}
+	free(b);
+	return MUSE_OK;
+}
+
 static void reset_accs(muse_seq *S)
 {
 	for (size_t i = 0; i < S->n_a; i++) {
@@ -255,6 +394,7 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 	size_t n_ids = 0;
 	muse_status s;
 	muse_progress pg;
+	muse_journal *J = NULL;
 	bool pg_on = false;
 	if (!S)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
@@ -281,13 +421,20 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for %zu x %lld activations", rows, (long long)hp->n_embd);
 		goto fail;
 	}
-	if ((s = muse_model_embed(m, smp, rows, x, err)))
+	int64_t start = 0;
+	if (o->journal && (s = journal_resume(S, o, &J, &start, x, rows, (uint64_t)hp->n_embd, err)))
+		goto fail;
+	if (!start && (s = muse_model_embed(m, smp, rows, x, err)))
 		goto fail;
 	muse_fwd_opts fo = { .hook = hook, .user = S };
-	muse_progress_start(&pg, o->gptq ? "gptq layers" : "awq calibration", (uint64_t)hp->n_layer, o->quiet);
+	muse_progress_start(&pg, o->gptq ? "gptq layers" : "awq calibration", (uint64_t)hp->n_layer, o->quiet || o->verbose);
 	pg_on = true;
-	for (int64_t il = 0; il < hp->n_layer; il++) {
+	muse_progress_add(&pg, (uint64_t)start);
+	for (int64_t il = start; il < hp->n_layer; il++) {
 		muse_layer l;
+		size_t e0 = S->n_e;
+		long f0 = S->f_end;
+		double t0 = muse_now();
 		if ((s = muse_model_load_layer(m, il, &l, err)))
 			goto fail;
 		reset_accs(S);
@@ -303,6 +450,11 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 		}
 		muse_layer_free(&l);
 		if (s)
+			goto fail;
+		if (o->verbose)
+			fprintf(stderr, "muse: %s layer %lld/%lld: %.3f s\n", o->gptq ? "gptq" : "awq", (long long)il + 1,
+				(long long)hp->n_layer, muse_now() - t0);
+		if (J && (s = journal_layer(S, J, il, e0, f0, x, rows, (uint64_t)hp->n_embd, err)))
 			goto fail;
 		muse_progress_add(&pg, 1);
 	}
@@ -327,6 +479,7 @@ done:
 	free(x2);
 	free(ids);
 	free(smp);
+	muse_journal_free(J);
 	muse_model_free(m);
 	return s;
 }

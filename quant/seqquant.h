@@ -26,6 +26,14 @@ typedef struct muse_seq_opts {
 	bool gguf;
 	muse_dtype gguf_type;
 	bool quiet;
+	bool verbose;             /* one line per layer with its wall time */
+	/*
+	 * Resume (quant/journal.h): with journal set, each finished layer's
+	 * statistics and the next layer's input are saved there; a rerun whose
+	 * fingerprint matches continues after the last saved layer.
+	 */
+	const char *journal;      /* directory, NULL: no journal */
+	const char *fingerprint;  /* sha256 hex of everything the result depends on */
 } muse_seq_opts;
 
 typedef struct muse_seq muse_seq;
