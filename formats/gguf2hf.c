@@ -22,6 +22,7 @@
 typedef struct item {
 	size_t src;          /* reader index */
 	int64_t expert;      /* slice of dim 0, or -1 */
+	int64_t vsrc;        /* MLA kv_b_proj: reader index of attn_v_b (src is attn_k_b), or -1 */
 	uint64_t nh;         /* heads to un-permute Q/K rows with, 0: none */
 	int ndim;
 	uint64_t shape[MUSE_MAX_DIMS];
@@ -38,7 +39,8 @@ typedef struct g2h {
 	item *it;
 	size_t n_it;
 	uint64_t n_blocks, n_head, n_head_kv;
-	int has_output, attn_bias, experts;
+	int has_output, attn_bias, experts, router_bias;
+	uint64_t mla_nope, mla_v, mla_rank; /* MLA head sizes from attn_k_b/attn_v_b; 0: no MLA */
 	int64_t rope_freqs; /* reader index of rope_freqs.weight, or -1 */
 	muse_dtype main_dt;
 } g2h;
@@ -131,6 +133,82 @@ static muse_status choose_arch(g2h *g, muse_err *err)
 			    g->in, first_bad, an, (unsigned long long)g->n_blocks);
 }
 
+static int64_t find_tensor(const muse_reader *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_tensors; i++)
+		if (!strcmp(r->tensors[i].name, name))
+			return (int64_t)i;
+	return -1;
+}
+
+/*
+ * MLA: hf2gguf (as convert_hf_to_gguf.py) splits kv_b_proj (h*(nope+v),
+ * rank) per head into attn_k_b (h, rank, nope), the first nope rows
+ * transposed, and attn_v_b (h, v, rank), the last v rows. The HF tensor is
+ * planned at attn_k_b's place with its partner found by name; attn_v_b
+ * itself plans nothing (its partner must exist). *skip = 1 for attn_v_b.
+ */
+static muse_status plan_kv_b(g2h *g, size_t i, const muse_arch_tensor *rule, int64_t blk, item *it, int *skip,
+			     muse_err *err)
+{
+	const muse_reader *r = g->r;
+	const muse_tensor *t = &r->tensors[i];
+	int is_k = rule->xf == MUSE_XF_KV_B_K;
+	const char *from = is_k ? "attn_k_b" : "attn_v_b", *to = is_k ? "attn_v_b" : "attn_k_b";
+	char other[320];
+	const char *at = strstr(t->name, from);
+	*skip = !is_k;
+	if (!at || strlen(t->name) >= sizeof other)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s' has no HF name", g->in, t->name);
+	snprintf(other, sizeof other, "%.*s%s%s", (int)(at - t->name), t->name, to, at + strlen(from));
+	int64_t j = find_tensor(r, other);
+	if (j < 0)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': '%s' is needed beside it to rebuild "
+				    "kv_b_proj, and the file has none", g->in, t->name, other);
+	if (!is_k)
+		return MUSE_OK;
+	const muse_tensor *k = t, *v = &r->tensors[j];
+	if (k->ndim != 3 || v->ndim != 3 || k->shape[0] != v->shape[0] || k->shape[1] != v->shape[2] ||
+	    !k->shape[0] || !k->shape[1] || !k->shape[2] || !v->shape[1] || k->shape[0] != g->n_head)
+		return muse_err_set(err, MUSE_ERR_FORMAT,
+				    "%s: tensor '%s': attn_k_b (heads, rank, nope) and attn_v_b (heads, v, rank) "
+				    "shapes do not agree with each other or with %llu heads", g->in, t->name,
+				    (unsigned long long)g->n_head);
+	if (g->mla_nope && (g->mla_nope != k->shape[2] || g->mla_v != v->shape[1] || g->mla_rank != k->shape[1]))
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': MLA head sizes differ from an earlier block",
+				    g->in, t->name);
+	g->mla_nope = k->shape[2];
+	g->mla_v = v->shape[1];
+	g->mla_rank = k->shape[1];
+	muse_dtype kd = k->dtype, vd = v->dtype;
+	muse_err e2 = { 0 };
+	for (int q = 0; q < 2; q++) {
+		muse_dtype d = q ? vd : kd;
+		if (muse_dtype_info(d)->is_quant && (!g->o->dequant || g->o->dequant(d, NULL, NULL, 0, &e2)))
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+					    "%s: tensor '%s': muse cannot decode %s tensors yet; no output written", g->in,
+					    q ? v->name : k->name, muse_dtype_name(d));
+		uint64_t bytes;
+		/* Heads are decoded one at a time: a head's elements must be whole blocks. */
+		if (!muse_dtype_nbytes(d, (q ? v : k)->nelements / k->shape[0], &bytes))
+			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': a head is not whole %s blocks", g->in,
+					    (q ? v : k)->name, muse_dtype_name(d));
+	}
+	memset(it, 0, sizeof *it);
+	it->src = i;
+	it->vsrc = j;
+	it->expert = -1;
+	/* Both halves in one type: theirs when they agree, else (or for blocks) what auto picks for F32. */
+	it->dt = kd == vd ? out_type(kd, g->o->want) : out_type(MUSE_DT_F32, g->o->want);
+	it->ndim = 2;
+	it->shape[0] = k->shape[0] * (k->shape[2] + v->shape[1]);
+	it->shape[1] = k->shape[1];
+	it->nel = it->shape[0] * it->shape[1];
+	if (muse_arch_hf_name(rule, blk, -1, it->name, sizeof it->name))
+		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: tensor '%s': HF name does not fit", g->in, t->name);
+	return MUSE_OK;
+}
+
 /* Pass 1: every output tensor, its shape, type and row transform, checked before anything is written. */
 static muse_status plan(g2h *g, muse_err *err)
 {
@@ -149,7 +227,23 @@ static muse_status plan(g2h *g, muse_err *err)
 			g->rope_freqs = (int64_t)i; /* becomes rope_scaling in config.json */
 			continue;
 		}
-		if ((s = muse_arch_reverse_name(g->a, t->name, g->n_blocks, &rule, &blk)) == MUSE_ERR_USAGE) {
+		s = muse_arch_reverse_name(g->a, t->name, g->n_blocks, &rule, &blk);
+		if (s == MUSE_ERR_USAGE && (rule->xf == MUSE_XF_KV_B_K || rule->xf == MUSE_XF_KV_B_V)) {
+			int skip;
+			if ((s = plan_kv_b(g, i, rule, blk, &g->it[g->n_it], &skip, err)))
+				return s;
+			if (!skip) {
+				if (!muse_model_writer_supports(MUSE_OUT_SAFETENSORS, g->it[g->n_it].dt))
+					return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+							    "%s: tensor '%s': %s cannot be stored in safetensors", g->in,
+							    t->name, muse_dtype_name(g->it[g->n_it].dt));
+				if (g->main_dt == MUSE_DT_INVALID)
+					g->main_dt = g->it[g->n_it].dt;
+				g->n_it++;
+			}
+			continue;
+		}
+		if (s == MUSE_ERR_USAGE) {
 			char hn[320];
 			if (muse_arch_hf_name(rule, blk, 0, hn, sizeof hn))
 				snprintf(hn, sizeof hn, "%s", rule->hf);
@@ -201,6 +295,7 @@ static muse_status plan(g2h *g, muse_err *err)
 			item *it = &g->it[g->n_it++];
 			memset(it, 0, sizeof *it);
 			it->src = i;
+			it->vsrc = -1;
 			it->expert = split ? (int64_t)e : -1;
 			it->nh = nh;
 			it->dt = dt;
@@ -216,6 +311,8 @@ static muse_status plan(g2h *g, muse_err *err)
 			g->has_output = 1;
 		if (strstr(t->name, ".attn_q.bias"))
 			g->attn_bias = 1;
+		if (strstr(t->name, ".exp_probs_b."))
+			g->router_bias = 1;
 		if (g->main_dt == MUSE_DT_INVALID && t->ndim >= 2)
 			g->main_dt = dt;
 	}
@@ -256,7 +353,7 @@ static void unify_types(g2h *g)
 		const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
 		const uint8_t *v = muse_reader_view(g->r, it->src);
 		if (it->dt == g->main_dt || !tr->is_float || tr->blck != 1 || tr->block_bytes > 8 || !v ||
-		    it->expert >= 0 || t->nelements > (UINT64_C(1) << 24))
+		    it->expert >= 0 || it->vsrc >= 0 || t->nelements > (UINT64_C(1) << 24))
 			continue;
 		if (cast_exact(v, t->dtype, t->nelements, g->main_dt))
 			it->dt = g->main_dt;
@@ -370,9 +467,17 @@ static void llama3_params(const float *fr, uint64_t n, float base, uint64_t dim,
 
 #define SETJ(obj, key, val) NOMEM(json_object_set_new(obj, key, val))
 
-/* The HF class: the table's first, or with experts present its first MoE class (llama's table holds Mixtral). */
+/*
+ * The HF class: the table's first, or with experts present its first MoE
+ * class (llama's table holds Mixtral). A router score-correction bias
+ * (exp_probs_b, noaux_tc routing) exists only in DeepSeek-V3 of the
+ * deepseek2 table's classes; V2 has none.
+ */
 static const char *hf_class(const g2h *g)
 {
+	for (size_t i = 0; g->router_bias && g->a->hf_classes[i]; i++)
+		if (strstr(g->a->hf_classes[i], "V3"))
+			return g->a->hf_classes[i];
 	for (size_t i = 0; g->experts && g->a->hf_classes[i]; i++)
 		if (strstr(g->a->hf_classes[i], "Moe") || strstr(g->a->hf_classes[i], "Mixtral"))
 			return g->a->hf_classes[i];
@@ -413,7 +518,8 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 	if (hp_u64(g, "feed_forward_length", &v))
 		SETJ(c, "intermediate_size", json_integer((json_int_t)v));
 	SETJ(c, "num_attention_heads", json_integer((json_int_t)g->n_head));
-	SETJ(c, "num_key_value_heads", json_integer((json_int_t)g->n_head_kv));
+	/* MLA is stored as MQA (head_count_kv 1, a converter override); HF's kv_b_proj has a KV head per query head. */
+	SETJ(c, "num_key_value_heads", json_integer((json_int_t)(g->mla_nope ? g->n_head : g->n_head_kv)));
 	SETJ(c, "num_hidden_layers", json_integer((json_int_t)g->n_blocks));
 	if (hp_f32(g, "attention.layer_norm_rms_epsilon", &f))
 		SETJ(c, "rms_norm_eps", json_real(short_float(f)));
@@ -424,7 +530,16 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 		SETJ(c, "max_position_embeddings", json_integer((json_int_t)v));
 	/* head_dim only where the GGUF states it: HF -> GGUF then writes key_length back, and nothing more. */
 	uint64_t head_dim = n_embd / g->n_head;
-	if (hp_u64(g, "attention.key_length", &v)) {
+	if (g->mla_nope) {
+		/* MLA's key_length is rank + rope (the absorbed MQA head); HF derives head_dim, qk_head_dim itself. */
+		SETJ(c, "kv_lora_rank", json_integer((json_int_t)g->mla_rank));
+		SETJ(c, "qk_nope_head_dim", json_integer((json_int_t)g->mla_nope));
+		SETJ(c, "v_head_dim", json_integer((json_int_t)g->mla_v));
+		if (hp_u64(g, "rope.dimension_count", &v)) {
+			head_dim = v;
+			SETJ(c, "head_dim", json_integer((json_int_t)v));
+		}
+	} else if (hp_u64(g, "attention.key_length", &v)) {
 		head_dim = v;
 		SETJ(c, "head_dim", json_integer((json_int_t)v));
 	}
@@ -440,16 +555,35 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 	SETJ(c, "hidden_act", json_string("silu"));
 	SETJ(c, "attention_bias", json_boolean(g->attn_bias));
 	SETJ(c, "mlp_bias", json_false());
+	int own_count = 0; /* the table names expert_count itself (DeepSeek's n_routed_experts) */
+	for (const muse_arch_hparam *h = g->a->hparams; h && h->kind != MUSE_HP_END; h++)
+		own_count |= h->key && !strcmp(h->key, "expert_count");
 	if (hp_u64(g, "expert_count", &v) && v) {
 		/* Mixtral spells it num_local_experts, the Qwen MoE models num_experts; each ignores the other. */
-		SETJ(c, "num_local_experts", json_integer((json_int_t)v));
-		SETJ(c, "num_experts", json_integer((json_int_t)v));
+		if (!own_count) {
+			SETJ(c, "num_local_experts", json_integer((json_int_t)v));
+			SETJ(c, "num_experts", json_integer((json_int_t)v));
+		}
 		if (hp_u64(g, "expert_used_count", &v))
 			SETJ(c, "num_experts_per_tok", json_integer((json_int_t)v));
 		if (hp_u64(g, "expert_feed_forward_length", &v))
 			SETJ(c, "moe_intermediate_size", json_integer((json_int_t)v));
 		if (hp_u64(g, "expert_shared_feed_forward_length", &v))
 			SETJ(c, "shared_expert_intermediate_size", json_integer((json_int_t)v));
+		/* Grouped routing and the gating function (TextModel.set_gguf_parameters' MoE keys, reversed). */
+		if (hp_u64(g, "expert_group_count", &v))
+			SETJ(c, "n_group", json_integer((json_int_t)v));
+		if (hp_u64(g, "expert_group_used_count", &v))
+			SETJ(c, "topk_group", json_integer((json_int_t)v));
+		static const char *const gating[] = { NULL, "softmax", "sigmoid", NULL, "sqrtsoftplus" };
+		if (hp_u64(g, "expert_gating_func", &v)) {
+			if (v >= sizeof gating / sizeof gating[0] || !gating[v]) {
+				s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: %s.expert_gating_func %llu has no "
+						 "config.json form in muse", g->in, g->a->gguf_name, (unsigned long long)v);
+				goto done;
+			}
+			SETJ(c, "scoring_func", json_string(gating[v]));
+		}
 	}
 
 	/* The table's own hparam rows read backwards: "<arch>.<key>" -> its first config.json name. */
@@ -491,6 +625,22 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 			for (size_t i = 0; i < sizeof yk / sizeof yk[0]; i++)
 				if (hp_f32(g, yk[i].gg, &f))
 					SETJ(rs, yk[i].hf, json_real(short_float(f)));
+		}
+		/* Table rows "rope:X": rope_scaling keys stored scaled (DeepSeek's 0.1 * mscale_all_dim). */
+		for (const muse_arch_hparam *h = g->a->hparams; h && h->kind != MUSE_HP_END; h++) {
+			if (h->kind != MUSE_HP_F32 || !h->hf[0] || strncmp(h->hf[0], "rope:", 5) ||
+			    !hp_f32(g, h->key, &f))
+				continue;
+			const char *rk = h->hf[0] + 5;
+			double val = short_float(h->scale != 0 ? (float)(f / h->scale) : f);
+			SETJ(rs, rk, json_real(val));
+			/*
+			 * llama.cpp's deepseek2 graph has no separate mscale: it computes
+			 * what transformers does when mscale equals mscale_all_dim (as in
+			 * every published DeepSeek config), so that is the one to write.
+			 */
+			if (!strcmp(rk, "mscale_all_dim") && !json_object_get(rs, "mscale"))
+				SETJ(rs, "mscale", json_real(val));
 		}
 	} else if (st && strcmp(st, "none")) {
 		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: rope scaling type '%s' has no config.json form in muse",
@@ -623,6 +773,60 @@ static muse_status grow(muse_cast_buf *b, size_t n, muse_err *err)
 	return b->p ? MUSE_OK : muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 }
 
+/* n elements of t (whole blocks) at src as floats: ggml's decoding for blocks, an exact widening for floats. */
+static muse_status to_f32(const g2h *g, const muse_tensor *t, const uint8_t *src, float *dst, uint64_t n,
+			  muse_err *err)
+{
+	muse_status s = muse_dtype_info(t->dtype)->is_quant ? g->o->dequant(t->dtype, src, dst, (int64_t)n, err)
+							   : muse_dtype_convert_ref(MUSE_DT_F32, dst, t->dtype, src,
+										    (size_t)n, err);
+	if (s)
+		muse_err_prefix(err, "%s: tensor '%s'", g->in, t->name);
+	return s;
+}
+
+/*
+ * MLA kv_b_proj, one head at a time: its first nope rows are attn_k_b's
+ * head (rank, nope) transposed back, its last v rows attn_v_b's head as it
+ * is. Values pass through F32, which holds every F16/BF16/F32 value and
+ * every decoded block exactly, so a float source comes back bit for bit.
+ */
+static muse_status put_kv_b(g2h *g, muse_model_writer *w, size_t k, muse_cast_buf *rows_buf, muse_cast_buf *cb,
+			    muse_progress *pg, muse_err *err)
+{
+	const item *it = &g->it[k];
+	const muse_tensor *tk = &g->r->tensors[it->src], *tv = &g->r->tensors[it->vsrc];
+	const uint8_t *bk = muse_reader_view(g->r, it->src), *bv = muse_reader_view(g->r, (size_t)it->vsrc);
+	uint64_t h = tk->shape[0], rank = tk->shape[1], nope = tk->shape[2], vd = tv->shape[1];
+	muse_status s;
+	if (!bk || !bv)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s' is not contiguous", g->in,
+				    bk ? tv->name : tk->name);
+	/* floats: one head of attn_k_b, then one head of kv_b (nope + v rows) */
+	size_t need;
+	if (!muse_mul_size((size_t)rank, (size_t)(nope + nope + vd), &need) ||
+	    !muse_mul_size(need, sizeof(float), &need))
+		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: tensor '%s': head too large", g->in, tk->name);
+	if ((s = grow(rows_buf, need, err)))
+		return s;
+	float *kh = (float *)(void *)rows_buf->p, *out = kh + rank * nope;
+	uint64_t kbytes = tk->nbytes / h, vbytes = tv->nbytes / h;
+	for (uint64_t hd = 0; hd < h; hd++) {
+		if ((s = to_f32(g, tk, bk + hd * kbytes, kh, rank * nope, err)) ||
+		    (s = to_f32(g, tv, bv + hd * vbytes, out + nope * rank, vd * rank, err)))
+			return s;
+		for (uint64_t n = 0; n < nope; n++)
+			for (uint64_t j = 0; j < rank; j++)
+				out[n * rank + j] = kh[j * nope + n];
+		if ((s = muse_model_writer_put(w, k, it->name, (const uint8_t *)out, MUSE_DT_F32, (nope + vd) * rank,
+					       it->dt, cb, pg, err)))
+			return s;
+		if (muse_interrupted())
+			return muse_err_set(err, MUSE_ERR_INTERRUPTED, "interrupted");
+	}
+	return MUSE_OK;
+}
+
 /*
  * Writes one item. Plain tensors stream straight from the map through the
  * writer's chunked cast. Permuted or block-quantized ones go by chunks of
@@ -637,6 +841,8 @@ static muse_status put_item(g2h *g, muse_model_writer *w, size_t k, muse_cast_bu
 	const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
 	const uint8_t *base = muse_reader_view(g->r, it->src);
 	muse_status s;
+	if (it->vsrc >= 0)
+		return put_kv_b(g, w, k, rows_buf, cb, pg, err);
 	if (!base)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s' is not contiguous", g->in, t->name);
 	uint64_t slice_bytes = t->nbytes;
@@ -748,8 +954,9 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 		if ((s = muse_model_writer_add_tensor(w, it->name, it->dt, it->ndim, it->shape, err)))
 			goto done;
 		const muse_tensor *t = &g.r->tensors[it->src];
-		total += muse_dtype_info(t->dtype)->is_quant ? it->nel * sizeof(float)
-							      : (it->expert >= 0 ? t->nbytes / t->shape[0] : t->nbytes);
+		total += it->vsrc >= 0 || muse_dtype_info(t->dtype)->is_quant
+				 ? it->nel * sizeof(float)
+				 : (it->expert >= 0 ? t->nbytes / t->shape[0] : t->nbytes);
 	}
 	if ((s = muse_model_writer_begin(w, err)))
 		goto done;
@@ -760,6 +967,8 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 			goto done;
 		if (k + 1 == g.n_it || g.it[k + 1].src != g.it[k].src)
 			muse_reader_release(g.r, g.it[k].src);
+		if (g.it[k].vsrc >= 0)
+			muse_reader_release(g.r, (size_t)g.it[k].vsrc);
 	}
 	if ((s = muse_model_writer_finish(w, err)))
 		goto done;

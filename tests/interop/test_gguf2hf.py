@@ -31,7 +31,8 @@ original tensors back. Sharded input converts to the same HF directory as the un
 Safetensors -> safetensors: resharding, merging and dtype change read back equal by the safetensors package,
 config/tokenizer files copied beside the weights. Every arch table (llama incl. tied, Llama-3 rope and BF16; mistral,
 qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe) on tiny random checkpoints: HF -> GGUF -> HF gives the original tensors
-and bit-identical transformers logits; DeepSeek's MLA (kv_b_proj stored only as attn_k_b/attn_v_b) is refused.
+and bit-identical transformers logits; deepseek_v3 too (F32, and BF16 with YaRN): kv_b_proj is rebuilt from
+attn_k_b/attn_v_b, also from llama.cpp's own converter's GGUF.
 Streaming: the release binary's peak RSS on SmolLM2 stays below its largest output tensor. Refusals: unknown architecture, a block type muse cannot decode,
 an output directory that exists with files in it: one error line, exit 1 (2 for the last), nothing written.
 """
@@ -432,7 +433,8 @@ def test_refusals(work):
 
 
 ARCHES = [("llama", {}), ("llama", {"tie": True}), ("llama", {"rope": "llama3"}), ("llama", {"dtype": "bf16"}),
-          ("mistral", {}), ("qwen2", {}), ("qwen3", {}), ("mixtral", {}), ("qwen2_moe", {}), ("qwen3_moe", {})]
+          ("mistral", {}), ("qwen2", {}), ("qwen3", {}), ("mixtral", {}), ("qwen2_moe", {}), ("qwen3_moe", {}),
+          ("deepseek_v3", {}), ("deepseek_v3", {"dtype": "bf16", "rope": "yarn"})]
 
 
 @pytest.mark.parametrize("arch,kw", ARCHES, ids=[a + "".join(f"-{k}={v}" for k, v in kw.items()) for a, kw in ARCHES])
@@ -473,16 +475,61 @@ def test_arch_tables_reversed(tmp_path, arch, kw):
     assert list(t1) == list(t2) and all(bytes(t1[n].data) == bytes(t2[n].data) for n in t1)
 
 
-def test_deepseek_mla_refused(tmp_path):
-    """DeepSeek's GGUF stores kv_b_proj only as attn_k_b/attn_v_b: rebuilding it is not implemented; refused cleanly."""
-    pytest.importorskip("torch")
+def test_deepseek_from_reference_converter(tmp_path):
+    """DeepSeek-V3 (MLA) GGUF written by llama.cpp's convert_hf_to_gguf.py -> HF: kv_b_proj is rebuilt from
+    attn_k_b (per head, transposed back) and attn_v_b, stacked experts split per expert; every tensor equals the
+    original bit for bit, and transformers' logits on muse's directory equal those on the original. The GGUF's
+    MQA override (head_count_kv 1) comes back as one KV head per query head, which DeepseekV3 requires. A GGUF
+    with attn_k_b but no attn_v_b is refused naming the missing tensor."""
+    torch = pytest.importorskip("torch")
+    llamacpp.require()
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import make_tiny_models as mtm
-    mtm.make_arch(str(tmp_path / "src"), "deepseek_v3")
-    run_muse("convert", "-q", tmp_path / "src", tmp_path / "m.gguf")
-    p = run_muse("convert", tmp_path / "m.gguf", tmp_path / "hf", check=False)
-    check_refused(p, str(tmp_path / "hf"))
-    assert "kv_b_proj" in p.stderr and "attn_k_b" in p.stderr
+    src = tmp_path / "src"
+    mtm.make_arch(str(src), "deepseek_v3")
+    # convert_hf_to_gguf.py picks the pre-tokenizer by hashing and knows no fixture's: told it, as in
+    # test_hf2gguf_arch.py (whose runner this reuses).
+    from test_hf2gguf_arch import RUNNER
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    env = dict(os.environ, MUSE_REF_PRE="llama-bpe")
+    env.pop("NO_LOCAL_GGUF", None)
+    p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(tmp_path / "ref.gguf"),
+                        "--outtype", "f32"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run_muse("convert", "-q", tmp_path / "ref.gguf", tmp_path / "hf")
+    cfg = json.load(open(tmp_path / "hf" / "config.json"))
+    assert cfg["architectures"] == ["DeepseekV3ForCausalLM"] and cfg["num_key_value_heads"] == 4
+    orig = json.load(open(src / "config.json"))
+    for k in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "n_routed_experts",
+              "n_shared_experts", "num_experts_per_tok", "n_group", "topk_group", "routed_scaling_factor",
+              "first_k_dense_replace", "moe_intermediate_size", "norm_topk_prob", "scoring_func"):
+        assert cfg[k] == orig[k], k
+    a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    ids = torch.tensor([[1, 5, 9, 20, 33, 7, 2, 11]])
+    with torch.no_grad():
+        la = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)(ids).logits
+        lb = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)(ids).logits
+    assert torch.equal(la, lb)
+    # attn_v_b of block 0 missing: refused, nothing written.
+    r = reader(str(tmp_path / "ref.gguf"))
+    kv = []
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k.startswith("tokenizer."):
+            continue
+        if k in ("deepseek2.block_count", "deepseek2.attention.head_count", "deepseek2.embedding_length"):
+            kv.append((k, int(f.contents())))
+    ts = [(t.name, np.array(t.data), None) for t in r.tensors if t.name != "blk.0.attn_v_b.weight"]
+    bad = tmp_path / "no_vb.gguf"
+    write_gguf(bad, "deepseek2", ts, kv)
+    p = run_muse("convert", bad, tmp_path / "hf_bad", check=False)
+    check_refused(p, str(tmp_path / "hf_bad"))
+    assert "blk.0.attn_v_b.weight" in p.stderr and "kv_b_proj" in p.stderr
 
 
 def test_streaming_memory(smol, work):
