@@ -103,6 +103,23 @@ def test_moe_matches_llama_imatrix(muse, work):
     assert c.size == 4 and c.sum() == 6 * 64 * 2
 
 
+def test_moe_hf_dir_calib_text(muse, work):
+    """The HF directory itself, calibrated on the text file: muse maps the per-expert tensors through the arch
+    tables and tokenizes with the directory's tokenizer.json; the result must match llama-imatrix on the converted
+    GGUF (same text, same chunks) as closely as the GGUF run does."""
+    model = _tiny_moe(work)
+    if not (work / "lc-moe.gguf").exists():
+        _llama_imatrix(model, work / "text.txt", work / "lc-moe.gguf", 64, 6)
+    muse("imatrix", work / "qwen2_moe", "--calib", work / "text.txt", "--seq-len", 64, "--samples", 6, "-o",
+         work / "muse-moe-hf.gguf", "-q")
+    a, _ = _read(str(work / "muse-moe-hf.gguf"))
+    b, _ = _read(str(work / "lc-moe.gguf"))
+    rels = _compare(a, b)
+    worst = max(rels, key=rels.get)
+    print(f"qwen2_moe HF dir: worst {worst} {rels[worst]:.3g}")
+    assert rels[worst] <= 1e-3
+
+
 def test_moe_all_experts(muse, work):
     model = _tiny_moe(work)
     if not (work / "moe.ids").exists():
