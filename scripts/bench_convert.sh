@@ -15,28 +15,23 @@ if [ ! -f "$CK/config.json" ]; then
 fi
 bytes=$(cat "$CK"/*.safetensors | wc -c)
 cat "$CK"/*.safetensors >/dev/null
-# run CMD...: wall seconds and peak RSS (KiB) of one run, into globals T and M.
+# run CMD...: wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one run, into globals T, M and C.
 run() {
-	local f=$B/conv.time
-	/usr/bin/time -o "$f" -f '%e %M' "$@" >/dev/null 2>&1
-	read -r T M <"$f"
+	local f=$B/conv.time u s
+	/usr/bin/time -o "$f" -f '%e %M %U %S' "$@" >/dev/null 2>&1
+	read -r T M u s <"$f"
+	C=$(echo "$u + $s" | bc -l)
 	rm -f "$f"
 }
 rm -f "$B"/conv.*
-# cp is made durable like muse's output (which is fsynced before its rename): the bytes on disk, not in the cache.
-run sh -c "cat '$CK'/*.safetensors > '$B/conv.cp' && sync '$B/conv.cp'"
-t_cp=$T m_cp=$M
-rm -f "$B/conv.cp"
-sync
-run bin/muse convert "$CK" "$B/conv.muse.gguf" --outtype auto -q
-t_muse=$T m_muse=$M
-rm -f "$B/conv.muse.gguf"
-sync
-t_py=skipped m_py=0
-if [ -f "$CONVERT" ]; then
-	# The fixture's freshly trained tokenizer is not in the converter's hash table; like the convert tests, tell
-	# it the pre-tokenizer name (this touches only the vocabulary lookup, none of the tensor work being timed).
-	cat >"$B/conv_runner.py" <<'PYEOF'
+# The outputs go to two places: the disk, where muse fsyncs before its rename and the others are made durable
+# the same way (a sync of their output file inside the timed command), and a tmpfs (/dev/shm), where no tool
+# waits for a disk and the times are the tools' own work.
+SHM=${BENCH_SHM:-/dev/shm}
+[ -d "$SHM" ] && [ -w "$SHM" ] || SHM=
+# The fixture's freshly trained tokenizer is not in the converter's hash table; like the convert tests, tell
+# it the pre-tokenizer name (this touches only the vocabulary lookup, none of the tensor work being timed).
+cat >"$B/conv_runner.py" <<'PYEOF'
 import runpy, sys
 src = sys.argv[1]
 sys.path[:0] = [src + "/gguf-py", src]
@@ -45,15 +40,41 @@ base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "llama-bpe"
 sys.argv = [src + "/convert_hf_to_gguf.py"] + sys.argv[2:]
 runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
 PYEOF
-	run $PY "$B/conv_runner.py" "$(dirname "$CONVERT")" "$CK" --outfile "$B/conv.py.gguf" --outtype bf16
-	t_py=$T m_py=$M
-	rm -f "$B/conv.py.gguf"
+# one_place DIR SYNC: times cp, muse and the Python converter writing into DIR; SYNC=1 makes each output durable.
+one_place() {
+	local d=$1 sync=$2 s=true
+	[ "$sync" = 1 ] && s="sync"
+	run sh -c "cat '$CK'/*.safetensors > '$d/conv.cp' && $s '$d/conv.cp'"
+	t_cp=$T m_cp=$M c_cp=$C
+	rm -f "$d/conv.cp"
+	sync
+	run bin/muse convert "$CK" "$d/conv.muse.gguf" --outtype auto -q
+	t_muse=$T m_muse=$M c_muse=$C
+	rm -f "$d/conv.muse.gguf"
+	sync
+	t_py=skipped m_py=0
+	if [ -f "$CONVERT" ]; then
+		run sh -c "$PY '$B/conv_runner.py' '$(dirname "$CONVERT")' '$CK' --outfile '$d/conv.py.gguf' --outtype bf16 && $s '$d/conv.py.gguf'"
+		t_py=$T m_py=$M c_py=$C
+		rm -f "$d/conv.py.gguf"
+	fi
+}
+ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+table() {
+	local where=$1
+	echo
+	echo "| HF -> GGUF, $((bytes / 1000000)) MB BF16 (2 shards, warm cache), output on $where | time | CPU time | peak RSS | time ratio to muse | CPU ratio |"
+	echo "|---|---|---|---|---|"
+	echo "| muse convert --outtype auto (bf16 stays bf16) | ${t_muse} s | ${c_muse} s | $((m_muse / 1024)) MiB | 1.00 | 1.00 |"
+	echo "| cp of the same bytes (cat shards > file) | ${t_cp} s | ${c_cp} s | $((m_cp / 1024)) MiB | $(ratio "$t_cp" "$t_muse") | $(ratio "$c_cp" "$c_muse") |"
+	if [ "$t_py" != skipped ]; then
+		echo "| llama.cpp convert_hf_to_gguf.py --outtype bf16 | ${t_py} s | ${c_py} s | $((m_py / 1024)) MiB | $(ratio "$t_py" "$t_muse") | $(ratio "$c_py" "$c_muse") |"
+	fi
+}
+one_place "$B" 1
+table "disk, every output fsynced (the disk's write speed bounds all three)"
+if [ -n "$SHM" ]; then
+	one_place "$SHM" 0
+	table "tmpfs $SHM (no disk: each tool's own work)"
 fi
-echo
-echo "| HF -> GGUF, $((bytes / 1000000)) MB BF16 (2 shards, warm cache) | time | peak RSS | time ratio to muse |"
-echo "|---|---|---|---|"
-echo "| muse convert --outtype auto (bf16 stays bf16) | ${t_muse} s | $((m_muse / 1024)) MiB | 1.00 |"
-echo "| cp of the same bytes (cat shards > file, then fsync) | ${t_cp} s | $((m_cp / 1024)) MiB | $(printf '%.2f' "$(echo "$t_cp / $t_muse" | bc -l)") |"
-if [ "$t_py" != skipped ]; then
-	echo "| llama.cpp convert_hf_to_gguf.py --outtype bf16 | ${t_py} s | $((m_py / 1024)) MiB | $(printf '%.2f' "$(echo "$t_py / $t_muse" | bc -l)") |"
-fi
+rm -f "$B/conv_runner.py"
