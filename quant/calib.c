@@ -54,7 +54,7 @@ int32_t muse_calib_bos(const muse_model *m)
 }
 
 /* Decimal ids separated by whitespace, commas or brackets. */
-static muse_status parse_ids(const char *path, const uint8_t *p, size_t n, int32_t **ids, size_t *n_ids, muse_err *err)
+muse_status muse_calib_parse_ids(const char *path, const uint8_t *p, size_t n, int32_t **ids, size_t *n_ids, muse_err *err)
 {
 	size_t cap = 0, k = 0;
 	int32_t *v = NULL;
@@ -96,7 +96,7 @@ static muse_status parse_ids(const char *path, const uint8_t *p, size_t n, int32
 }
 
 /* JSONL: the "text" field of every line, joined with blank lines. */
-static muse_status jsonl_text(const char *path, const uint8_t *p, size_t n, char **out, size_t *out_len, muse_err *err)
+muse_status muse_calib_jsonl_text(const char *path, const uint8_t *p, size_t n, char **out, size_t *out_len, muse_err *err)
 {
 	size_t cap = n + 1, len = 0;
 	char *buf = malloc(cap);
@@ -175,7 +175,7 @@ muse_status muse_calib_load(muse_model *m, const char *path, const char *kind, i
 	const uint8_t *p = mp.data;
 	size_t n = (size_t)mp.size;
 	if (!strcmp(kind, "tokens")) {
-		if ((s = parse_ids(path, p, n, ids, n_ids, err)))
+		if ((s = muse_calib_parse_ids(path, p, n, ids, n_ids, err)))
 			goto done;
 		for (size_t i = 0; i < *n_ids; i++)
 			if ((*ids)[i] >= muse_model_hparams(m)->n_vocab) {
@@ -187,7 +187,7 @@ muse_status muse_calib_load(muse_model *m, const char *path, const char *kind, i
 		goto done;
 	}
 	if (!strcmp(kind, "jsonl")) {
-		if ((s = jsonl_text(path, p, n, &text, &text_len, err)))
+		if ((s = muse_calib_jsonl_text(path, p, n, &text, &text_len, err)))
 			goto done;
 	}
 	/* The tokenizer: GGUF tokenizer.* keys, or the HF directory's files. */

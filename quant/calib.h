@@ -32,6 +32,19 @@ muse_status muse_calib_load(muse_model *m, const char *path, const char *kind, i
 			    muse_calib_source *src, muse_err *err);
 
 /*
+ * The two readers muse_calib_load uses, on n bytes already in memory (path
+ * only names them in errors, which are one line "<path>: byte <off>: why").
+ * parse_ids: decimal ids in 0..INT32_MAX separated by whitespace, commas or
+ * brackets; no ids is not an error (*n_ids 0). jsonl_text: every non-blank
+ * line must be a JSON object with a string "text"; the texts joined with
+ * "\n\n" (*text malloc'd, *len bytes, not NUL-terminated).
+ */
+muse_status muse_calib_parse_ids(const char *path, const uint8_t *p, size_t n, int32_t **ids, size_t *n_ids,
+				 muse_err *err);
+muse_status muse_calib_jsonl_text(const char *path, const uint8_t *p, size_t n, char **text, size_t *len,
+				  muse_err *err);
+
+/*
  * Whether the model's tokenizer adds BOS (tokenizer.ggml.add_bos_token, else
  * the vocabulary type's default), and the BOS id (-1: none). Calibration
  * and eval put BOS at the start of every sample when it does, as
