@@ -159,7 +159,12 @@ muse_status muse_awq_search_scale(const muse_awq_group *g, const muse_wq_config 
 		for (size_t i = 0; i < g->n_lin; i++) {
 			memcpy(wq[i], g->w[i], g->out[i] * in * sizeof(float));
 			muse_awq_scale_columns(wq[i], g->out[i], in, cand);
-			muse_rtn_fake_quant(&c, wq[i], g->out[i], in);
+			if (!o->fakeq)
+				muse_rtn_fake_quant(&c, wq[i], g->out[i], in);
+			else if (o->fakeq(o->fakeq_ctx, wq[i], g->out[i], in, 0, cand)) {
+				s = muse_err_set(err, MUSE_ERR_CHECK, "AWQ scale search: the block quantizer failed");
+				goto done;
+			}
 			for (uint64_t r = 0; r < g->out[i]; r++)
 				for (uint64_t k = 0; k < in; k++)
 					wq[i][r * in + k] /= cand[k];
@@ -224,7 +229,8 @@ muse_status muse_awq_search_clip(const muse_wq_config *c0, const muse_awq_opts *
 		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for the AWQ clipping search");
 		goto done;
 	}
-	for (uint64_t k0 = 0; k0 < in; k0 += gs) {
+	int failed = 0;
+	for (uint64_t k0 = 0; k0 < in && !failed; k0 += gs) {
 		uint64_t m = k0 + gs < in ? gs : in - k0;
 		for (uint64_t t = 0; t < nt; t++)
 			for (uint64_t k = 0; k < m; k++)
@@ -249,7 +255,12 @@ muse_status muse_awq_search_clip(const muse_wq_config *c0, const muse_awq_opts *
 				}
 				for (uint64_t k = 0; k < m; k++)
 					cb[k] = (float)fmin(fmax(wr[k], -v), v);
-				muse_rtn_fake_quant(&c, cb, 1, m);
+				if (!o->fakeq)
+					muse_rtn_fake_quant(&c, cb, 1, m);
+				else if (o->fakeq(o->fakeq_ctx, cb, 1, m, k0, NULL)) {
+#pragma omp atomic write
+					failed = 1;
+				}
 				for (uint64_t k = 0; k < m; k++)
 					d[k] = (double)cb[k] - (double)wr[k];
 			}
@@ -276,6 +287,8 @@ muse_status muse_awq_search_clip(const muse_wq_config *c0, const muse_awq_opts *
 				wr[k] = (float)fmin(fmax(wr[k], -best_max), best_max);
 		}
 	}
+	if (failed)
+		s = muse_err_set(err, MUSE_ERR_CHECK, "AWQ clipping search: the block quantizer failed");
 done:
 	free(G);
 	free(xg);

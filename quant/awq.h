@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../lib/dtype.h"
 #include "../lib/status.h"
 #include "rtn.h"
 
@@ -30,12 +31,25 @@ typedef struct muse_awq_group {
 	void *loss_ctx;
 } muse_awq_group;
 
+/*
+ * A quantizer replacing the integer grid (GGUF block types): w [rows][cols]
+ * becomes dequant(quant(w)) in place. w holds columns col0 .. col0+cols-1 of
+ * the linears being searched, already multiplied by the candidate scales s
+ * (indexed by absolute column; NULL: all 1), so the inputs they meet are
+ * x / s. Must be safe to call from several threads at once; returns
+ * nonzero on failure.
+ */
+typedef int (*muse_awq_fakeq_fn)(void *ctx, float *w, uint64_t rows, uint64_t cols, uint64_t col0, const float *s);
+
 typedef struct muse_awq_opts {
 	int n_grid;            /* ratios 0, 1/n_grid, ... (AutoAWQ: 20) */
 	bool duo_scaling;      /* s = x_mean^r / w_mean^(1-r) (AutoAWQ default) instead of x_mean^r */
 	int clip_grid;         /* clipping shrink steps of 1/clip_grid (20) */
 	double max_shrink;     /* clip at most this fraction (0.5) */
 	uint64_t clip_tokens;  /* tokens used by the clipping search (512) */
+	muse_awq_fakeq_fn fakeq; /* NULL: the integer grid of the wq config; else this quantizer (the grid's group
+				    size then only sets the clipping and w_mean groups: the block size) */
+	void *fakeq_ctx;
 } muse_awq_opts;
 
 #define MUSE_AWQ_OPTS_DEFAULT { .n_grid = 20, .duo_scaling = true, .clip_grid = 20, .max_shrink = 0.5, .clip_tokens = 512 }
@@ -106,5 +120,23 @@ const float *muse_awq_model_dense(const muse_awq_model *m, size_t i);
 /* How tensor i was quantized ("awq", "awq-no-scale", "rtn-fallback") and the tokens its statistics came from. */
 const char *muse_awq_model_method(const muse_awq_model *m, size_t i, uint64_t *tokens, double *gain);
 void muse_awq_model_free(muse_awq_model *m);
+
+/*
+ * AWQ for a GGUF output (`--format gguf:TYPE`): the same groups, searches
+ * and folds as muse_awq_model_run, on a model with GGUF names (blk.L.
+ * attn_norm, attn_q/k/v, attn_output, ffn_norm, ffn_gate/up/down, stacked
+ * ffn_*_exps [E][N][K] and ffn_*_shexp, routers ffn_gate_inp*), with the
+ * type's own block quantizer as the quantization function of the scale and
+ * clipping searches and of the result (importance: mean x^2 of the inputs
+ * the scaled weights meet, as an imatrix). acts holds F32 [n_tok, in]
+ * inputs "blk.L.attn_norm.output", "blk.L.ffn_norm.output",
+ * "blk.L.attn_output.input", "blk.L.ffn_down.input",
+ * "blk.L.ffn_down_shexp.input" and "blk.L.ffn_down_exps.input.E" (expert
+ * E's routed rows; fewer than min_tokens: the plain type quantizer).
+ */
+muse_status muse_awq_gguf_run(struct muse_reader *r, struct muse_reader *acts, const bool *is_linear, muse_dtype type,
+			      const muse_awq_opts *ao, uint64_t min_tokens, muse_awq_model **out, muse_err *err);
+/* Tensor i's blocks of the run's type (every expert of a stacked tensor), or NULL. */
+const uint8_t *muse_awq_model_gguf(const muse_awq_model *m, size_t i, size_t *nbytes);
 
 #endif

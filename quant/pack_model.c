@@ -239,8 +239,15 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", R->r->path, t->name);
 			goto done;
 		}
-		size_t per = (size_t)nb / p->E;
-		for (uint64_t e = 0; e < p->E; e++) {
+		size_t per = (size_t)nb / p->E, an = 0;
+		const uint8_t *ab = R->awq ? muse_awq_model_gguf(R->awq, i, &an) : NULL;
+		if (R->awq && (!ab || an != (size_t)nb)) {
+			s = muse_err_set(err, MUSE_ERR_CHECK, "internal: AWQ produced no %s blocks", muse_dtype_name(o->gguf_type));
+			goto named;
+		}
+		if (ab)
+			memcpy(dst, ab, an);
+		for (uint64_t e = 0; !ab && e < p->E; e++) {
 			const float *we = w + e * p->N * p->K;
 			if (o->method == MUSE_METHOD_GPTQ && !(fb && fb[e])) {
 				s = muse_gptq_quantize_gguf(o->gguf_type, &R->go, we, p->N, p->K, H + e * p->K * p->K,
@@ -311,7 +318,7 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		json_object_set_new(e, "method", json_string(m ? m : "awq"));
 		json_object_set_new(e, "tokens", json_integer((json_int_t)tok));
 		json_object_set_new(e, "awq_loss_gain", json_real(gain));
-		if (m && !strcmp(m, "rtn-fallback"))
+		if (m && strstr(m, "rtn-fallback"))
 			R->n_fallback++;
 	}
 	if (e && is_expert(t->name))
@@ -546,14 +553,51 @@ static const char *gguf_stem(const char *g, char *buf, size_t cap)
 static muse_status write_awq_inputs(run *R, muse_err *err)
 {
 	typedef struct { char name[MUSE_MAX_NAME + 64]; char g[96]; int64_t ex; uint64_t n, in; } item;
-	size_t nt = R->r->n_tensors, ni = 0;
-	item *it = calloc(nt * 2 + 1, sizeof *it);
+	size_t nt = R->r->n_tensors, ni = 0, cap = nt * 2 + 1;
+	for (size_t i = 0; i < nt; i++)
+		if (R->r->tensors[i].ndim == 3)
+			cap += (size_t)R->r->tensors[i].shape[0]; /* one input per expert of a stacked down projection */
+	item *it = calloc(cap, sizeof *it);
 	muse_model_writer *w = NULL;
 	muse_status s = MUSE_OK;
 	float *x = NULL;
 	if (!it)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	for (size_t i = 0; i < nt; i++) {
+	for (size_t i = 0; i < nt && R->gguf_in; i++) {
+		/* GGUF names (muse_awq_gguf_run): "blk.L.<input>" and one tensor per expert of a stacked down projection. */
+		const muse_tensor *t = &R->r->tensors[i];
+		char stem[64], P[MUSE_MAX_NAME];
+		if (!R->pl[i].linear || !gguf_stem(t->name, stem, sizeof stem)[0])
+			continue;
+		snprintf(P, sizeof P, "%.*s", (int)(strlen(t->name) - strlen(stem) - 7), t->name);
+		item a = { .ex = -1, .in = t->shape[t->ndim - 1] };
+		snprintf(a.g, sizeof a.g, "%s", t->name);
+		bool dup = false;
+		if (!strcmp(stem, "attn_q"))
+			snprintf(a.name, sizeof a.name, "%sattn_norm.output", P);
+		else if (!strcmp(stem, "ffn_gate"))
+			snprintf(a.name, sizeof a.name, "%sffn_norm.output", P);
+		else if (!strcmp(stem, "ffn_gate_exps")) {
+			snprintf(a.name, sizeof a.name, "%sffn_norm.output", P);
+			snprintf(a.g, sizeof a.g, "%sffn_gate_inp.weight", P); /* the MoE block's input is the router's */
+		} else if (!strcmp(stem, "attn_output") || !strcmp(stem, "ffn_down") || !strcmp(stem, "ffn_down_shexp"))
+			snprintf(a.name, sizeof a.name, "%s%s.input", P, stem);
+		else if (!strcmp(stem, "ffn_down_exps")) {
+			for (uint64_t e = 0; e < t->shape[0]; e++) {
+				item b = a;
+				b.ex = (int64_t)e;
+				snprintf(b.name, sizeof b.name, "%s%s.input.%llu", P, stem, (unsigned long long)e);
+				it[ni++] = b;
+			}
+			continue;
+		} else
+			continue;
+		for (size_t k = 0; k < ni; k++)
+			dup |= !strcmp(it[k].name, a.name);
+		if (!dup)
+			it[ni++] = a;
+	}
+	for (size_t i = 0; i < R->r->n_tensors && !R->gguf_in; i++) {
 		if (!R->pl[i].linear)
 			continue;
 		const char *nm = R->r->tensors[i].name;
@@ -727,8 +771,6 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 				    method_name(o->method), o->method == MUSE_METHOD_GPTQ ? "--hessians" : "--activations");
 	if (o->calib && (o->hessians || o->activations))
 		return muse_err_set(err, MUSE_ERR_USAGE, "--calib and precomputed statistics exclude each other");
-	if (o->method == MUSE_METHOD_AWQ && o->gguf)
-		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "--method awq with gguf:TYPE is not built yet (use --format awq, gptq or compressed-tensors)");
 	R.wq = (muse_wq_config){ o->bits, o->group_size, o->sym, MUSE_WQ_MINMAX,
 				 !o->gguf && o->kind == MUSE_PACKED_GPTQ && !o->sym ? 1 : 0, MUSE_DT_F16 };
 	R.go = (muse_gptq_opts)MUSE_GPTQ_OPTS_DEFAULT;
@@ -935,7 +977,10 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 			lin[i] = R.pl[i].linear;
 		muse_awq_model_opts ao = { R.wq, MUSE_AWQ_OPTS_DEFAULT, o->min_tokens };
 		ao.wq.style = MUSE_WQ_AWQ;
-		s = muse_awq_model_run(R.r, R.acts, lin, &ao, &R.awq, err);
+		if (o->gguf)
+			s = muse_awq_gguf_run(R.r, R.acts, lin, o->gguf_type, &ao.ao, o->min_tokens, &R.awq, err);
+		else
+			s = muse_awq_model_run(R.r, R.acts, lin, &ao, &R.awq, err);
 		free(lin);
 		if (s)
 			goto fail;
