@@ -980,6 +980,17 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 	if (tok && ((s = write_json(&d, "tokenizer.json", tok, 0, err)) ||
 		    (s = write_json(&d, "tokenizer_config.json", tcfg, JSON_SORT_KEYS, err))))
 		goto done;
+	if (tok) { /* SentencePiece vocabularies: tokenizer.model too, so HF -> GGUF keeps scores and types */
+		uint8_t *spm = NULL;
+		size_t spm_len = 0;
+		if ((s = muse_tokenizer_hf_spm_model(&g.r->meta, in, &spm, &spm_len, err)))
+			goto done;
+		if (spm)
+			s = muse_outdir_write(&d, "tokenizer.model", spm, spm_len, err);
+		free(spm);
+		if (s)
+			goto done;
+	}
 	char *card = model_card(&g.r->meta, in);
 	NOMEM(!card);
 	s = muse_outdir_write(&d, "README.md", card, strlen(card), err);

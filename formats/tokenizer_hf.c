@@ -1,4 +1,6 @@
 /* tokenizer_hf.c: GGUF tokenizer.* keys -> tokenizer.json + tokenizer_config.json, the inverse of tokenizer_gguf.c. */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +125,128 @@ static json_t *template_proc(const muse_str *bos, int64_t bos_id, const muse_str
 
 #define NOMEM(x) do { if (x) { s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory"); goto done; } } while (0)
 
+/* ---- SentencePiece-style BPE (tokenizer.ggml.model "llama") ---- */
+
+/* One candidate merge: token `id` (score) is the concatenation of tokens l and r (lengths in code points). */
+typedef struct spm_merge {
+	float score;
+	int64_t id, l, r;
+	uint64_t ll, lr;
+} spm_merge;
+
+/*
+ * transformers' generate_merges order: the merged piece's score, highest
+ * first (its id, lowest first, for equal scores: SentencePiece numbers
+ * BPE pieces by score, so the two agree), then the left and the right
+ * part's length in code points, then the parts' ids.
+ */
+static int merge_cmp(const void *pa, const void *pb)
+{
+	const spm_merge *a = pa, *b = pb;
+	if (a->score != b->score)
+		return a->score > b->score ? -1 : 1;
+#define CMP(f) if (a->f != b->f) return a->f < b->f ? -1 : 1
+	CMP(id);
+	CMP(ll);
+	CMP(lr);
+	CMP(l);
+	CMP(r);
+#undef CMP
+	return 0;
+}
+
+static uint64_t utf8_chars(const char *p, size_t n)
+{
+	uint64_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += ((unsigned char)p[i] & 0xC0) != 0x80;
+	return c;
+}
+
+/*
+ * The merges HF's converter derives from a SentencePiece BPE vocabulary
+ * (convert_slow_tokenizer's SentencePieceExtractor): every split of a
+ * piece at a code point boundary into two pieces of the vocabulary is a
+ * merge, ranked by the merged piece's score. vocab maps text -> id (the
+ * first id of a text); scores may be NULL (all equal: id order).
+ */
+static muse_status spm_merges(const muse_kv *tk, const muse_kv *sc, json_t *vocab, json_t *merges, const char *file,
+			      muse_err *err)
+{
+	const muse_str *text = tk->arr;
+	spm_merge *m = NULL;
+	size_t n = 0, cap = 0;
+	muse_status s = MUSE_OK;
+	for (uint64_t i = 0; i < tk->n; i++) {
+		const muse_str *w = &text[i];
+		json_t *self = json_object_getn(vocab, w->ptr, (size_t)w->len);
+		if (!self || json_integer_value(self) != (json_int_t)i)
+			continue; /* a duplicate text, or not in the vocab */
+		float score = 0;
+		if (sc)
+			memcpy(&score, (const uint8_t *)sc->arr + 4 * i, 4);
+		for (size_t k = 1; k < (size_t)w->len; k++) {
+			if (((unsigned char)w->ptr[k] & 0xC0) == 0x80)
+				continue; /* inside a code point */
+			json_t *l = json_object_getn(vocab, w->ptr, k), *r = json_object_getn(vocab, w->ptr + k,
+											   (size_t)w->len - k);
+			if (!l || !r)
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? 2 * cap : 1024;
+				spm_merge *g = nc > SIZE_MAX / sizeof *g ? NULL : realloc(m, nc * sizeof *g);
+				if (!g) {
+					s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: out of memory", file);
+					goto done;
+				}
+				m = g;
+				cap = nc;
+			}
+			m[n++] = (spm_merge){ score, (int64_t)i, json_integer_value(l), json_integer_value(r),
+					      utf8_chars(w->ptr, k), utf8_chars(w->ptr + k, (size_t)w->len - k) };
+		}
+	}
+	if (n)
+		qsort(m, n, sizeof *m, merge_cmp);
+	for (size_t i = 0; i < n; i++) {
+		const muse_str *a = &text[m[i].l], *b = &text[m[i].r];
+		json_t *pair = json_pack("[s%s%]", a->ptr, (size_t)a->len, b->ptr, (size_t)b->len);
+		if (!pair || json_array_append_new(merges, pair)) {
+			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: out of memory", file);
+			goto done;
+		}
+	}
+done:
+	free(m);
+	return s;
+}
+
+/*
+ * What transformers' LlamaTokenizer (legacy=False) writes for a
+ * SentencePiece BPE: no normalizer, a Metaspace pre-tokenizer that turns
+ * spaces into "▁" and prepends one to the text's start only
+ * (add_space_prefix false: never), and the decoder undoing both with the
+ * byte-fallback tokens fused back into UTF-8.
+ */
+static json_t *spm_pre(int prefix)
+{
+	return json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement", "\xe2\x96\x81", "prepend_scheme",
+			 prefix ? "first" : "never", "split", 0);
+}
+
+static json_t *spm_decoder(int prefix)
+{
+	json_t *seq = json_pack("[{s:s, s:{s:s}, s:s}, {s:s}, {s:s}]", "type", "Replace", "pattern", "String",
+				"\xe2\x96\x81", "content", " ", "type", "ByteFallback", "type", "Fuse");
+	if (seq && prefix &&
+	    json_array_append_new(seq, json_pack("{s:s, s:s, s:i, s:i}", "type", "Strip", "content", " ", "start", 1,
+						 "stop", 0))) {
+		json_decref(seq);
+		return NULL;
+	}
+	return seq ? json_pack("{s:s, s:o}", "type", "Sequence", "decoders", seq) : NULL;
+}
+
 muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uint64_t ctx, json_t **tok_out,
 				    json_t **cfg_out, muse_err *err)
 {
@@ -133,12 +257,19 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 	const char *model = muse_meta_get_str(meta, "tokenizer.ggml.model");
 	if (!model)
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: no tokenizer.ggml.model key", file);
-	if (strcmp(model, "gpt2"))
+	int spm = !strcmp(model, "llama");
+	if (strcmp(model, "gpt2") && !spm)
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-				    "%s: tokenizer model '%s' cannot be written as tokenizer.json yet (byte-level BPE, "
-				    "\"gpt2\", only)", file, model);
+				    "%s: tokenizer model '%s' cannot be written as tokenizer.json yet (byte-level BPE "
+				    "\"gpt2\" and SentencePiece BPE \"llama\" only)", file, model);
+	/* llama.cpp prepends a space to SentencePiece text unless add_space_prefix says not to. */
+	int prefix = get_bool(meta, "tokenizer.ggml.add_space_prefix") != 0;
 	const char *pre_name = muse_meta_get_str(meta, "tokenizer.ggml.pre");
-	if (!pre_name || !(pre = muse_tokenizer_hf_pre(pre_name)))
+	if (spm)
+		pre = spm_pre(prefix);
+	if (!pre && spm)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	if (!spm && (!pre_name || !(pre = muse_tokenizer_hf_pre(pre_name))))
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 				    "%s: tokenizer.ggml.pre '%s' has no tokenizer.json pre-tokenizer in muse (llama-bpe, "
 				    "qwen2, gpt-2, smollm)", file, pre_name ? pre_name : "(absent)");
@@ -157,18 +288,22 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 	}
 
 	NOMEM(!(vocab = json_object()) || !(merges = json_array()) || !(added = json_array()));
+	int has_bytes = 0;
 	for (uint64_t i = 0; i < tk->n; i++) {
 		int64_t t = ty ? arr_int(ty, i) : TT_NORMAL;
 		const muse_str *w = &text[i];
-		if (t == TT_UNUSED)
+		if (t == TT_UNUSED && !spm)
 			continue; /* "[PADi]" holes: tokenizer_gguf.c writes them back for ids missing from the vocab */
+		if (t == TT_BYTE)
+			has_bytes = 1;
 		if (memchr(w->ptr, 0, (size_t)w->len)) {
 			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: token %llu contains a NUL byte", file,
 					 (unsigned long long)i);
 			goto done;
 		}
-		if (t == TT_CONTROL || t == TT_USER_DEFINED) {
-			json_t *a = added_token((int64_t)i, w, t == TT_CONTROL);
+		/* SentencePiece's unknown piece is a special added token in HF's conversion too. */
+		if (t == TT_CONTROL || t == TT_USER_DEFINED || (spm && t == TT_UNKNOWN)) {
+			json_t *a = added_token((int64_t)i, w, t != TT_USER_DEFINED);
 			if (!a) {
 				s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: token %llu is not valid UTF-8", file,
 						 (unsigned long long)i);
@@ -190,7 +325,16 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.merges is not an array of strings", file);
 		goto done;
 	}
-	for (uint64_t i = 0; mk && i < mk->n; i++) {
+	const muse_kv *sc = muse_meta_find(meta, "tokenizer.ggml.scores");
+	if (spm && sc && (sc->type != MUSE_KV_ARRAY || sc->arr_type != MUSE_KV_F32 || sc->n != tk->n)) {
+		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.scores is not %llu f32 values", file,
+				 (unsigned long long)tk->n);
+		goto done;
+	}
+	/* SentencePiece GGUFs carry scores, not merges: the merges come from the scores, as HF derives them. */
+	if (spm && (s = spm_merges(tk, sc, vocab, merges, file, err)))
+		goto done;
+	for (uint64_t i = 0; mk && !spm && i < mk->n; i++) {
 		const muse_str *m = &((const muse_str *)mk->arr)[i];
 		/* llama.cpp splits at the first space after the first byte (llama-vocab.cpp: find(' ', 1)). */
 		const char *sp = m->len > 1 ? memchr(m->ptr + 1, ' ', (size_t)m->len - 1) : NULL;
@@ -231,26 +375,37 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 	}
 	int add_bos = get_bool(meta, "tokenizer.ggml.add_bos_token");
 	int add_eos = get_bool(meta, "tokenizer.ggml.add_eos_token");
-	json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 0,
-			       "use_regex", 1);
+	if (spm && add_bos < 0)
+		add_bos = 1; /* llama.cpp's default for SentencePiece vocabularies */
+	json_t *bl = spm ? json_null()
+			 : json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets",
+				     0, "use_regex", 1);
 	json_t *post = bl;
 	if ((add_bos == 1 && sp_text[0]) || (add_eos == 1 && sp_text[1])) {
 		json_t *tp = template_proc(add_bos == 1 ? sp_text[0] : NULL, sp_id[0], add_eos == 1 ? sp_text[1] : NULL,
 					   sp_id[1]);
-		post = tp && bl ? json_pack("{s:s, s:[oo]}", "type", "Sequence", "processors", bl, tp) : NULL;
-		if (!post) {
-			json_decref(tp);
+		if (spm) {
 			json_decref(bl);
+			post = tp;
+		} else {
+			post = tp && bl ? json_pack("{s:s, s:[oo]}", "type", "Sequence", "processors", bl, tp) : NULL;
+			if (!post) {
+				json_decref(tp);
+				json_decref(bl);
+			}
 		}
 	}
 	NOMEM(!post);
-	json_t *decoder = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets",
-				    1, "use_regex", 1);
-	json_t *bpe = json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout", "unk_token",
-				"continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0, "byte_fallback", 0,
-				"ignore_merges", 0, "vocab", vocab, "merges", merges);
+	json_t *decoder = spm ? spm_decoder(prefix)
+			      : json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1,
+					  "trim_offsets", 1, "use_regex", 1);
+	/* unk_token: SentencePiece's <unk> for what byte fallback cannot spell (nothing, when all 256 bytes exist) */
+	json_t *unk = spm && sp_text[2] ? json_stringn(sp_text[2]->ptr, (size_t)sp_text[2]->len) : json_null();
+	json_t *bpe = json_pack("{s:s, s:n, s:o, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout",
+				"unk_token", unk, "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", spm,
+				"byte_fallback", spm && has_bytes, "ignore_merges", 0, "vocab", vocab, "merges", merges);
 	vocab = merges = NULL; /* "o" stole them, even on failure */
-	tok = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:o, s:o}", "version", "1.0", "truncation", "padding",
+	tok = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:o*, s:o}", "version", "1.0", "truncation", "padding",
 			"added_tokens", added, "normalizer", "pre_tokenizer", pre, "post_processor", post, "decoder",
 			decoder, "model", bpe);
 	added = pre = NULL;
@@ -297,4 +452,147 @@ done:
 	json_decref(added);
 	json_decref(pre);
 	return s;
+}
+
+/* ---- tokenizer.model (SentencePiece ModelProto) ---- */
+
+typedef struct pbuf {
+	uint8_t *p;
+	size_t n, cap;
+	int oom;
+} pbuf;
+
+static void pb_put(pbuf *b, const void *d, size_t n)
+{
+	if (b->oom)
+		return;
+	if (n > b->cap - b->n) {
+		size_t nc = b->cap ? b->cap : 4096;
+		while (nc - b->n < n && nc < SIZE_MAX / 2)
+			nc *= 2;
+		uint8_t *g = nc - b->n >= n ? realloc(b->p, nc) : NULL;
+		if (!g) {
+			b->oom = 1;
+			return;
+		}
+		b->p = g;
+		b->cap = nc;
+	}
+	memcpy(b->p + b->n, d, n);
+	b->n += n;
+}
+
+/* A varint; int32 fields hold negative values as their 64-bit two's complement, as protobuf writes them. */
+static void pb_varint(pbuf *b, uint64_t v)
+{
+	uint8_t t[10];
+	size_t n = 0;
+	do {
+		t[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	pb_put(b, t, n);
+}
+
+static void pb_int(pbuf *b, unsigned field, int64_t v)
+{
+	pb_varint(b, (uint64_t)field << 3);
+	pb_varint(b, (uint64_t)v);
+}
+
+static void pb_bytes(pbuf *b, unsigned field, const void *d, size_t n)
+{
+	pb_varint(b, (uint64_t)field << 3 | 2);
+	pb_varint(b, n);
+	pb_put(b, d, n);
+}
+
+muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file, uint8_t **out, size_t *out_len,
+					muse_err *err)
+{
+	*out = NULL;
+	*out_len = 0;
+	const char *model = muse_meta_get_str(meta, "tokenizer.ggml.model");
+	const muse_kv *tk = muse_meta_find(meta, "tokenizer.ggml.tokens");
+	const muse_kv *ty = muse_meta_find(meta, "tokenizer.ggml.token_type");
+	const muse_kv *sc = muse_meta_find(meta, "tokenizer.ggml.scores");
+	if (!model || strcmp(model, "llama") || !tk || tk->type != MUSE_KV_ARRAY || tk->arr_type != MUSE_KV_STRING ||
+	    !tk->n || tk->n > MAX_VOCAB || !ty || ty->type != MUSE_KV_ARRAY || !is_int_type(ty->arr_type) ||
+	    ty->n != tk->n || !sc || sc->type != MUSE_KV_ARRAY || sc->arr_type != MUSE_KV_F32 || sc->n != tk->n)
+		return MUSE_OK;
+	const muse_str *text = tk->arr;
+	uint64_t unk, bos, eos, pad;
+	int64_t ids[4] = { -1, -1, -1, -1 };
+	if (!muse_meta_get_u64(meta, "tokenizer.ggml.unknown_token_id", &unk) || unk >= tk->n ||
+	    arr_int(ty, unk) != TT_UNKNOWN)
+		return MUSE_OK; /* SentencePiece refuses a model without its unknown piece */
+	ids[0] = (int64_t)unk;
+	if (muse_meta_get_u64(meta, "tokenizer.ggml.bos_token_id", &bos) && bos < tk->n)
+		ids[1] = (int64_t)bos;
+	if (muse_meta_get_u64(meta, "tokenizer.ggml.eos_token_id", &eos) && eos < tk->n)
+		ids[2] = (int64_t)eos;
+	/* pad only as a piece of its own: SentencePiece's ids name distinct control pieces */
+	if (muse_meta_get_u64(meta, "tokenizer.ggml.padding_token_id", &pad) && pad < tk->n &&
+	    arr_int(ty, pad) == TT_CONTROL && (int64_t)pad != ids[1] && (int64_t)pad != ids[2])
+		ids[3] = (int64_t)pad;
+	json_t *seen = json_object();
+	pbuf b = { 0 }, piece = { 0 };
+	int has_bytes = 0, ok = seen != NULL;
+	for (uint64_t i = 0; ok && i < tk->n; i++) {
+		const muse_str *w = &text[i];
+		int64_t t = arr_int(ty, i);
+		float f;
+		memcpy(&f, (const uint8_t *)sc->arr + 4 * i, 4);
+		/* SentencePiece wants unique non-empty UTF-8 pieces of its six types and finite scores */
+		if (!w->len || memchr(w->ptr, 0, (size_t)w->len) || t < TT_NORMAL || t > TT_BYTE || !isfinite(f) ||
+		    json_object_getn(seen, w->ptr, (size_t)w->len) ||
+		    json_object_setn_new(seen, w->ptr, (size_t)w->len, json_true())) {
+			ok = 0;
+			break;
+		}
+		has_bytes |= t == TT_BYTE;
+		piece.n = 0;
+		pb_bytes(&piece, 1, w->ptr, (size_t)w->len);
+		uint8_t fb[5] = { 2 << 3 | 5 };
+		memcpy(fb + 1, &f, 4); /* fixed32, little-endian as on every host muse builds for */
+		pb_put(&piece, fb, 5);
+		if (t != TT_NORMAL)
+			pb_int(&piece, 3, t);
+		pb_bytes(&b, 1, piece.p, piece.n);
+		ok = !piece.oom;
+	}
+	json_decref(seen);
+	if (ok) {
+		/* TrainerSpec: BPE, the vocabulary size, byte fallback and the special ids. */
+		piece.n = 0;
+		pb_int(&piece, 3, 2);
+		pb_int(&piece, 4, (int64_t)tk->n);
+		pb_int(&piece, 35, has_bytes);
+		for (int k = 0; k < 4; k++)
+			pb_int(&piece, 40 + (unsigned)k, ids[k]);
+		pb_bytes(&b, 2, piece.p, piece.n);
+		/*
+		 * NormalizerSpec: what llama.cpp does with the text: no normalization,
+		 * whitespace kept as it is and escaped to "▁", the space prefix as
+		 * add_space_prefix says.
+		 */
+		piece.n = 0;
+		pb_bytes(&piece, 1, "identity", 8);
+		pb_int(&piece, 3, get_bool(meta, "tokenizer.ggml.add_space_prefix") != 0);
+		pb_int(&piece, 4, 0);
+		pb_int(&piece, 5, 1);
+		pb_bytes(&b, 3, piece.p, piece.n);
+	}
+	free(piece.p);
+	if (b.oom || piece.oom) {
+		free(b.p);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: out of memory", file);
+	}
+	if (!ok) {
+		free(b.p);
+		return MUSE_OK;
+	}
+	*out = b.p;
+	*out_len = b.n;
+	return MUSE_OK;
 }

@@ -1,8 +1,10 @@
-/* tokenizer_hf.h: GGUF tokenizer.* metadata -> Hugging Face tokenizer.json and tokenizer_config.json (byte-level BPE). */
+/* tokenizer_hf.h: GGUF tokenizer.* metadata -> Hugging Face tokenizer.json and tokenizer_config.json (byte-level and SentencePiece BPE), tokenizer.model. */
 #ifndef MUSE_TOKENIZER_HF_H
 #define MUSE_TOKENIZER_HF_H
 
 #include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "../lib/kv.h"
 #include "../lib/status.h"
@@ -14,16 +16,34 @@
  * "[PADi]" holes left out), model.merges as pairs, the pre-tokenizer
  * tokenizers uses for tokenizer.ggml.pre, a ByteLevel decoder, a
  * post-processor adding BOS/EOS as add_bos/add_eos_token say, and
- * added_tokens for CONTROL (special) and USER_DEFINED tokens; and
+ * added_tokens for CONTROL (special) and USER_DEFINED tokens. For a
+ * SentencePiece vocabulary ("llama"): every token in the vocab, merges
+ * derived from the scores as transformers' converter derives them, the
+ * Metaspace pre-tokenizer and decoder of LlamaTokenizer (legacy=False),
+ * byte_fallback, <unk> among the special added tokens, BOS added unless
+ * add_bos_token is false (llama.cpp's default). And
  * tokenizer_config.json with the special tokens' text, add_*_token,
  * add_prefix_space, chat_template and model_max_length (ctx, 0: omitted).
  * file names errors (the GGUF path). *tok and *cfg are new references the
  * caller decrefs. MUSE_ERR_UNSUPPORTED when tokenizer.ggml.model is not
- * "gpt2" or the pre-tokenizer is not one muse can write; MUSE_ERR_FORMAT
+ * "gpt2" or "llama", or the byte-level pre-tokenizer is not one muse can write; MUSE_ERR_FORMAT
  * for inconsistent arrays (type count != token count, bad ids).
  */
 muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uint64_t ctx, json_t **tok, json_t **cfg,
 				    muse_err *err);
+
+/*
+ * A SentencePiece tokenizer.model (serialized ModelProto) for a GGUF
+ * SentencePiece vocabulary (tokenizer.ggml.model "llama" with scores and
+ * token types): the pieces with their scores and types in id order, a BPE
+ * TrainerSpec with byte_fallback and the unk/bos/eos/pad ids, and an
+ * identity NormalizerSpec with add_dummy_prefix from add_space_prefix.
+ * *out (malloc'd, *out_len bytes) is NULL when the vocabulary is not one
+ * SentencePiece accepts (another model, no unknown piece, duplicate or
+ * empty pieces); that is not an error, the file is optional.
+ */
+muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file, uint8_t **out, size_t *out_len,
+					muse_err *err);
 
 /* The tokenizers "pre_tokenizer" object for a tokenizer.ggml.pre name (new reference), or NULL when unknown. */
 json_t *muse_tokenizer_hf_pre(const char *pre_name);

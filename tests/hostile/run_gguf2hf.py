@@ -3,7 +3,8 @@
 
 The bytes are valid GGUF (gguf-py writes them); what is hostile is the model they describe: unknown architecture,
 missing or zero hparams, block numbers past block_count, Q/K rows that do not split into heads, expert tensors of
-the wrong rank, undecodable block types, inconsistent tokenizer arrays, rope data muse cannot express. Each must
+the wrong rank, undecodable block types, inconsistent tokenizer arrays, rope data muse cannot express, MLA
+attn_k_b/attn_v_b halves missing or disagreeing. Each must
 give exit 1, one "muse: error: " line naming the file, no sanitizer report, and no output directory (nor a
 temporary one) left behind. One valid file is accepted as the control. One PASS/FAIL line per case.
 """
@@ -65,6 +66,8 @@ def write(path, arch="llama", kv=None, tensors=None, extra=None):
             w.add_array(k, v)
         elif t == "i32s":
             w.add_key_value(k, list(v), gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.INT32)
+        elif t == "f32s":
+            w.add_key_value(k, list(v), gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32)
         else:
             {"u32": w.add_uint32, "f32": w.add_float32, "str": w.add_string}[t](k, v)
     for name, data, raw in (tensors if tensors is not None else base_tensors()):
@@ -80,6 +83,14 @@ def write(path, arch="llama", kv=None, tensors=None, extra=None):
 
 def replace(tensors, name, data, raw=None):
     return [(n, data, raw) if n == name else (n, d, r) for n, d, r in tensors]
+
+
+def mla_tensors(vb=(H, 16, 32), drop=None):
+    """deepseek2's MLA pair: attn_k_b (heads, rank 32, nope 16) and attn_v_b vb (heads, v, rank)."""
+    t = [("token_embd.weight", np.ones((V, E), np.float32), None),
+         ("blk.0.attn_k_b.weight", np.ones((H, 32, 16), np.float32), None),
+         ("blk.0.attn_v_b.weight", np.ones(vb, np.float32), None)]
+    return [x for x in t if x[0] != drop]
 
 
 def kv_without(key):
@@ -113,10 +124,18 @@ CASES = [
     ("q8_k_block", dict(tensors=replace(base_tensors(), "token_embd.weight", np.zeros((V, 292), np.uint8),
                                         gguf.GGMLQuantizationType.Q8_K)), r"token_embd\.weight.*Q8_K"),
     ("token_type_count", dict(extra=tokenizer_kv(types=[1] * (V - 1))), r"token_type"),
-    ("tokenizer_spm", dict(extra=tokenizer_kv(model="llama")), r"tokenizer model 'llama'"),
+    ("tokenizer_unigram", dict(extra=tokenizer_kv(model="t5")), r"tokenizer model 't5'"),
+    ("spm_scores_count", dict(extra={**tokenizer_kv(model="llama"), "tokenizer.ggml.scores": ("f32s", [0.0] * (V - 1))}),
+     r"tokenizer\.ggml\.scores"),
     ("tokenizer_unknown_pre", dict(extra=tokenizer_kv(pre="no-such-pre")), r"no-such-pre"),
     ("rope_freqs_garbage", dict(tensors=base_tensors() + [("rope_freqs.weight", np.full(16, 3.5, np.float32), None)]),
      r"rope_freqs\.weight"),
+    ("mla_no_v_b", dict(arch="deepseek2", tensors=mla_tensors(drop="blk.0.attn_v_b.weight")),
+     r"blk\.0\.attn_v_b\.weight.*kv_b_proj"),
+    ("mla_no_k_b", dict(arch="deepseek2", tensors=mla_tensors(drop="blk.0.attn_k_b.weight")),
+     r"blk\.0\.attn_k_b\.weight"),
+    ("mla_rank_mismatch", dict(arch="deepseek2", tensors=mla_tensors(vb=(H, 16, 24))), r"attn_k_b.*attn_v_b"),
+    ("mla_heads_mismatch", dict(arch="deepseek2", tensors=mla_tensors(vb=(H + 1, 16, 32))), r"attn_k_b.*attn_v_b"),
     ("rope_longrope", dict(kv=kv_with(**{"rope__scaling__type": ("str", "longrope")})), r"longrope"),
 ]
 

@@ -33,6 +33,8 @@ config/tokenizer files copied beside the weights. Every arch table (llama incl. 
 qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe) on tiny random checkpoints: HF -> GGUF -> HF gives the original tensors
 and bit-identical transformers logits; deepseek_v3 too (F32, and BF16 with YaRN): kv_b_proj is rebuilt from
 attn_k_b/attn_v_b, also from llama.cpp's own converter's GGUF.
+SentencePiece GGUFs (muse's and convert_hf_to_gguf.py's) give tokenizer.json (merges from the scores) and, where
+SentencePiece accepts the vocabulary, tokenizer.model: AutoTokenizer's ids equal the original's on tokenizer_strings.py.
 Streaming: the release binary's peak RSS on SmolLM2 stays below its largest output tensor. Refusals: unknown architecture, a block type muse cannot decode,
 an output directory that exists with files in it: one error line, exit 1 (2 for the last), nothing written.
 """
@@ -530,6 +532,69 @@ def test_deepseek_from_reference_converter(tmp_path):
     p = run_muse("convert", bad, tmp_path / "hf_bad", check=False)
     check_refused(p, str(tmp_path / "hf_bad"))
     assert "blk.0.attn_v_b.weight" in p.stderr and "kv_b_proj" in p.stderr
+
+
+SPM_CASES = [("spm", "muse"), ("spm-json", "muse"), ("spm", "convert_hf_to_gguf.py")]
+
+
+@pytest.mark.parametrize("kind,writer", SPM_CASES, ids=[f"{k}-{w}" for k, w in SPM_CASES])
+def test_spm_tokenizer(tmp_path, kind, writer):
+    """SentencePiece (tokenizer.ggml.model "llama") GGUF -> HF: AutoTokenizer on muse's directory gives the original
+    HF tokenizer's ids (and decodes the same) on every tokenizer_strings.py string. The fixtures
+    (scripts/make_tokenizers.py) are a SentencePiece BPE with byte fallback and control tokens, as tokenizer.model +
+    transformers' tokenizer.json, or tokenizer.json alone (its GGUF has score -1e9 for every token and <unk> as
+    CONTROL); the GGUF comes from muse or from llama.cpp's convert_hf_to_gguf.py. muse's tokenizer.json equals the
+    original's (vocab, merges derived from the scores, added tokens, pre-tokenizer, decoder, post-processor) except
+    model.unk_token, "<unk>" as in Llama-2's tokenizer.json where transformers 5 writes null (no effect with byte
+    fallback over all 256 bytes). Where the GGUF has scores and an UNKNOWN <unk>, muse writes tokenizer.model too:
+    sentencepiece encodes with it as with the original tokenizer.model, and HF -> GGUF on muse's directory gives
+    the GGUF's tokenizer.* keys back unchanged."""
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_tokenizers
+    from tokenizer_strings import STRINGS
+    src = tmp_path / "src"
+    make_tokenizers.make(str(src), kind, model=True)
+    g = tmp_path / "m.gguf"
+    if writer == "muse":
+        run_muse("convert", "-q", src, g)
+    else:
+        llamacpp.require()
+        from test_hf2gguf_arch import RUNNER
+        runner = tmp_path / "runner.py"
+        runner.write_text(RUNNER)
+        env = dict(os.environ, MUSE_REF_PRE="default")
+        env.pop("NO_LOCAL_GGUF", None)
+        p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(g), "--outtype",
+                            "f32"], capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert meta(g)["tokenizer.ggml.model"][1] == "llama"
+    out = tmp_path / "hf"
+    run_muse("convert", "-q", g, out)
+    a, b = AutoTokenizer.from_pretrained(src), AutoTokenizer.from_pretrained(out)
+    for text in STRINGS:
+        ia, ib = a(text)["input_ids"], b(text)["input_ids"]
+        assert ia == ib, (text, ia, ib)
+        assert a.decode(ia) == b.decode(ib), text
+    ja, jb = json.load(open(src / "tokenizer.json")), json.load(open(out / "tokenizer.json"))
+    for k in ("added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder"):
+        assert ja[k] == jb[k], k
+    ma, mb = ja.pop("model"), jb.pop("model")
+    assert mb.pop("unk_token") == "<unk>" and ma.pop("unk_token") is None
+    assert ma == mb
+    has_model = (out / "tokenizer.model").exists()
+    assert has_model == (kind == "spm")
+    if has_model:
+        import sentencepiece
+        sa = sentencepiece.SentencePieceProcessor(model_file=str(src / "tokenizer.model"))
+        sb = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+        assert [sa.encode(t) for t in STRINGS] == [sb.encode(t) for t in STRINGS]
+        run_muse("convert", "-q", out, tmp_path / "m2.gguf")
+        ka = {k: v for k, v in meta(g).items() if k.startswith("tokenizer.")}
+        kb = {k: v for k, v in meta(tmp_path / "m2.gguf").items() if k.startswith("tokenizer.")}
+        assert ka == kb
 
 
 def test_streaming_memory(smol, work):

@@ -154,7 +154,7 @@ static void test_tokenizer_refusals(void)
 		const char *what;
 		muse_status want;
 	} cases[] = {
-		{ "no model", MUSE_ERR_UNSUPPORTED }, { "llama model", MUSE_ERR_UNSUPPORTED },
+		{ "no model", MUSE_ERR_UNSUPPORTED }, { "t5 model", MUSE_ERR_UNSUPPORTED },
 		{ "unknown pre", MUSE_ERR_UNSUPPORTED }, { "type count", MUSE_ERR_FORMAT },
 		{ "tokens not strings", MUSE_ERR_FORMAT }, { "bad utf8", MUSE_ERR_FORMAT },
 		{ "merge without space", MUSE_ERR_FORMAT }, { "merges not strings", MUSE_ERR_FORMAT },
@@ -165,7 +165,7 @@ static void test_tokenizer_refusals(void)
 		if (i != 0)
 			vocab(&m, toks, types, 2);
 		if (i == 1)
-			muse_meta_set_str(&m, "tokenizer.ggml.model", "llama");
+			muse_meta_set_str(&m, "tokenizer.ggml.model", "t5");
 		if (i == 2)
 			muse_meta_set_str(&m, "tokenizer.ggml.pre", "no-such-pre");
 		if (i == 3)
