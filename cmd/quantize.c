@@ -1,5 +1,6 @@
 /* quantize.c: `muse quantize IN OUT --type TYPE`: llama-quantize's GGUF file types and mixes, streamed one tensor at a time. */
 #include <ctype.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 #include "../lib/outfile.h"
 #include "../lib/progress.h"
 #include "../quant/mix.h"
+#include "../quant/q_stream.h"
 #include "../quant/quant.h"
 #include "cmds.h"
 #include "options.h"
@@ -230,6 +232,40 @@ static muse_status to_f32(const muse_tensor *t, const uint8_t *src, int64_t n_pe
 	return muse_dtype_convert(MUSE_DT_F32, dst, t->dtype, p, n, err);
 }
 
+/* muse_quantize_stream's row source (rows of a tensor that is not aligned F32 in the mapping) and sink. */
+typedef struct {
+	const muse_tensor *t;
+	const uint8_t *src;
+	int64_t npr;
+	muse_gguf_writer *w;
+	muse_progress *pg;
+	uint64_t src_row;
+	const char *path;
+	_Atomic bool told; /* a callback's error, already prefixed */
+} qstream_ctx;
+
+static muse_status stream_rows(void *ctx, int64_t r0, int64_t nr, float *dst, muse_err *err)
+{
+	qstream_ctx *c = ctx;
+	muse_status s = to_f32(c->t, c->src, c->npr, r0, nr, dst, err);
+	if (s) {
+		muse_err_prefix(err, "%s: tensor '%s'", c->path, c->t->name);
+		c->told = true;
+	}
+	return s;
+}
+
+static muse_status stream_sink(void *ctx, const void *buf, size_t n, int64_t rows, muse_err *err)
+{
+	qstream_ctx *c = ctx;
+	muse_status s = muse_gguf_writer_write(c->w, buf, n, err);
+	if (s)
+		c->told = true;
+	else
+		muse_progress_add(c->pg, (uint64_t)rows * c->src_row);
+	return s;
+}
+
 static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_writer *w, float **stage,
 				   size_t *stage_cap, uint8_t **qbuf, size_t *qcap, int threads, muse_progress *pg,
 				   muse_err *err)
@@ -250,6 +286,26 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	const int64_t npr = p->mt.ne[0], rows_per_mat = p->mt.ne[1], nmat = p->mt.ne[2];
 	const int64_t nrows = rows_per_mat * nmat;
 	const muse_dtype_traits *dt = muse_dtype_info(nt);
+	if (dt->is_quant) {
+		/* streamed: F32 rows straight from the mapping (no staging copy), others converted 16 rows at a
+		 * time by the workers; a writer thread writes while the workers quantize. Matrix m (expert) takes
+		 * importance row m: a legacy entry is one flat row of ne0*n_expert values, the same layout. */
+		const bool direct = t->dtype == MUSE_DT_F32 && (uintptr_t)src % sizeof(float) == 0;
+		if (t->file < r->n_files)
+			muse_map_advise_seq(&r->files[t->file], t->offset, t->nbytes);
+		qstream_ctx qc = { t, src, npr, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), r->path, false };
+		muse_qs_job job = { .type = nt, .nrows = nrows, .n_per_row = npr,
+				    .f32 = direct ? (const float *)(const void *)src : NULL, .rows = stream_rows,
+				    .rows_ctx = &qc, .importance = p->im ? p->im->w : NULL, .rows_per_mat = rows_per_mat,
+				    .check_finite = true, .sink = stream_sink, .sink_ctx = &qc, .threads = threads };
+		if ((s = muse_quantize_stream(&job, err)) && !qc.told) {
+			if (s == MUSE_ERR_FORMAT && strstr(err->msg, "non-finite"))
+				muse_err_prefix(err, "%s: tensor '%s'", r->path, t->name);
+			else
+				muse_err_prefix(err, "tensor '%s'", t->name);
+		}
+		return s;
+	}
 	const uint64_t out_row = (uint64_t)npr / dt->blck * dt->block_bytes;
 	int64_t slab = npr > 0 ? (int64_t)(SLAB_BYTES / sizeof(float) / (uint64_t)npr) : 1;
 	if (slab < 1)
@@ -545,6 +601,7 @@ static int run_quantize(const qopts *o)
 	}
 
 	muse_progress pg;
+	muse_blas_threads_idle(); /* no BLAS below: OpenBLAS's idle threads would spin through the first 0.1 s */
 	muse_progress_start(&pg, "quantize", total_in, o->quiet);
 	for (size_t k = 0; k < n; k++) {
 		if (muse_interrupted()) {

@@ -66,7 +66,9 @@ void muse_map_advise_seq(const muse_map *m, uint64_t off, uint64_t len)
 	uint64_t start = off - off % (uint64_t)pg;
 	if (len > m->size - off)
 		len = m->size - off;
-	madvise((void *)(m->data + start), (size_t)(len + (off - start)), MADV_SEQUENTIAL | MADV_WILLNEED);
+	/* advice values are not flags (SEQUENTIAL | WILLNEED == WILLNEED): one call each */
+	madvise((void *)(m->data + start), (size_t)(len + (off - start)), MADV_SEQUENTIAL);
+	madvise((void *)(m->data + start), (size_t)(len + (off - start)), MADV_WILLNEED);
 }
 
 void muse_map_release(const muse_map *m, uint64_t off, uint64_t len)

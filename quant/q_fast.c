@@ -362,16 +362,17 @@ static TARGET __m256 fit_signed8(int n, int nmax, const __m256 *X, __m256i *L)
 }
 
 /*
- * q_kquants.c's kq_fit_q3 (ggml's make_q3_quants with do_rmse) on two groups of eight sub-blocks of n
- * (the two halves of a super-block: each sweep is one long dependent chain through a division per
- * element, and two chains side by side overlap). L gets level + nmax; out the scales.
+ * q_kquants.c's kq_fit_q3 (ggml's make_q3_quants with do_rmse) on NG groups of eight sub-blocks of n
+ * (the halves of one or two super-blocks: each sweep is one long dependent chain through a division per
+ * element, and NG chains side by side overlap; with four the adders and the divider stay busy). L gets
+ * level + nmax; out the scales.
  */
-#define G 2
-static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*L)[32], __m256 *out)
+#define GMAX 4
+INLINE void fit_q3_8xg(const int NG, int n, int nmax, const __m256 (*X)[32], __m256i (*L)[32], __m256 *out)
 {
 	const __m256 zero = _mm256_setzero_ps();
-	__m256 tiny[G], W[G][32], WX[G][32], Lf[G][32], sumlx[G], suml2[G];
-	for (int g = 0; g < G; g++) {
+	__m256 tiny[GMAX], W[GMAX][32], WX[GMAX][32], Lf[GMAX][32], sumlx[GMAX], suml2[GMAX];
+	for (int g = 0; g < NG; g++) {
 		__m256 amax, max;
 		signed_max8(n, X[g], &amax, &max);
 		tiny[g] = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
@@ -389,16 +390,20 @@ static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*
 		}
 	}
 	/* A lane that stops early in the scalar code had a sweep with no change; more sweeps from that
-	 * unchanged state change nothing either, so running all lanes until none changes is exact. */
-	bool active[G] = { true, true }; /* a group whose last sweep changed nothing is done */
-	for (int itry = 0; itry < 5 && (active[0] || active[1]); itry++) {
-		__m256 changed[G] = { zero, zero };
+	 * unchanged state change nothing either, so running all lanes until none changes is exact. A group
+	 * whose last sweep changed nothing is done: it is masked out of the sweeps that follow (its state
+	 * stays as it is), so the remaining groups need no branch per group. */
+	__m256 live[GMAX];
+	for (int g = 0; g < NG; g++)
+		live[g] = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+	for (int itry = 0; itry < 5; itry++) {
+		__m256 changed[GMAX];
+		for (int g = 0; g < NG; g++)
+			changed[g] = zero;
 		for (int i = 0; i < n; i++)
-			for (int g = 0; g < G; g++) {
-				if (!active[g])
-					continue;
+			for (int g = 0; g < NG; g++) {
 				__m256 slx = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(WX[g][i], Lf[g][i]));
-				__m256 go = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+				__m256 go = _mm256_and_ps(live[g], _mm256_cmp_ps(slx, zero, _CMP_GT_OQ));
 				__m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(W[g][i], Lf[g][i]), Lf[g][i]));
 				__m256i nl = clamp8(nearest8(_mm256_div_ps(_mm256_mul_ps(X[g][i], sl2), slx)), -nmax, nmax - 1);
 				__m256 nlf = _mm256_cvtepi32_ps(nl);
@@ -414,10 +419,17 @@ static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*
 				suml2[g] = blend8(suml2[g], sl2, go);
 				changed[g] = _mm256_or_ps(changed[g], go);
 			}
-		for (int g = 0; g < G; g++)
-			active[g] = active[g] && !_mm256_testz_ps(changed[g], changed[g]);
+		bool any = false;
+		for (int g = 0; g < NG; g++) {
+			if (_mm256_testz_ps(changed[g], changed[g]))
+				live[g] = zero;
+			else
+				any = true;
+		}
+		if (!any)
+			break;
 	}
-	for (int g = 0; g < G; g++) {
+	for (int g = 0; g < NG; g++) {
 		for (int i = 0; i < n; i++) {
 			__m256i l = _mm256_add_epi32(_mm256_cvttps_epi32(Lf[g][i]), _mm256_set1_epi32(nmax));
 			L[g][i] = blendi8(l, _mm256_setzero_si256(), tiny[g]);
@@ -426,7 +438,17 @@ static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*
 		out[g] = blend8(scale, zero, tiny[g]);
 	}
 }
-#undef G
+
+static TARGET void fit_q3_8x2(int n, int nmax, const __m256 (*X)[32], __m256i (*L)[32], __m256 *out)
+{
+	fit_q3_8xg(2, n, nmax, X, L, out);
+}
+
+static TARGET void fit_q3_8x4(int n, int nmax, const __m256 (*X)[32], __m256i (*L)[32], __m256 *out)
+{
+	fit_q3_8xg(4, n, nmax, X, L, out);
+}
+#undef GMAX
 
 /* ---- scale packing (copies of q_kquants.c's helpers) ---- */
 
@@ -573,16 +595,12 @@ static TARGET void q2_block(const float *x, qf_block_q2 *y)
 
 /* ---- Q3_K ---- */
 
-static TARGET void q3_block(const float *x, qf_block_q3 *y)
+/* The rest of a super-block once its sixteen sub-block scales (sc: halves h = 0, 1) and levels are known. */
+static TARGET void q3_finish(const float *x, const __m256 *sc, const __m256i (*Lv)[32], qf_block_q3 *y)
 {
-	__m256 X[2][32], sc[2];
-	__m256i Lv[2][32];
 	lanes_i32 Lfit[2];
 	uint8_t L[QK_K];
 	float scales[16];
-	for (int h = 0; h < 2; h++)
-		load_lanes(x + 128 * h, 16, X[h]);
-	fit_q3_8x2(16, 4, (const __m256(*)[32])X, Lv, sc);
 	for (int h = 0; h < 2; h++) {
 		_mm256_storeu_ps(scales + 8 * h, sc[h]);
 		lanes_keep(Lv[h], 16, &Lfit[h]);
@@ -625,6 +643,37 @@ static TARGET void q3_block(const float *x, qf_block_q3 *y)
 	}
 	st32(y->hmask, hm);
 	pack2(L, y->qs);
+}
+
+static TARGET void q3_block(const float *x, qf_block_q3 *y)
+{
+	__m256 X[2][32], sc[2];
+	__m256i Lv[2][32];
+	for (int h = 0; h < 2; h++)
+		load_lanes(x + 128 * h, 16, X[h]);
+	fit_q3_8x2(16, 4, (const __m256(*)[32])X, Lv, sc);
+	q3_finish(x, sc, (const __m256i(*)[32])Lv, y);
+}
+
+/* Two super-blocks: their four halves' searches side by side. */
+static TARGET void q3_block2(const float *x, qf_block_q3 *y)
+{
+	__m256 X[4][32], sc[4];
+	__m256i Lv[4][32];
+	for (int h = 0; h < 4; h++)
+		load_lanes(x + 128 * h, 16, X[h]);
+	fit_q3_8x4(16, 4, (const __m256(*)[32])X, Lv, sc);
+	q3_finish(x, sc, (const __m256i(*)[32])Lv, y);
+	q3_finish(x + QK_K, sc + 2, (const __m256i(*)[32])(Lv + 2), y + 1);
+}
+
+static TARGET void q3_rows(const float *src, void *dst, int64_t nb)
+{
+	int64_t i = 0;
+	for (; i + 2 <= nb; i += 2)
+		q3_block2(src + QK_K * i, (qf_block_q3 *)dst + i);
+	for (; i < nb; i++)
+		q3_block(src + QK_K * i, (qf_block_q3 *)dst + i);
 }
 
 /* ---- Q4_K and Q5_K ---- */
@@ -807,7 +856,6 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 			block_fn(src + QK_K * i, (blk *)dst + i);                                           \
 	}
 EACH_BLOCK(q2_rows, qf_block_q2, q2_block)
-EACH_BLOCK(q3_rows, qf_block_q3, q3_block)
 EACH_BLOCK(q6_rows, qf_block_q6, q6_block)
 
 KQ_FAST(q2_k, qf_block_q2, q2_rows)

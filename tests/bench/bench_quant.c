@@ -6,11 +6,12 @@
  *                                        synthetic Student-t data, best of 3)
  *   bench_quant quant IN TYPE THREADS OUT
  *                                        quantizes every tensor llama-quantize --pure quantizes (2-D+, name
- *                                        ending in "weight", not a norm) of IN with muse_quantize_rows and writes
- *                                        the quantized bytes, tensor after tensor, to OUT: the work llama-quantize
- *                                        does, for scripts/bench_quant.sh to time from outside as it times
- *                                        llama-quantize. F32 tensors of a single file are streamed with pread in
- *                                        chunks of rows (1 MiB with one thread, as cat reads; 16 MiB a thread with more), other dtypes converted whole
+ *                                        ending in "weight", not a norm) of IN with muse_quantize_stream (the
+ *                                        pipeline of `muse quantize`: rows straight from the mapping, a writer
+ *                                        thread) and writes the quantized bytes, tensor after tensor, to OUT: the
+ *                                        work llama-quantize does minus the GGUF header, for scripts/bench_quant.sh
+ *                                        to time from outside as it times llama-quantize. Non-F32 dtypes are
+ *                                        converted whole first
  *   bench_quant sums IN TYPE THREADS     the same quantization; prints "name sha256" per tensor, sorted by name
  *   bench_quant gguf-sums FILE TYPE      "name sha256" of every TYPE tensor's bytes in a GGUF, sorted by name
  * scripts/bench.sh compares `sums` of the input with `gguf-sums` of llama-quantize's output: the speed ratio
@@ -30,6 +31,8 @@
 #include "../../formats/reader.h"
 #include "../../lib/dtype.h"
 #include "../../quant/q_fast.h"
+#include "../../quant/q_stream.h"
+#include "../../lib/mapfile.h"
 #include "../../quant/quant.h"
 
 static double now(void)
@@ -145,73 +148,48 @@ static void print_sums(named_sum *s, size_t n)
 		printf("%s %s\n", s[i].name, s[i].hex);
 }
 
-/* Quantizes every eligible tensor; writes the bytes to out (may be NULL) and/or collects sums. */
-static int run_file(const char *in, muse_dtype type, int threads, FILE *out, bool sums)
+typedef struct {
+	int fd;          /* output, or -1 */
+	EVP_MD_CTX *md;  /* running sha256 of the tensor, or NULL */
+} bench_sink;
+
+static muse_status sink_fn(void *ctx, const void *buf, size_t n, int64_t rows, muse_err *err)
+{
+	bench_sink *k = ctx;
+	for (size_t done = 0; k->fd >= 0 && done < n;) {
+		ssize_t w = write(k->fd, (const uint8_t *)buf + done, n - done);
+		if (w <= 0)
+			return muse_err_set(err, MUSE_ERR_IO, "write failed");
+		done += (size_t)w;
+	}
+	if (k->md)
+		EVP_DigestUpdate(k->md, buf, n);
+	return MUSE_OK;
+}
+
+/* Quantizes every eligible tensor with muse_quantize_stream (what `muse quantize` runs): F32 tensors straight
+ * from the mapping, others converted whole first; writes the bytes to fd (may be -1) and/or collects sums. */
+static int run_file(const char *in, muse_dtype type, int threads, int fd, bool sums)
 {
 	muse_err err = { 0 };
 	muse_reader *r = NULL;
+	muse_blas_threads_idle();
 	if (muse_reader_open(in, &r, &err) != MUSE_OK)
 		die(in, &err);
-	const muse_dtype_traits *dt = muse_dtype_info(type);
 	named_sum *s = xalloc(sizeof *s * (r->n_tensors + 1));
 	size_t ns = 0;
 	float *conv = NULL;
-	void *dst = NULL;
-	size_t conv_cap = 0, dst_cap = 0;
-	int fd = open(in, O_RDONLY);
+	size_t conv_cap = 0;
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
 		if (!eligible(t, type))
 			continue;
 		int64_t npr = (int64_t)t->shape[t->ndim - 1], nrows = (int64_t)(t->nelements / (uint64_t)npr);
+		const uint8_t *view = muse_reader_view(r, i);
 		const float *src;
-		size_t bytes = (size_t)(t->nelements / dt->blck) * dt->block_bytes;
-		if (t->dtype == MUSE_DT_F32 && !t->strided && r->n_files == 1 && fd >= 0) {
-			/* streamed: about 1 MiB of rows at a time into one reused buffer, quantized while it is
-			 * still in cache (what cat does with its buffer; no page faults on a mapping) */
-			size_t row_in = (size_t)npr * 4, row_out = (size_t)(npr / dt->blck) * dt->block_bytes;
-			/* 1 MiB for one thread; with more, 16 MiB per thread, so each parallel region has many
-			 * 16-row tasks to balance and the team meets at few barriers */
-			size_t chunk_in = threads == 1 ? (size_t)1 << 20 : ((size_t)16 << 20) * (size_t)threads;
-			int64_t chunk_rows = (int64_t)(chunk_in / row_in);
-			if (chunk_rows < 1)
-				chunk_rows = 1;
-			if ((size_t)chunk_rows * row_in > conv_cap) {
-				free(conv);
-				conv_cap = (size_t)chunk_rows * row_in;
-				conv = xalloc(conv_cap);
-			}
-			if ((size_t)chunk_rows * row_out > dst_cap && !sums) {
-				free(dst);
-				dst_cap = (size_t)chunk_rows * row_out;
-				dst = xalloc(dst_cap);
-			}
-			if (sums && bytes > dst_cap) {
-				free(dst);
-				dst_cap = bytes;
-				dst = xalloc(dst_cap);
-			}
-			for (int64_t r0 = 0; r0 < nrows; r0 += chunk_rows) {
-				int64_t nr = nrows - r0 < chunk_rows ? nrows - r0 : chunk_rows;
-				size_t want = (size_t)nr * row_in;
-				if (pread(fd, conv, want, (off_t)(t->offset + (uint64_t)r0 * row_in)) != (ssize_t)want) {
-					fprintf(stderr, "bench_quant: %s: short read\n", t->name);
-					return 1;
-				}
-				uint8_t *o = (uint8_t *)dst + (sums ? (size_t)r0 * row_out : 0);
-				if (muse_quantize_rows(type, conv, o, nr, npr, NULL, threads, &err) != MUSE_OK)
-					die(t->name, &err);
-				if (out && fwrite(o, 1, (size_t)nr * row_out, out) != (size_t)nr * row_out) {
-					fprintf(stderr, "bench_quant: write failed\n");
-					return 1;
-				}
-			}
-			if (sums) {
-				s[ns].name = t->name;
-				sha256_hex(dst, bytes, s[ns].hex);
-				ns++;
-			}
-			continue;
+		if (t->dtype == MUSE_DT_F32 && view && (uintptr_t)view % sizeof(float) == 0) {
+			muse_map_advise_seq(&r->files[t->file], t->offset, t->nbytes);
+			src = (const float *)view;
 		} else {
 			if (t->nelements * 4 > conv_cap) {
 				free(conv);
@@ -225,31 +203,31 @@ static int run_file(const char *in, muse_dtype type, int threads, FILE *out, boo
 			free(raw);
 			src = conv;
 		}
-		if (bytes > dst_cap) {
-			free(dst);
-			dst_cap = bytes;
-			dst = xalloc(dst_cap);
-		}
-		if (muse_quantize_rows(type, src, dst, nrows, npr, NULL, threads, &err) != MUSE_OK)
+		bench_sink k = { fd, sums ? EVP_MD_CTX_new() : NULL };
+		if (k.md)
+			EVP_DigestInit_ex(k.md, EVP_sha256(), NULL);
+		muse_qs_job job = { .type = type, .nrows = nrows, .n_per_row = npr, .f32 = src, .check_finite = true,
+				    .sink = sink_fn, .sink_ctx = &k, .threads = threads };
+		if (muse_quantize_stream(&job, &err) != MUSE_OK)
 			die(t->name, &err);
-		if (out && fwrite(dst, 1, bytes, out) != bytes) {
-			fprintf(stderr, "bench_quant: write failed\n");
-			return 1;
-		}
-		if (sums) {
+		if (view && t->dtype == MUSE_DT_F32)
+			muse_reader_release(r, i);
+		if (k.md) {
+			unsigned char md[32];
+			unsigned len = 0;
+			EVP_DigestFinal_ex(k.md, md, &len);
+			EVP_MD_CTX_free(k.md);
 			s[ns].name = t->name;
-			sha256_hex(dst, bytes, s[ns].hex);
+			for (int b = 0; b < 32; b++)
+				sprintf(s[ns].hex + 2 * b, "%02x", md[b]);
 			ns++;
 		}
 	}
 	if (sums)
 		print_sums(s, ns);
 	free(conv);
-	free(dst);
 	free(s);
 	muse_reader_free(r);
-	if (fd >= 0)
-		close(fd);
 	return 0;
 }
 
@@ -295,18 +273,18 @@ int main(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "micro"))
 		return micro(argc > 2 ? (size_t)atoi(argv[2]) : 32);
 	if (argc == 6 && !strcmp(argv[1], "quant")) {
-		FILE *out = fopen(argv[5], "wb");
-		if (!out) {
+		int fd = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0) {
 			perror(argv[5]);
 			return 1;
 		}
-		int rc = run_file(argv[2], parse_type(argv[3]), atoi(argv[4]), out, false);
-		if (fclose(out) != 0)
+		int rc = run_file(argv[2], parse_type(argv[3]), atoi(argv[4]), fd, false);
+		if (close(fd) != 0)
 			rc = 1;
 		return rc;
 	}
 	if (argc == 5 && !strcmp(argv[1], "sums"))
-		return run_file(argv[2], parse_type(argv[3]), atoi(argv[4]), NULL, true);
+		return run_file(argv[2], parse_type(argv[3]), atoi(argv[4]), -1, true);
 	if (argc == 4 && !strcmp(argv[1], "gguf-sums"))
 		return gguf_sums(argv[2], parse_type(argv[3]));
 	fprintf(stderr, "usage: bench_quant path | micro [MiB] | quant IN TYPE THREADS OUT | sums IN TYPE THREADS | "
