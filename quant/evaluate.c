@@ -99,7 +99,7 @@ muse_status muse_eval_run(muse_model *m, muse_model *ref, const int32_t *ids, si
 	if (o->max_chunks > 0 && n_chunks > o->max_chunks)
 		n_chunks = o->max_chunks;
 	if (n_chunks < 1)
-		return muse_err_set(err, MUSE_ERR_USAGE, "the text has %zu tokens, fewer than one context of %lld", n_ids,
+		return muse_err_set(err, MUSE_ERR_FORMAT, "the text has %zu tokens, fewer than one context of %lld", n_ids,
 				    (long long)ctx);
 	const int64_t first = ctx / 2, n_out = ctx - 1 - first;
 	int64_t Emax = E;
