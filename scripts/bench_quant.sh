@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# bench_quant.sh: quantization throughput (section of `make bench`): muse's quantizers (muse_quantize_rows, the
-# fast path) against llama-quantize --pure on the same F32 GGUF, same thread count, same run, per type; and the
-# time to read the input (dd bs=1M > /dev/null) as the bound for the memory-bound types. A speed is only reported
-# beside identical bytes: every quantized tensor's sha256 is compared with llama-quantize's output.
+# bench_quant.sh: quantization throughput (section of `make bench`): muse's quantizers against llama-quantize --pure
+# on the same F32 GGUF, same thread count, same run, per type; and the time to read the input (dd bs=1M >
+# /dev/null) as the bound for the memory-bound types. A speed is only reported beside identical bytes: every
+# quantized tensor's sha256 is compared with llama-quantize's output, and muse quantize's whole file with
+# llama-quantize's file.
 #
-# muse side: build/rel/bench/bench_quant quant IN TYPE THREADS OUT (reader + muse_quantize_rows + write, what
-# llama-quantize does minus the GGUF header) so this does not depend on cmd/quantize.c.
-# Times are the best of REPS warm runs (default 3; BENCH_QUANT_REPS overrides) of the whole process: wall clock,
-# and CPU time (user + system, all threads), which a loaded shared machine distorts less.
+# muse sides: build/rel/bench/bench_quant quant IN TYPE THREADS OUT (reader + muse_quantize_stream + write, what
+# llama-quantize does minus the GGUF header and metadata), and bin/muse quantize IN OUT --type TYPE --pure
+# --threads N end to end (the whole GGUF, fsync'ed and renamed into place as muse writes every output).
+# Times are the best of REPS warm runs (default 3; BENCH_QUANT_REPS overrides) of the whole process, to the
+# millisecond (wait4): wall clock, and CPU time (user + system, all threads), which a loaded shared machine
+# distorts less.
 # usage: scripts/bench_quant.sh [THREADS...]   (default: 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +18,7 @@ PY=.venv/bin/python
 B=build/bench
 LQ=.cache/llama.cpp/build/bin/llama-quantize
 BQ=build/rel/bench/bench_quant
+MUSE=bin/muse
 REPS=${BENCH_QUANT_REPS:-3}
 THREADS=${*:-1 2}
 TYPES=${BENCH_QUANT_TYPES:-Q8_0 Q4_0 Q2_K Q3_K Q4_K Q5_K Q6_K}
@@ -53,16 +57,22 @@ fi
 # best CMD...: sets W (best wall seconds) and C (best CPU seconds, user + system, all threads) over REPS runs.
 # On a shared machine wall time includes waiting for a CPU; CPU time does not, so both are reported.
 best() {
-	local w c out
-	W=999999 C=999999
-	for _ in $(seq "$REPS"); do
-		/usr/bin/time -o "$B/q_time" -f '%e %U %S' "$@" >/dev/null 2>&1
-		read -r w u sy <"$B/q_time"
-		c=$(echo "$u + $sy" | bc -l)
-		W=$(echo "if ($w < $W) $w else $W" | bc -l)
-		C=$(echo "if ($c < $C) $c else $C" | bc -l)
-	done
-	W=$(printf '%.2f' "$W") C=$(printf '%.2f' "$C")
+	read -r W C < <($PY - "$REPS" "$@" <<'PYEOF'
+import os, subprocess, sys, time
+reps, cmd = int(sys.argv[1]), sys.argv[2:]
+bw = bc = float("inf")
+for _ in range(reps):
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    w = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        sys.exit(f"bench_quant.sh: {' '.join(cmd)}: exit {p.returncode}")
+    bw, bc = min(bw, w), min(bc, ru.ru_utime + ru.ru_stime)
+print(f"{bw:.3f} {bc:.3f}")
+PYEOF
+)
 }
 mbs() { if [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.0f' "$(echo "$1 / $2 / 1000000" | bc -l)"; else echo "-"; fi; }
 sz=$(stat -c %s "$IN")
@@ -74,14 +84,15 @@ echo
 echo "Quantization, $((sz / 1000000)) MB F32 GGUF ($IN), warm cache, best of $REPS; MB/s of F32 input."
 echo "quantize_fast path: $($BQ path); load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
 echo "read the input (dd bs=1M of=/dev/null): wall ${w_cat} s, CPU ${c_cat} s"
-echo "time resolution is 0.01 s (/usr/bin/time); speedup = llama time / muse time (wall, and CPU = user + system)"
+echo "speedup = llama time / muse time (wall, and CPU = user + system); / read = time / dd's time (wall, CPU)"
+echo "quantizers: bench_quant quant (tensor data only); end to end: muse quantize --pure vs llama-quantize --pure (whole file)"
 echo
-echo "| type | threads | muse wall (CPU) | llama-quantize --pure wall (CPU) | speedup wall | speedup CPU | muse / read wall | bytes |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| type | threads | quantizers wall (CPU) | llama-quantize --pure wall (CPU) | speedup wall | speedup CPU | quantizers / read wall (CPU) | bytes | muse quantize wall (CPU) | end-to-end speedup wall / CPU | file |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 ratio() { if [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.2f' "$(echo "$1 / $2" | bc -l)"; else echo "n/a"; fi; }
 for th in $THREADS; do
 	for T in $TYPES; do
-		rm -f "$B/q_ll.gguf" "$B/q_mu.bin"
+		rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mq.gguf"
 		best "$LQ" --pure "$IN" "$B/q_ll.gguf" "$T" "$th"
 		w_ll=$W c_ll=$C
 		best "$BQ" quant "$IN" "$T" "$th" "$B/q_mu.bin"
@@ -94,7 +105,14 @@ for th in $THREADS; do
 		else
 			same="DIFFERENT (muse $n tensors, llama $(wc -l <"$B/q_ll.sums"))"
 		fi
-		echo "| $T | $th | ${w_mu} s, $(mbs "$sz" "$w_mu") MB/s (${c_mu} s) | ${w_ll} s, $(mbs "$sz" "$w_ll") MB/s (${c_ll} s) | $(ratio "$w_ll" "$w_mu")x | $(ratio "$c_ll" "$c_mu")x | $(ratio "$w_mu" "$w_cat") | $same |"
+		e2e="(no $MUSE) | - | -"
+		if [ -x "$MUSE" ]; then
+			best "$MUSE" quantize "$IN" "$B/q_mq.gguf" --type "$T" --pure --threads "$th" --quiet
+			w_mq=$W c_mq=$C
+			if cmp -s "$B/q_mq.gguf" "$B/q_ll.gguf"; then file="identical"; else file="DIFFERENT"; fi
+			e2e="${w_mq} s (${c_mq} s) | $(ratio "$w_ll" "$w_mq")x / $(ratio "$c_ll" "$c_mq")x | $file"
+		fi
+		echo "| $T | $th | ${w_mu} s, $(mbs "$sz" "$w_mu") MB/s (${c_mu} s) | ${w_ll} s, $(mbs "$sz" "$w_ll") MB/s (${c_ll} s) | $(ratio "$w_ll" "$w_mu")x | $(ratio "$c_ll" "$c_mu")x | $(ratio "$w_mu" "$w_cat") ($(ratio "$c_mu" "$c_cat")) | $same | $e2e |"
 	done
 done
-rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mu.sums" "$B/q_ll.sums" "$B/q_time"
+rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mq.gguf" "$B/q_mu.sums" "$B/q_ll.sums"

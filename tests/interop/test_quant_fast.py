@@ -88,3 +88,75 @@ def test_path_reported():
     assert path in ("avx2+f16c", "reference")
     _, path = muse_quant("q8_0", np.zeros((1, 32), np.float32), 1, no_simd=True)
     assert path == "reference"
+
+
+# ---- muse quantize's stream (quant/q_stream.c): slabs, worker threads, a writer thread ----
+
+MUSE = os.environ.get("MUSE", os.path.join(ROOT, "build", "asan", "muse"))
+
+
+def stream_model(path, dtype, nan_at=None):
+    """A llama-shaped GGUF whose big matrix spans several 4 MiB slabs with one thread (1040 rows of 2048 F32)
+    and whose other matrix has a row count that is no multiple of the 16-row task (1003)."""
+    import gguf
+    rng = np.random.default_rng(11)
+    big = (rng.standard_t(5, size=(1040, 2048)) * 0.02).astype(np.float32)
+    odd = (rng.standard_normal((1003, 512)) * 0.05).astype(np.float32)
+    if nan_at is not None:
+        for (r, c), v in nan_at:
+            big[r, c] = v
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(256); w.add_embedding_length(512); w.add_block_count(1)
+    w.add_feed_forward_length(2048); w.add_head_count(4); w.add_head_count_kv(4)
+    w.add_rope_dimension_count(128); w.add_layer_norm_rms_eps(1e-5); w.add_file_type(0 if dtype == np.float32 else 1)
+    w.add_tensor("blk.0.ffn_up.weight", big.astype(dtype))
+    w.add_tensor("blk.0.attn_q.weight", odd.astype(dtype))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+
+def tensor_bytes(path):
+    import gguf
+    r = gguf.GGUFReader(path)
+    return {t.name: bytes(t.data.tobytes()) for t in r.tensors}
+
+
+@pytest.mark.parametrize("dtype,qtype", [(np.float32, "Q8_0"), (np.float32, "Q3_K"), (np.float16, "Q4_K")])
+def test_stream_threads_equal_llama(tmp_path, dtype, qtype):
+    """muse quantize --pure with 1, 2 and 3 threads (3, 2 and 1 slabs of the big matrix; F16 rows through the
+    converting row source) gives one file, and its tensors are llama-quantize --pure's bytes."""
+    need()
+    if not os.access(MUSE, os.X_OK):
+        pytest.skip(f"{os.path.relpath(MUSE, ROOT)} not built (make asan)")
+    src = str(tmp_path / "in.gguf")
+    stream_model(src, dtype)
+    ref = str(tmp_path / "llama.gguf")
+    llamacpp.llama_quantize(src, ref, qtype, extra=["--pure"])
+    files = []
+    for th in (1, 2, 3):
+        out = str(tmp_path / f"muse{th}.gguf")
+        llamacpp.run([MUSE, "quantize", src, out, "--type", qtype, "--pure", "--threads", th, "--quiet"])
+        with open(out, "rb") as f:
+            files.append(f.read())
+    assert files[0] == files[1] == files[2], "output depends on the thread count"
+    got, want = tensor_bytes(str(tmp_path / "muse1.gguf")), tensor_bytes(ref)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name] == want[name], f"{qtype}: {name}: bytes differ from llama-quantize"
+
+
+def test_stream_refuses_first_non_finite(tmp_path):
+    """A NaN in the second slab and an infinity after it: the error names the NaN (the first in row order)
+    whatever the thread count, exit 1, no output file."""
+    if not os.access(MUSE, os.X_OK):
+        pytest.skip(f"{os.path.relpath(MUSE, ROOT)} not built (make asan)")
+    src = str(tmp_path / "in.gguf")
+    stream_model(src, np.float32, nan_at=[((900, 7), np.inf), ((700, 5), np.nan)])
+    for th in (1, 3):
+        out = tmp_path / f"out{th}.gguf"
+        p = subprocess.run([MUSE, "quantize", src, str(out), "--type", "Q4_0", "--pure", "--threads", str(th),
+                            "--quiet"], capture_output=True, text=True)
+        assert p.returncode == 1, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("muse: error: "), p.stderr
+        assert f"tensor 'blk.0.ffn_up.weight': element {700 * 2048 + 5} (row 700) is nan" in lines[0], lines[0]
+        assert not out.exists() and not list(tmp_path.glob(f"out{th}*")), "partial output left behind"
