@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "quant.h"
 
@@ -167,12 +169,31 @@ static void work(qs_ctx *c, int tid)
 	}
 }
 
-/* Writes slab after slab as they complete. */
+/* Maps the input rows of slab s in (a mapping's page tables filled here, off the workers' path), when the
+ * kernel knows MADV_POPULATE_READ (Linux 5.14); otherwise the workers fault the pages in themselves. */
+static void prefault(const qs_ctx *c, int64_t s)
+{
+#ifdef MADV_POPULATE_READ
+	if (!c->j->f32 || s >= c->nslab)
+		return;
+	const int64_t r0 = s * c->slab, nr = c->nrows - r0 < c->slab ? c->nrows - r0 : c->slab;
+	uintptr_t a = (uintptr_t)(c->j->f32 + r0 * c->npr), e = a + (uintptr_t)nr * (uintptr_t)c->npr * sizeof(float);
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	a -= a % pg;
+	madvise((void *)a, e - a, MADV_POPULATE_READ); /* a hint: any failure leaves the faults to the workers */
+#else
+	(void)c;
+	(void)s;
+#endif
+}
+
+/* Writes slab after slab as they complete; meanwhile maps in the input of the slab after the one waited for. */
 static void write_slabs(qs_ctx *c)
 {
 	for (int64_t s = 0; s < c->nslab; s++) {
 		const int b = (int)(s % c->nbuf);
 		const int64_t want = slab_tasks(c, s);
+		prefault(c, s + 1);
 		pthread_mutex_lock(&c->mu);
 		while (atomic_load(&c->done[b]) < want && !atomic_load(&c->stop))
 			pthread_cond_wait(&c->cv, &c->mu);
@@ -212,6 +233,43 @@ static void *writer_main(void *p)
 {
 	write_slabs(p);
 	return NULL;
+}
+
+/* ---- the output ring, kept from one tensor to the next ---- */
+
+/* A model is many tensors in a row: freeing the ring after each and allocating it again for the next
+ * would give the pages back (heap trimmed, or munmap) and fault them in zeroed again every time. */
+static pthread_mutex_t ring_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *ring_keep;
+static size_t ring_keep_cap;
+
+/* A block of at least *cap bytes; *cap becomes its size. */
+static uint8_t *ring_get(size_t *cap)
+{
+	uint8_t *p = NULL;
+	pthread_mutex_lock(&ring_mu);
+	if (ring_keep && ring_keep_cap >= *cap) {
+		p = ring_keep;
+		*cap = ring_keep_cap;
+		ring_keep = NULL;
+	}
+	pthread_mutex_unlock(&ring_mu);
+	return p ? p : malloc(*cap ? *cap : 1);
+}
+
+static void ring_put(uint8_t *p, size_t cap)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&ring_mu);
+	if (!ring_keep || ring_keep_cap < cap) {
+		uint8_t *old = ring_keep;
+		ring_keep = p;
+		ring_keep_cap = cap;
+		p = old;
+	}
+	pthread_mutex_unlock(&ring_mu);
+	free(p);
 }
 
 /* ---- the stream ---- */
@@ -263,11 +321,14 @@ muse_status muse_quantize_stream(const muse_qs_job *j, muse_err *err)
 	bool writer = false;
 	if (nth > QS_MAX_THREADS)
 		nth = QS_MAX_THREADS;
+	size_t ring_have = (size_t)c->nbuf * (size_t)slab * c->row_bytes;
+	uint8_t *ring = ring_get(&ring_have);
+	if (!ring) {
+		st = muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
+		goto out;
+	}
 	for (int b = 0; b < c->nbuf; b++)
-		if (!(c->buf[b] = malloc((size_t)slab * c->row_bytes))) {
-			st = muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
-			goto out;
-		}
+		c->buf[b] = ring + (size_t)b * (size_t)slab * c->row_bytes;
 	if (!j->f32) {
 		c->stage = calloc((size_t)nth, sizeof *c->stage);
 		if (!c->stage) {
@@ -310,8 +371,7 @@ muse_status muse_quantize_stream(const muse_qs_job *j, muse_err *err)
 			*err = c->err;
 	}
 out:
-	for (int b = 0; b < c->nbuf; b++)
-		free(c->buf[b]);
+	ring_put(ring, ring_have);
 	if (c->stage)
 		for (int t = 0; t < nth; t++)
 			free(c->stage[t]);
