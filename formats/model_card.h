@@ -8,10 +8,14 @@
 
 /*
  * Top-level keys of the front matter with a scalar or a list of scalars
- * (block "- item" lines or a one-line [a, b] flow list). Nested maps, lists
- * of maps and multi-line scalars are skipped: no key muse uses has them.
- * Scalars are strings as written (quotes removed); YAML's null, ~ and empty
- * values count as absent.
+ * (block "- item" lines or a [a, b] flow list, which may span lines).
+ * Scalars may span lines as YAML folds them: quoted or plain continuation
+ * lines, "|" and ">" block scalars with chomping and indentation
+ * indicators. Nested maps and lists of maps (model-index, widget,
+ * inference), flow maps, anchors and tags are skipped: their key is kept
+ * with list < 0 and no items. Scalars are strings as written (quotes
+ * removed, escapes applied); YAML's null, ~ and empty values count as
+ * absent.
  */
 typedef struct muse_card_entry {
 	char *key;

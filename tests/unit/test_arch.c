@@ -384,7 +384,8 @@ static void test_model_card(void)
 	e = muse_model_card_get(&c, "nested");
 	CHECK(e && e->n == 0);
 	CHECK(muse_model_card_str(&c, "name") && !strcmp(muse_model_card_str(&c, "name"), "It's"));
-	CHECK(!muse_model_card_str(&c, "empty") && !muse_model_card_str(&c, "nothing") && !muse_model_card_str(&c, "desc"));
+	CHECK(!muse_model_card_str(&c, "empty") && !muse_model_card_str(&c, "nothing"));
+	CHECK(muse_model_card_str(&c, "desc") && !strcmp(muse_model_card_str(&c, "desc"), "block scalar\n"));
 	muse_model_card_free(&c);
 	static const char bad[] = "name: 'unterminated\n";
 	CHECK(muse_model_card_parse(bad, sizeof bad - 1, "README.md", &c, &err) == MUSE_ERR_FORMAT);
