@@ -597,6 +597,73 @@ def test_spm_tokenizer(tmp_path, kind, writer):
         assert ka == kb
 
 
+CARD = """---
+license: other
+license_name: foo-license
+license_link: LICENSE
+name: Tiny Card
+description: >
+  A tiny model
+  for tests.
+tags: [text-generation,
+  "tiny model", llama]
+language:
+- en
+- fr
+base_model:
+- meta-llama/Llama-3.1-8B
+datasets: HuggingFaceTB/smollm-corpus
+model-index:
+- name: Tiny
+  results:
+  - task:
+      type: text-generation
+    metrics:
+    - type: acc
+      value: 0.5
+widget:
+  - text: "hello"
+pipeline_tag: text-generation
+---
+
+# Tiny
+"""
+
+
+def test_model_card_yaml(tmp_path):
+    """An HF model card front matter with the YAML HF cards use (a folded block scalar, a flow list over two lines,
+    block lists, model-index and widget lists of maps to skip, license_name/license_link): muse's HF -> GGUF writes
+    the same general.* keys as convert_hf_to_gguf.py (gguf-py's Metadata reads the card with PyYAML), and GGUF -> HF
+    -> GGUF keeps them (muse's README.md front matter read back by the same parser)."""
+    pytest.importorskip("torch")
+    llamacpp.require()
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import make_tiny_models as mtm
+    src = tmp_path / "card"
+    mtm.make_llama(str(src))
+    (src / "README.md").write_text(CARD)
+    run_muse("convert", "-q", src, tmp_path / "m.gguf")
+    from test_hf2gguf_arch import RUNNER
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    env = dict(os.environ, MUSE_REF_PRE="llama-bpe")
+    env.pop("NO_LOCAL_GGUF", None)
+    p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(tmp_path / "ref.gguf"),
+                        "--outtype", "f32"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    general = lambda path: {k: v for k, v in meta(path).items() if k.startswith("general.")}  # noqa: E731
+    g1 = general(tmp_path / "m.gguf")
+    assert g1 == general(tmp_path / "ref.gguf")
+    assert g1["general.description"][1] == "A tiny model for tests.\n"
+    assert g1["general.license.name"][1] == "foo-license" and g1["general.tags"][1][1] == "tiny model"
+    run_muse("convert", "-q", tmp_path / "m.gguf", tmp_path / "hf")
+    run_muse("convert", "-q", tmp_path / "hf", tmp_path / "m2.gguf")
+    g2 = general(tmp_path / "m2.gguf")
+    for k in ("general.name", "general.description", "general.license", "general.license.name",
+              "general.license.link", "general.tags", "general.languages"):
+        assert g1[k] == g2[k], k
+
+
 def test_streaming_memory(smol, work):
     """Peak RSS of the release binary converting SmolLM2 (Q4_1 -> F32 HF) stays below the largest output tensor
     (token_embd, 49152 x 576 F32 = 113 MB): tensors are decoded in chunks of rows and consumed input pages are
