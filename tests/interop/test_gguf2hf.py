@@ -518,6 +518,19 @@ def test_deepseek_from_reference_converter(tmp_path):
         la = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)(ids).logits
         lb = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)(ids).logits
     assert torch.equal(la, lb)
+    # llama-quantize Q8_0 (attn_k_b/attn_v_b quantized too): kv_b_proj equals gguf-py's dequantization of both
+    # halves, put back together independently here with numpy.
+    llamacpp.llama_quantize(str(tmp_path / "ref.gguf"), str(tmp_path / "q8.gguf"), "Q8_0")
+    run_muse("convert", "-q", tmp_path / "q8.gguf", tmp_path / "hf_q8")
+    q = tensors(tmp_path / "q8.gguf")
+    dq = lambda t: dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(t.shape)])  # noqa: E731
+    st = load_file(str(tmp_path / "hf_q8" / "model.safetensors"))
+    for blk in range(2):
+        kb, vb = q[f"blk.{blk}.attn_k_b.weight"], q[f"blk.{blk}.attn_v_b.weight"]
+        assert kb.tensor_type == gguf.GGMLQuantizationType.Q8_0
+        k, v = dq(kb), dq(vb)
+        want = np.concatenate([k.transpose(0, 2, 1), v], axis=1).reshape(-1, k.shape[1]).astype(np.float32)
+        assert np.array_equal(st[f"model.layers.{blk}.self_attn.kv_b_proj.weight"].numpy(), want)
     # attn_v_b of block 0 missing: refused, nothing written.
     r = reader(str(tmp_path / "ref.gguf"))
     kv = []
