@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 B=build/bench
 LQ=.cache/llama.cpp/build/bin/llama-quantize
-BQ=build/rel/bench/bench_quant
-MUSE=bin/muse
+BQ=${BENCH_QUANT_BQ:-build/rel/bench/bench_quant} # overridable, to time another build beside this one
+MUSE=${BENCH_QUANT_MUSE:-bin/muse}
 REPS=${BENCH_QUANT_REPS:-3}
 THREADS=${*:-1 2}
 TYPES=${BENCH_QUANT_TYPES:-Q8_0 Q4_0 Q2_K Q3_K Q4_K Q5_K Q6_K}
