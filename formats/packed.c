@@ -407,8 +407,9 @@ static muse_status need(const muse_packed_set *in, const char *name, const char 
 				    name, suffix, (unsigned long long)t->shape[0], t->ndim == 2 ? ", " : "",
 				    t->ndim == 2 ? (unsigned long long)t->shape[1] : 0ull, (unsigned long long)d0,
 				    ndim == 2 ? ", " : "", ndim == 2 ? (unsigned long long)d1 : 0ull);
-	uint64_t n = ndim == 1 ? d0 : d0 * d1, nb;
-	if (!muse_dtype_nbytes(t->dtype, n, &nb) || nb != t->nbytes)
+	uint64_t n = d0, nb;
+	/* Checked: dimensions from a hostile header can wrap d0 * d1 around to the byte count present. */
+	if ((ndim == 2 && !muse_mul_u64(d0, d1, &n)) || !muse_dtype_nbytes(t->dtype, n, &nb) || nb != t->nbytes)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s' holds %zu bytes for its shape", name, suffix,
 				    t->nbytes);
 	*out = t;
@@ -466,6 +467,9 @@ static muse_status decode_gptq(const muse_packed_set *in, const char *name, muse
 	if (!s0 || s0->ndim != 2)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor 'scales' is missing or not 2-D", name);
 	uint64_t N = s0->shape[1];
+	if (!K || !N)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: empty layer (g_idx [%llu], scales [.., %llu])", name,
+				    (unsigned long long)K, (unsigned long long)N);
 	uint64_t grp = q->group ? q->group : K;
 	if (grp > K)
 		grp = K;
