@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../lib/progress.h"
 #include "forward.h"
@@ -435,6 +436,7 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 		size_t e0 = S->n_e;
 		long f0 = S->f_end;
 		double t0 = muse_now();
+		clock_t c0 = clock();
 		if ((s = muse_model_load_layer(m, il, &l, err)))
 			goto fail;
 		reset_accs(S);
@@ -452,8 +454,9 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 		if (s)
 			goto fail;
 		if (o->verbose)
-			fprintf(stderr, "muse: %s layer %lld/%lld: %.3f s\n", o->gptq ? "gptq" : "awq", (long long)il + 1,
-				(long long)hp->n_layer, muse_now() - t0);
+			fprintf(stderr, "muse: %s layer %lld/%lld: %.3f s (cpu %.3f s)\n", o->gptq ? "gptq" : "awq",
+				(long long)il + 1, (long long)hp->n_layer, muse_now() - t0,
+				(double)(clock() - c0) / CLOCKS_PER_SEC);
 		if (J && (s = journal_layer(S, J, il, e0, f0, x, rows, (uint64_t)hp->n_embd, err)))
 			goto fail;
 		muse_progress_add(&pg, 1);
