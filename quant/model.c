@@ -593,6 +593,8 @@ static muse_status read_f32(muse_model *m, size_t ti, size_t sc, float *dst, mus
 				 m->r->path, t->name, muse_dtype_name(t->dtype));
 	}
 done:
+	/* Read once, now F32: layer-at-a-time work keeps one layer's file pages resident, not every layer's. */
+	muse_reader_release(m->r, ti);
 	free(tmp);
 	free(stmp);
 	return s;
