@@ -535,6 +535,9 @@ static muse_status build_config(g2h *g, json_t **out, json_t **gen, muse_err *er
 		SETJ(c, "kv_lora_rank", json_integer((json_int_t)g->mla_rank));
 		SETJ(c, "qk_nope_head_dim", json_integer((json_int_t)g->mla_nope));
 		SETJ(c, "v_head_dim", json_integer((json_int_t)g->mla_v));
+		/* No q_lora_rank key (V2-Lite, plain attn_q): null, or transformers' default rank builds q_a/q_b */
+		if (!hp_u64(g, "attention.q_lora_rank", &v))
+			SETJ(c, "q_lora_rank", json_null());
 		if (hp_u64(g, "rope.dimension_count", &v)) {
 			head_dim = v;
 			SETJ(c, "head_dim", json_integer((json_int_t)v));

@@ -547,6 +547,44 @@ def test_deepseek_from_reference_converter(tmp_path):
     assert "blk.0.attn_v_b.weight" in p.stderr and "kv_b_proj" in p.stderr
 
 
+def test_deepseek_without_q_lora(tmp_path):
+    """DeepSeek with q_lora_rank null (V2-Lite's plain q_proj, attn_q in GGUF): config.json says q_lora_rank null
+    (transformers' default would build q_a/q_b), tensors and logits come back identical."""
+    torch = pytest.importorskip("torch")
+    import transformers as T
+    from safetensors.torch import load_file
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import make_tiny_models as mtm
+    src = tmp_path / "src"
+    tok = mtm.make_tokenizer(400, "llama-bpe")
+    cfg = T.DeepseekV3Config(vocab_size=len(tok), hidden_size=160, intermediate_size=192, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=4, moe_intermediate_size=64, n_routed_experts=4,
+                             n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1,
+                             q_lora_rank=None, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32,
+                             routed_scaling_factor=2.5, norm_topk_prob=True, scoring_func="sigmoid",
+                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                             max_position_embeddings=256, rms_norm_eps=1e-5)
+    torch.manual_seed(3)
+    model = T.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn_like(b))
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    run_muse("convert", "-q", src, tmp_path / "m.gguf")
+    assert "blk.0.attn_q.weight" in tensors(tmp_path / "m.gguf")
+    run_muse("convert", "-q", tmp_path / "m.gguf", tmp_path / "hf")
+    assert json.load(open(tmp_path / "hf" / "config.json"))["q_lora_rank"] is None
+    a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    ids = torch.tensor([[1, 5, 9, 20, 33, 7, 2, 11]])
+    with torch.no_grad():
+        la = T.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)(ids).logits
+        lb = T.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)(ids).logits
+    assert torch.equal(la, lb)
+
+
 SPM_CASES = [("spm", "muse"), ("spm-json", "muse"), ("spm", "convert_hf_to_gguf.py")]
 
 
