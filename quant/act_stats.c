@@ -12,11 +12,28 @@
 
 struct muse_stats {
 	unsigned flags;
+	int64_t keep_cap;
+	uint64_t keep_seed;
+	bool hooked;             /* a hook call happened: the reservoir settings are fixed */
 	muse_stats_entry **e;
 	size_t n, cap;
 	muse_strmap names;
 	bool sorted;
 };
+
+/* An entry and what only this file sees: the reservoir's PRNG state per expert. */
+typedef struct entry_priv {
+	muse_stats_entry e;
+	uint64_t *rng;
+} entry_priv;
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
 
 muse_status muse_stats_create(unsigned flags, muse_stats **out, muse_err *err)
 {
@@ -25,6 +42,7 @@ muse_status muse_stats_create(unsigned flags, muse_stats **out, muse_err *err)
 	if (!st)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	st->flags = flags;
+	st->keep_cap = 512;
 	muse_strmap_init(&st->names);
 	*out = st;
 	return MUSE_OK;
@@ -39,6 +57,9 @@ static void entry_free(muse_stats_entry *e)
 	free(e->xtx);
 	free(e->counts);
 	free(e->routed);
+	free(e->kept);
+	free(e->n_kept);
+	free(((entry_priv *)e)->rng);
 	free(e);
 }
 
@@ -53,9 +74,11 @@ void muse_stats_free(muse_stats *st)
 	free(st);
 }
 
-static muse_stats_entry *entry_new(unsigned flags, const char *name, int64_t n_in, int64_t n_mat)
+static muse_stats_entry *entry_new(const muse_stats *st, const char *name, int64_t n_in, int64_t n_mat)
 {
-	muse_stats_entry *e = calloc(1, sizeof *e);
+	const unsigned flags = st->flags;
+	entry_priv *ep = calloc(1, sizeof *ep);
+	muse_stats_entry *e = ep ? &ep->e : NULL;
 	size_t nv;
 	if (!e || n_in <= 0 || n_mat <= 0 || !muse_mul_size((size_t)n_in, (size_t)n_mat, &nv))
 		goto fail;
@@ -71,6 +94,22 @@ static muse_stats_entry *entry_new(unsigned flags, const char *name, int64_t n_i
 		size_t nx;
 		if (!muse_mul_size(nv, (size_t)n_in, &nx) || !(e->xtx = calloc(nx, sizeof *e->xtx)))
 			goto fail;
+	}
+	if (flags & MUSE_STATS_KEEP) {
+		size_t nk;
+		if (!muse_mul_size(nv, (size_t)st->keep_cap, &nk) || !(e->kept = malloc(nk * sizeof *e->kept)) ||
+		    !(e->n_kept = calloc((size_t)n_mat, sizeof *e->n_kept)) ||
+		    !(ep->rng = malloc((size_t)n_mat * sizeof *ep->rng)))
+			goto fail;
+		e->keep_cap = st->keep_cap;
+		/* One stream per tensor and expert: the seed mixed with the name's FNV-1a hash and the expert number. */
+		uint64_t h = 0xcbf29ce484222325ull;
+		for (const char *p = name; *p; p++)
+			h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+		for (int64_t m = 0; m < n_mat; m++) {
+			uint64_t x = st->keep_seed ^ h;
+			ep->rng[m] = splitmix64(&x) ^ (uint64_t)m * 0xd1b54a32d192ed03ull;
+		}
 	}
 	return e;
 fail:
@@ -100,6 +139,7 @@ muse_status muse_stats_hook(void *user, const muse_linear_event *ev, muse_err *e
 {
 	muse_stats *st = user;
 	size_t idx;
+	st->hooked = true;
 	muse_stats_entry *e;
 	int64_t n_mat = ev->expert >= 0 ? ev->n_expert : 1, mat = ev->expert >= 0 ? ev->expert : 0;
 	if (muse_strmap_get(&st->names, ev->tensor, strlen(ev->tensor), &idx)) {
@@ -116,7 +156,7 @@ muse_status muse_stats_hook(void *user, const muse_linear_event *ev, muse_err *e
 			st->e = ne;
 			st->cap = nc;
 		}
-		if (!(e = entry_new(st->flags, ev->tensor, ev->n_in, n_mat)))
+		if (!(e = entry_new(st, ev->tensor, ev->n_in, n_mat)))
 			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for the statistics of '%s'", ev->tensor);
 		st->e[st->n] = e;
 		if (muse_strmap_put(&st->names, e->name, strlen(e->name), st->n, NULL) < 0) {
@@ -157,9 +197,43 @@ muse_status muse_stats_hook(void *user, const muse_linear_event *ev, muse_err *e
 					Hi[j] += xi * xr[j];
 			}
 	}
+	if (e->kept) {
+		/* Algorithm R: row t of the stream (t = rows seen before it) replaces slot j < cap with probability cap / (t + 1). */
+		uint64_t *rng = &((entry_priv *)e)->rng[mat];
+		const int64_t cap = e->keep_cap;
+		float *K = e->kept + (size_t)mat * (size_t)cap * (size_t)n;
+		for (int64_t r = 0; r < R; r++) {
+			int64_t t = e->counts[mat] + r, slot = t;
+			if (t >= cap) {
+				slot = (int64_t)(splitmix64(rng) % (uint64_t)(t + 1));
+				if (slot >= cap)
+					continue;
+			}
+			memcpy(K + (size_t)slot * (size_t)n, x + (size_t)r * (size_t)n, (size_t)n * sizeof *K);
+		}
+		e->n_kept[mat] = e->counts[mat] + R < cap ? e->counts[mat] + R : cap;
+	}
 	e->counts[mat] += R;
 	e->routed[mat] += ev->n_routed;
 	return MUSE_OK;
+}
+
+muse_status muse_stats_set_keep(muse_stats *st, int64_t max_rows, uint64_t seed, muse_err *err)
+{
+	if (st->hooked || st->n)
+		return muse_err_set(err, MUSE_ERR_USAGE, "the kept-sample reservoir is set before statistics are collected");
+	if (max_rows < 1 || max_rows > ((int64_t)1 << 24))
+		return muse_err_set(err, MUSE_ERR_USAGE, "kept samples %lld not in 1..16777216", (long long)max_rows);
+	st->keep_cap = max_rows;
+	st->keep_seed = seed;
+	return MUSE_OK;
+}
+
+double muse_stats_absmean(const muse_stats_entry *e, int64_t expert, int64_t j)
+{
+	if (!e->abssum || expert < 0 || expert >= e->n_mat || j < 0 || j >= e->n_in || !e->counts[expert])
+		return 0;
+	return e->abssum[expert * e->n_in + j] / (double)e->counts[expert];
 }
 
 size_t muse_stats_count(const muse_stats *st)
