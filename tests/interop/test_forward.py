@@ -182,6 +182,45 @@ def test_logits_hf_dir_fp8(muse, work):
     assert err <= RTOL, f"deepseek_v3 FP8: max relative error {err:.3g} > {RTOL}"
 
 
+def test_hf_dir_moe_refusals(muse, work):
+    """A per-expert checkpoint missing one expert, or with an expert number past the config's count, or an FP8
+    weight whose scale grid does not fit: one line naming the file and tensor, exit 1."""
+    import json
+    import shutil
+    import torch
+    from safetensors.torch import load_file, save_file
+    src = _model(work, "mixtral")
+    st = load_file(os.path.join(src, "model.safetensors"))
+    cases = {
+        "drop": ({k: v for k, v in st.items() if k != "model.layers.1.block_sparse_moe.experts.2.w3.weight"},
+                 "'blk.1.ffn_up_exps.weight' (model.layers.{N}.block_sparse_moe.experts.{E}.w3.weight) has no expert 2"),
+        "extra": (dict(st, **{"model.layers.0.block_sparse_moe.experts.4.w1.weight":
+                              st["model.layers.0.block_sparse_moe.experts.0.w1.weight"].clone()}),
+                  "tensor 'model.layers.0.block_sparse_moe.experts.4.w1.weight' is expert 4, but config.json has 4"),
+    }
+    for tag, (tensors, msg) in cases.items():
+        d = work["dir"] / f"mixtral-{tag}"
+        shutil.copytree(src, d, dirs_exist_ok=True)
+        save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+        p = muse("eval", d, "--tokens", work["dir"] / "ids.txt", "--dump-logits", work["dir"] / "x.f32", check=False)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1 and msg in p.stderr, (tag, p.stderr)
+    d = work["dir"] / "deepseek_v3_fp8"
+    if not (d / "config.json").exists():
+        import make_tiny_models
+        make_tiny_models.make_arch(str(d), "deepseek_v3", fp8=True)
+    st = load_file(str(d / "model.safetensors"))
+    name = "model.layers.0.self_attn.q_b_proj.weight_scale_inv"
+    st[name] = torch.ones(st[name].shape[0] + 1, st[name].shape[1])
+    bad = work["dir"] / "deepseek_v3_fp8_badscale"
+    shutil.copytree(d, bad, dirs_exist_ok=True)
+    save_file(st, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.loads((bad / "config.json").read_text())
+    assert cfg["quantization_config"]["weight_block_size"] == [128, 128]
+    p = muse("eval", bad, "--tokens", work["dir"] / "ids.txt", "--dump-logits", work["dir"] / "x.f32", check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "model.layers.0.self_attn.q_b_proj.weight" in p.stderr, p.stderr
+
+
 def test_threads_do_not_change_logits(muse, work):
     path = _llamacpp_gguf(work, "qwen2_moe")
     a = _muse_logits(muse, work, path, "t1", threads=1)
