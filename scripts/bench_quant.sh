@@ -90,29 +90,31 @@ echo
 echo "| type | threads | quantizers wall (CPU) | llama-quantize --pure wall (CPU) | speedup wall | speedup CPU | quantizers / read wall (CPU) | bytes | muse quantize wall (CPU) | end-to-end speedup wall / CPU | file |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 ratio() { if [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.2f' "$(echo "$1 / $2" | bc -l)"; else echo "n/a"; fi; }
+# outputs in a directory of this run's own, so two runs (this build and another) can share the input
+O=$(mktemp -d "$B/quant.XXXXXX")
+trap 'rm -rf "$O"' EXIT
 for th in $THREADS; do
 	for T in $TYPES; do
-		rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mq.gguf"
-		best "$LQ" --pure "$IN" "$B/q_ll.gguf" "$T" "$th"
+		rm -f "$O/q_ll.gguf" "$O/q_mu.bin" "$O/q_mq.gguf"
+		best "$LQ" --pure "$IN" "$O/q_ll.gguf" "$T" "$th"
 		w_ll=$W c_ll=$C
-		best "$BQ" quant "$IN" "$T" "$th" "$B/q_mu.bin"
+		best "$BQ" quant "$IN" "$T" "$th" "$O/q_mu.bin"
 		w_mu=$W c_mu=$C
-		"$BQ" sums "$IN" "$T" "$th" >"$B/q_mu.sums"
-		"$BQ" gguf-sums "$B/q_ll.gguf" "$T" >"$B/q_ll.sums"
-		n=$(wc -l <"$B/q_mu.sums")
-		if [ "$n" -gt 0 ] && cmp -s "$B/q_mu.sums" "$B/q_ll.sums"; then
+		"$BQ" sums "$IN" "$T" "$th" >"$O/q_mu.sums"
+		"$BQ" gguf-sums "$O/q_ll.gguf" "$T" >"$O/q_ll.sums"
+		n=$(wc -l <"$O/q_mu.sums")
+		if [ "$n" -gt 0 ] && cmp -s "$O/q_mu.sums" "$O/q_ll.sums"; then
 			same="identical ($n tensors)"
 		else
-			same="DIFFERENT (muse $n tensors, llama $(wc -l <"$B/q_ll.sums"))"
+			same="DIFFERENT (muse $n tensors, llama $(wc -l <"$O/q_ll.sums"))"
 		fi
 		e2e="(no $MUSE) | - | -"
 		if [ -x "$MUSE" ]; then
-			best "$MUSE" quantize "$IN" "$B/q_mq.gguf" --type "$T" --pure --threads "$th" --quiet
+			best "$MUSE" quantize "$IN" "$O/q_mq.gguf" --type "$T" --pure --threads "$th" --quiet
 			w_mq=$W c_mq=$C
-			if cmp -s "$B/q_mq.gguf" "$B/q_ll.gguf"; then file="identical"; else file="DIFFERENT"; fi
+			if cmp -s "$O/q_mq.gguf" "$O/q_ll.gguf"; then file="identical"; else file="DIFFERENT"; fi
 			e2e="${w_mq} s (${c_mq} s) | $(ratio "$w_ll" "$w_mq")x / $(ratio "$c_ll" "$c_mq")x | $file"
 		fi
 		echo "| $T | $th | ${w_mu} s, $(mbs "$sz" "$w_mu") MB/s (${c_mu} s) | ${w_ll} s, $(mbs "$sz" "$w_ll") MB/s (${c_ll} s) | $(ratio "$w_ll" "$w_mu")x | $(ratio "$c_ll" "$c_mu")x | $(ratio "$w_mu" "$w_cat") ($(ratio "$c_mu" "$c_cat")) | $same | $e2e |"
 	done
 done
-rm -f "$B/q_ll.gguf" "$B/q_mu.bin" "$B/q_mq.gguf" "$B/q_mu.sums" "$B/q_ll.sums"
