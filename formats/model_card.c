@@ -1,4 +1,5 @@
 /* model_card.c: README.md YAML front matter: top-level scalars and scalar lists (multi-line forms too), nested structures skipped. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,31 @@ static int is_null(const char *s, size_t n)
 							  !memcmp(s, "NULL", 4)));
 }
 
+/* Writes code point cp (valid, not a surrogate) as UTF-8; returns the byte count (at most 4). */
+static size_t utf8_put(char *o, uint32_t cp)
+{
+	if (cp < 0x80) {
+		o[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (char)(0xC0 | cp >> 6);
+		o[1] = (char)(0x80 | (cp & 0x3F));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (char)(0xE0 | cp >> 12);
+		o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+		o[2] = (char)(0x80 | (cp & 0x3F));
+		return 3;
+	}
+	o[0] = (char)(0xF0 | cp >> 18);
+	o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+	o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+	o[3] = (char)(0x80 | (cp & 0x3F));
+	return 4;
+}
+
 /*
  * One scalar at s[0..n): quoted ('' escapes a quote; "..." takes \" \\ \n \t)
  * or plain (a " #" comment cut, spaces trimmed). *out NULL for YAML nulls.
@@ -83,8 +109,31 @@ static int scalar(const char *s, size_t n, char **out, int *nomem)
 				break;
 			}
 			if (q == '"' && c == '\\' && i + 1 < n) {
-				char d = s[++i];
-				b[k++] = d == 'n' ? '\n' : d == 't' ? '\t' : d;
+				char d = s[i + 1];
+				size_t hex = d == 'x' ? 2 : d == 'u' ? 4 : d == 'U' ? 8 : 0;
+				if (hex) { /* a code point: UTF-8; NUL, surrogates and out-of-range values stay as written */
+					uint32_t cp = 0;
+					size_t h = 0;
+					for (; h < hex && i + 2 + h < n; h++) {
+						char x = s[i + 2 + h];
+						int v = x >= '0' && x <= '9' ? x - '0' : x >= 'a' && x <= 'f' ? x - 'a' + 10
+							: x >= 'A' && x <= 'F' ? x - 'A' + 10 : -1;
+						if (v < 0)
+							break;
+						cp = cp * 16 + (uint32_t)v;
+					}
+					if (h == hex && cp && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF)) {
+						k += utf8_put(b + k, cp);
+						i += 1 + hex;
+						continue;
+					}
+					b[k++] = c;
+					continue;
+				}
+				static const char esc[] = "n\nt\tr\rb\bf\fa\av\ve\x1b/\057 \040";
+				const char *m = strchr(esc, d);
+				i++;
+				b[k++] = m && (size_t)(m - esc) % 2 == 0 ? m[1] : d;
 				continue;
 			}
 			b[k++] = c;

@@ -65,6 +65,15 @@ static void test_multiline(void)
 	muse_model_card_free(&c);
 }
 
+/* Double-quoted escapes as YAML (and the JSON strings gguf2hf writes) spell them; invalid code points kept as written. */
+static void test_escapes(void)
+{
+	muse_model_card c = parse("a: \"caf\\u00e9 \\x41 \\U0001F600 \\t\\/\\e\"\nb: \"\\ud800 \\u0000\"\n", MUSE_OK);
+	CHECK(str_is(&c, "a", "caf\xc3\xa9 A \xf0\x9f\x98\x80 \t/\x1b"));
+	CHECK(str_is(&c, "b", "\\ud800 \\u0000"));
+	muse_model_card_free(&c);
+}
+
 static void test_refusals(void)
 {
 	muse_model_card c = parse("name: 'unterminated\n  still open\n", MUSE_ERR_FORMAT);
@@ -82,6 +91,7 @@ int main(void)
 	unit_file_name = "model_card";
 	RUN(test_hf_card);
 	RUN(test_multiline);
+	RUN(test_escapes);
 	RUN(test_refusals);
 	return unit_failures_total ? 1 : 0;
 }
