@@ -32,6 +32,8 @@ typedef struct own_loss {
 	const muse_awq_group *g;
 	float **ref;  /* X W_i^T, [n_tok][out_i] */
 	float *tmp;
+	float *G;     /* X^T X [in][in] when there are more tokens than inputs (else NULL) */
+	float *d;     /* Wq_i - W_i, [out_i][in] */
 } own_loss;
 
 static double own_loss_fn(void *ctx, const float *s, float *const *wq)
@@ -39,6 +41,25 @@ static double own_loss_fn(void *ctx, const float *s, float *const *wq)
 	own_loss *L = ctx;
 	const muse_awq_group *g = L->g;
 	double sum = 0, cnt = 0;
+	if (L->G) {
+		/*
+		 * sum_t ||(Wq - W) x_t||^2 = sum_r d_r^T (X^T X) d_r: the same mean squared output error
+		 * at in x in cost per row instead of n_tok x in, and without subtracting two large outputs.
+		 */
+		uint64_t in = g->in;
+		for (size_t i = 0; i < g->n_lin; i++) {
+			uint64_t o = g->out[i];
+			for (uint64_t k = 0; k < o * in; k++)
+				L->d[k] = wq[i][k] - g->w[i][k];
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)o, (int)in, (int)in, 1.0f, L->d, (int)in,
+				    L->G, (int)in, 0.0f, L->tmp, (int)in);
+			for (uint64_t k = 0; k < o * in; k++)
+				sum += (double)L->d[k] * (double)L->tmp[k];
+			cnt += (double)(g->n_tok * o);
+		}
+		(void)s;
+		return sum / cnt;
+	}
 	for (size_t i = 0; i < g->n_lin; i++) {
 		uint64_t o = g->out[i];
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->n_tok, (int)o, (int)g->in, 1.0f, g->x,
@@ -95,7 +116,13 @@ muse_status muse_awq_search_scale(const muse_awq_group *g, const muse_wq_config 
 	double *xm = calloc(in, sizeof(double)), *wm = calloc(in, sizeof(double));
 	float *cand = malloc(in * sizeof(float));
 	float **wq = calloc(g->n_lin, sizeof(float *));
-	own_loss L = { g, calloc(g->n_lin, sizeof(float *)), malloc(g->n_tok * maxo * sizeof(float)) };
+	bool gram = !g->loss && g->n_tok > g->in;
+	own_loss L = { g, calloc(g->n_lin, sizeof(float *)),
+		       malloc((gram ? g->in : g->n_tok) * maxo * sizeof(float)), NULL, NULL };
+	if (gram && (!(L.G = malloc(in * in * sizeof(float))) || !(L.d = malloc(maxo * in * sizeof(float))))) {
+		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for the AWQ scale search");
+		goto done;
+	}
 	if (!xm || !wm || !cand || !wq || !L.ref || !L.tmp) {
 		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for the AWQ scale search");
 		goto done;
@@ -107,6 +134,12 @@ muse_status muse_awq_search_scale(const muse_awq_group *g, const muse_wq_config 
 		}
 	muse_awq_loss_fn fn = g->loss;
 	void *ctx = g->loss_ctx;
+	if (!fn && gram) {
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)in, (int)g->n_tok, 1.0f, g->x, (int)in,
+			    g->x, (int)in, 0.0f, L.G, (int)in);
+		fn = own_loss_fn;
+		ctx = &L;
+	}
 	if (!fn) {
 		for (size_t i = 0; i < g->n_lin; i++) {
 			if (!(L.ref[i] = malloc(g->n_tok * g->out[i] * sizeof(float)))) {
@@ -191,6 +224,8 @@ done:
 	free(wq);
 	free(L.ref);
 	free(L.tmp);
+	free(L.G);
+	free(L.d);
 	free(xm);
 	free(wm);
 	free(cand);

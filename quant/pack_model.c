@@ -202,7 +202,8 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 		return s;
 	uint64_t tokens = 0, n_fb = 0;
 	bool *fb = NULL; /* --calib: experts below --min-tokens, quantized by their fallback (RTN) */
-	json_t *ex_tok = NULL, *ex_fb = NULL; /* stacked experts: routed rows and fallback ids, for the report */
+	json_t *ex_tok = NULL, *ex_fb = NULL, *ex_rows = NULL; /* stacked experts: routed rows, fallback ids, statistics rows */
+	uint64_t routed = 0;
 	if (o->method == MUSE_METHOD_GPTQ && R->seq) {
 		if (!(H = malloc((size_t)(p->E * p->K * p->K) * sizeof(float))) || !(fb = calloc((size_t)p->E, 1))) {
 			s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", R->r->path, t->name);
@@ -215,12 +216,14 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 			if ((s = muse_seq_hessian(R->seq, R->gname[i], ex, p->K, &He, &tk, err)))
 				goto named;
 			tokens += tk;
+			routed += muse_seq_routed(R->seq, R->gname[i], ex);
 			if (p->E > 1) {
-				if (!ex_tok && (!(ex_tok = json_array()) || !(ex_fb = json_array()))) {
+				if (!ex_tok && (!(ex_tok = json_array()) || !(ex_fb = json_array()) || !(ex_rows = json_array()))) {
 					s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 					goto done;
 				}
-				json_array_append_new(ex_tok, json_integer((json_int_t)tk));
+				json_array_append_new(ex_tok, json_integer((json_int_t)muse_seq_routed(R->seq, R->gname[i], ex)));
+				json_array_append_new(ex_rows, json_integer((json_int_t)tk));
 				if (!He)
 					json_array_append_new(ex_fb, json_integer((json_int_t)e));
 			}
@@ -304,7 +307,13 @@ static muse_status do_linear(run *R, size_t i, muse_err *err)
 				json_object_set_new(e, "fallback_experts", json_integer((json_int_t)n_fb));
 				R->n_fallback++;
 			}
+			if (is_expert(t->name) || ex_tok) {
+				json_object_set_new(e, "routed_tokens", json_integer((json_int_t)routed));
+				json_object_set_new(e, "statistics", json_string(o->routed_only ? "routed" : "all-experts"));
+			}
 			if (ex_tok) {
+				json_object_set_new(e, "expert_stat_rows", ex_rows);
+				ex_rows = NULL;
 				json_object_set_new(e, "expert_tokens", ex_tok);
 				json_object_set_new(e, "fallback_expert_ids", ex_fb);
 				ex_tok = ex_fb = NULL;
@@ -329,6 +338,7 @@ named:
 	muse_err_prefix(err, "%s: tensor '%s'", R->r->path, t->name);
 done:
 	json_decref(ex_tok);
+	json_decref(ex_rows);
 	json_decref(ex_fb);
 	free(w);
 	free(H);
@@ -510,6 +520,10 @@ static muse_status write_report(run *R, const char *path, muse_err *err)
 							    : R->o->method == MUSE_METHOD_AWQ
 							    ? "gate/up of every expert use the whole MoE input (all-experts statistics); "
 							      "each down projection its routed tokens (see tensors[].tokens)"
+							    : R->seq && !R->o->routed_only
+							    ? "all-experts statistics: every calibration row goes through every expert for its "
+							      "Hessian (tensors[].tokens) while the layer output follows the router's top-k; "
+							      "tensors[].routed_tokens / expert_tokens count the rows the router chose"
 							    : R->seq ? "each expert's Hessian comes from its routed tokens (tensors[].tokens); "
 								       "experts below min_tokens use rtn (method rtn-fallback)"
 							    : "statistics given per weight (--hessians): no routing counts"));
@@ -717,7 +731,8 @@ static muse_status calib_walk(run *R, muse_err *err)
 			     .seq_len = o->seq_len > 0 ? o->seq_len : 512, .seed = o->seed, .min_tokens = o->min_tokens,
 			     .gptq = o->method == MUSE_METHOD_GPTQ, .awq = o->method == MUSE_METHOD_AWQ, .wq = &R->wq,
 			     .go = &R->go, .gguf = o->gguf, .gguf_type = o->gguf_type, .quiet = o->quiet,
-			     .verbose = o->verbose, .journal = o->journal, .fingerprint = o->fingerprint };
+			     .verbose = o->verbose, .journal = o->journal, .fingerprint = o->fingerprint,
+			     .routed_only = o->routed_only, .one_pass = o->one_pass };
 	/*
 	 * The forward engine reads the model as GGUF (stacked experts, tokenizer.* keys): an HF directory
 	 * goes through the converter into a temporary F32/F16 file first; names then match R->gname.
@@ -740,6 +755,10 @@ static muse_status calib_walk(run *R, muse_err *err)
 	json_t *c = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "file", src->path, "sha256", src->sha256, "kind",
 			      src->kind, "file_tokens", (json_int_t)src->n_tokens, "samples", (json_int_t)ns, "seq_len",
 			      (json_int_t)sl, "seed", (json_int_t)o->seed, "sequential", o->method == MUSE_METHOD_GPTQ);
+	if (o->method == MUSE_METHOD_GPTQ) {
+		json_object_set_new(c, "true_sequential", json_boolean(!o->one_pass));
+		json_object_set_new(c, "expert_statistics", json_string(o->routed_only ? "routed" : "all-experts"));
+	}
 	json_object_set_new(R->report, "calibration", c);
 	if (o->method == MUSE_METHOD_AWQ)
 		s = write_awq_inputs(R, err);

@@ -20,6 +20,7 @@ typedef struct entry {
 	uint64_t K, n;  /* K: columns (in); n: rows seen */
 	long h_off;     /* H [K][K] F32, -1: none (fallback) */
 	long x_off;     /* inputs [n][K] F32, -1: none */
+	uint64_t routed; /* rows the router chose (== n unless all-experts mode) */
 } entry;
 
 /* One layer's accumulator for one (slot, expert). */
@@ -27,6 +28,7 @@ typedef struct acc {
 	muse_wslot slot;
 	int64_t expert;
 	uint64_t K, n;
+	uint64_t routed; /* rows the router chose (all-experts mode feeds every row) */
 	double *xtx;    /* gptq: sum of x x^T, upper triangle */
 	float *x;       /* awq: the rows, grown as events arrive */
 	uint64_t x_cap;
@@ -46,7 +48,29 @@ struct muse_seq {
 	const muse_seq_opts *o;
 	double *tmp;
 	size_t tmp_cap;
+	int stage;      /* gptq true sequential: the stage being measured and quantized (-1: all at once) */
 };
+
+/*
+ * True sequential order within a layer (GPTQModel, llm-compressor): a
+ * stage's inputs are measured with every earlier stage already quantized.
+ */
+#define N_STAGES 5
+static int stage_of(muse_wslot s)
+{
+	switch (s) {
+	case MUSE_W_ATTN_Q: case MUSE_W_ATTN_K: case MUSE_W_ATTN_V: case MUSE_W_ATTN_Q_A: case MUSE_W_ATTN_KV_A_MQA:
+		return 0;
+	case MUSE_W_ATTN_Q_B: case MUSE_W_ATTN_KV_B: case MUSE_W_ATTN_K_B: case MUSE_W_ATTN_V_B:
+		return 1;
+	case MUSE_W_ATTN_O:
+		return 2;
+	case MUSE_W_FFN_DOWN: case MUSE_W_FFN_DOWN_EXPS: case MUSE_W_FFN_DOWN_SHEXP:
+		return 4;
+	default:
+		return 3; /* gate/up of the MLP, the experts and the shared expert */
+	}
+}
 
 static bool keeps_inputs(muse_wslot s)
 {
@@ -63,7 +87,8 @@ static bool quantized_slot(muse_wslot s)
 static muse_status hook(void *user, const muse_linear_event *ev, muse_err *err)
 {
 	muse_seq *S = user;
-	bool want = S->o->gptq ? quantized_slot(ev->slot) : keeps_inputs(ev->slot);
+	bool want = S->o->gptq ? quantized_slot(ev->slot) && (S->stage < 0 || stage_of(ev->slot) == S->stage)
+			       : keeps_inputs(ev->slot);
 	if (!want || ev->n_rows <= 0)
 		return MUSE_OK;
 	acc *a = NULL;
@@ -117,6 +142,7 @@ static muse_status hook(void *user, const muse_linear_event *ev, muse_err *err)
 		memcpy(a->x + a->n * K, ev->x, n * K * sizeof(float));
 	}
 	a->n += n;
+	a->routed += ev->expert >= 0 ? (uint64_t)ev->n_routed : n;
 	return MUSE_OK;
 }
 
@@ -187,7 +213,7 @@ static muse_status flush_layer(muse_seq *S, muse_layer *l, muse_err *err)
 	if (!o->gptq) {
 		for (size_t i = 0; i < S->n_a; i++) {
 			acc *a = &S->a[i];
-			entry e = { .expert = a->expert, .K = a->K, .n = a->n, .h_off = -1, .x_off = -1 };
+			entry e = { .expert = a->expert, .K = a->K, .n = a->n, .h_off = -1, .x_off = -1, .routed = a->routed };
 			snprintf(e.name, sizeof e.name, "%s", a->name);
 			if ((s = put(S, a->x, a->n * a->K * sizeof(float), &e.x_off, err)) || (s = add_entry(S, &e, err)))
 				return s;
@@ -196,14 +222,16 @@ static muse_status flush_layer(muse_seq *S, muse_layer *l, muse_err *err)
 	}
 	for (int sl = 0; sl < MUSE_W_COUNT; sl++) {
 		muse_weight *w = &l->w[sl];
-		if (!w->data || !quantized_slot((muse_wslot)sl) || w->ndim < 2)
+		if (!w->data || !quantized_slot((muse_wslot)sl) || w->ndim < 2 ||
+		    (S->stage >= 0 && stage_of((muse_wslot)sl) != S->stage))
 			continue;
 		uint64_t E = w->ndim == 3 ? (uint64_t)w->shape[0] : 1;
 		uint64_t N = (uint64_t)w->shape[w->ndim - 2], K = (uint64_t)w->shape[w->ndim - 1];
 		for (uint64_t ex = 0; ex < E; ex++) {
 			int64_t expert = w->ndim == 3 ? (int64_t)ex : -1;
 			acc *a = find_acc(S, (muse_wslot)sl, expert);
-			entry e = { .expert = expert, .K = K, .n = a ? a->n : 0, .h_off = -1, .x_off = -1 };
+			entry e = { .expert = expert, .K = K, .n = a ? a->n : 0, .h_off = -1, .x_off = -1,
+				    .routed = a ? a->routed : 0 };
 			snprintf(e.name, sizeof e.name, "%s", w->name);
 			bool enough = a && a->n > 0 && (expert < 0 || a->n >= o->min_tokens);
 			if (a && a->K != K) {
@@ -427,7 +455,8 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 		goto fail;
 	if (!start && (s = muse_model_embed(m, smp, rows, x, err)))
 		goto fail;
-	muse_fwd_opts fo = { .hook = hook, .user = S };
+	muse_fwd_opts fo = { .hook = hook, .user = S, .all_experts = o->gptq && !o->routed_only };
+	S->stage = -1;
 	muse_progress_start(&pg, o->gptq ? "gptq layers" : "awq calibration", (uint64_t)hp->n_layer, o->quiet || o->verbose);
 	pg_on = true;
 	muse_progress_add(&pg, (uint64_t)start);
@@ -441,10 +470,25 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 			goto fail;
 		reset_accs(S);
 		if (o->gptq) {
-			/* Statistics on a copy, then the layer is quantized and re-run on the original input. */
-			memcpy(x2, x, rows * (size_t)hp->n_embd * sizeof *x);
-			if (!(s = muse_forward_layer(m, &l, x2, S->n_samples, S->seq_len, &fo, err)) &&
-			    !(s = flush_layer(S, &l, err)))
+			/*
+			 * Statistics on a copy, then the layer is quantized and re-run on the original input;
+			 * true sequential: one pass per stage present in the layer, each with the earlier stages quantized.
+			 */
+			for (int st = o->one_pass ? -1 : 0; !s && st < (o->one_pass ? 0 : N_STAGES); st++) {
+				bool present = st < 0;
+				for (int sl = 0; !present && sl < MUSE_W_COUNT; sl++)
+					present = l.w[sl].data && l.w[sl].ndim >= 2 && quantized_slot((muse_wslot)sl) &&
+						  stage_of((muse_wslot)sl) == st;
+				if (!present)
+					continue;
+				S->stage = st;
+				reset_accs(S);
+				memcpy(x2, x, rows * (size_t)hp->n_embd * sizeof *x);
+				if (!(s = muse_forward_layer(m, &l, x2, S->n_samples, S->seq_len, &fo, err)))
+					s = flush_layer(S, &l, err);
+			}
+			S->stage = -1;
+			if (!s)
 				s = muse_forward_layer(m, &l, x, S->n_samples, S->seq_len, NULL, err);
 		} else {
 			if (!(s = muse_forward_layer(m, &l, x, S->n_samples, S->seq_len, &fo, err)))
@@ -548,6 +592,12 @@ muse_status muse_seq_hessian(muse_seq *S, const char *name, int64_t expert, uint
 				    (unsigned long long)e->K, (unsigned long long)K);
 	*tokens = e->n;
 	return e->h_off < 0 ? MUSE_OK : get(S, e->h_off, K * K * sizeof(float), H, err);
+}
+
+uint64_t muse_seq_routed(const muse_seq *S, const char *name, int64_t expert)
+{
+	const entry *e = lookup(S, name, expert);
+	return e ? e->routed : 0;
 }
 
 muse_status muse_seq_inputs(muse_seq *S, const char *name, int64_t expert, float **x, uint64_t *n, uint64_t *in,

@@ -20,6 +20,8 @@ typedef struct muse_seq_opts {
 	uint64_t min_tokens;      /* experts routed fewer rows get no statistics (their declared fallback is RTN) */
 	bool gptq;                /* collect H = 2 X^T X / n per linear and expert, quantizing each layer before the next */
 	bool awq;                 /* keep the inputs AWQ needs (full precision walk, as AutoAWQ) */
+	bool routed_only;         /* gptq: an expert's H from its routed rows only (default: all-experts mode, every row through every expert) */
+	bool one_pass;            /* gptq: one statistics pass per layer (default: true sequential, q/k/v, o, gate/up, down in turn) */
 	/* The quantizer the sequential walk applies (gptq): the same one the writer applies afterwards. */
 	const muse_wq_config *wq;
 	const muse_gptq_opts *go;
@@ -68,6 +70,9 @@ muse_status muse_seq_hessian(muse_seq *s, const char *name, int64_t expert, uint
  * AWQ inputs [n][in] of the GGUF-named weight (expert -1: dense; routed
  * rows for an expert). *x is malloc'd; n may be 0 (then *x is NULL).
  */
+/* Rows the router sent to expert `expert` of `name` (all rows for a dense weight); 0 when unknown. */
+uint64_t muse_seq_routed(const muse_seq *s, const char *name, int64_t expert);
+
 muse_status muse_seq_inputs(muse_seq *s, const char *name, int64_t expert, float **x, uint64_t *n, uint64_t *in,
 			    muse_err *err);
 
