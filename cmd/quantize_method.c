@@ -12,7 +12,7 @@
 static const char *const method_usage[] = {
 	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym] [--act-order] [--static-groups]",
 	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE [--samples N] [--seq-len N] [--seed N] [--min-tokens N]] [--hessians FILE] [--damp-percent X]",
-	"        [--no-resume] [-v] [--routed-only] [--no-true-sequential]",
+	"        [--no-resume] [-v] [--routed-only] [--true-sequential]",
 	NULL,
 };
 
@@ -22,7 +22,7 @@ int cmd_quantize_method(int argc, const char **argv)
 	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 512, min_tokens = 16, seed = 0;
 	const char *calib_kind = NULL;
 	bool sym = false, act_order = false, static_groups = false, quiet = false, verbose = false, no_resume = false;
-	bool routed_only = false, one_pass = false;
+	bool routed_only = false, true_seq = false;
 	muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "method", &method, "METHOD", "rtn, gptq or awq" },
 		{ MUSE_OPT_INT, 0, "bits", &bits, "N", "bits per weight: 2, 3, 4 or 8 (default 4)" },
@@ -40,7 +40,7 @@ int cmd_quantize_method(int argc, const char **argv)
 		{ MUSE_OPT_STRING, 0, "activations", &acts, "FILE", "awq: precomputed calibration inputs per layer (F32 [tokens, in])" },
 		{ MUSE_OPT_INT, 0, "min-tokens", &min_tokens, "N", "gptq/awq: experts routed fewer tokens fall back to rtn (default 16)" },
 		{ MUSE_OPT_BOOL, 0, "routed-only", &routed_only, NULL, "gptq: expert Hessians from routed tokens only (default: all experts see every token)" },
-		{ MUSE_OPT_BOOL, 0, "no-true-sequential", &one_pass, NULL, "gptq: one statistics pass per layer (default: q/k/v, o, gate/up, down in turn)" },
+		{ MUSE_OPT_BOOL, 0, "true-sequential", &true_seq, NULL, "gptq: measure q/k/v, o, gate/up, down in turn, each after the earlier ones are quantized" },
 		{ MUSE_OPT_STRING, 0, "damp-percent", &damp, "X", "gptq dampening as a fraction of mean(diag H) (default 0.01)" },
 		{ MUSE_OPT_STRING, 0, "dequant-out", &dequant, "FILE", "also write muse's own dequantization of every quantized weight (F32 safetensors)" },
 		{ MUSE_OPT_INT, 0, "threads", &threads, "N", "worker threads (default: all)" },
@@ -150,7 +150,7 @@ int cmd_quantize_method(int argc, const char **argv)
 	o.seed = (uint64_t)seed;
 	o.verbose = verbose;
 	o.routed_only = routed_only;
-	o.one_pass = one_pass;
+	o.true_seq = true_seq;
 	muse_err err = { 0 };
 	/*
 	 * The calibration walk journals every finished layer in OUT.journal; the fingerprint covers the input's
@@ -166,10 +166,10 @@ int cmd_quantize_method(int argc, const char **argv)
 		snprintf(text, sizeof text,
 			 "version=%s\nmethod=%d\nbits=%ld\ngroup=%ld\nsym=%d\nact_order=%d\nstatic_groups=%d\nformat=%s\n"
 			 "kind=%s\nsamples=%ld\nseq_len=%ld\nseed=%ld\nmin_tokens=%ld\ndamp=%.17g\ndequant=%d\n"
-			 "routed_only=%d\none_pass=%d\n",
+			 "routed_only=%d\ntrue_seq=%d\n",
 			 MUSE_VERSION, (int)o.method, bits, group, sym, act_order, static_groups, format,
 			 calib_kind ? calib_kind : "", samples, seq_len, seed, min_tokens, o.damp_percent, dequant != NULL,
-			 routed_only, one_pass);
+			 routed_only, true_seq);
 		if (muse_journal_fingerprint(o.in, calib, text, fp, &err))
 			return muse_cli_fail(&err);
 		o.journal = jdir;

@@ -732,7 +732,7 @@ static muse_status calib_walk(run *R, muse_err *err)
 			     .gptq = o->method == MUSE_METHOD_GPTQ, .awq = o->method == MUSE_METHOD_AWQ, .wq = &R->wq,
 			     .go = &R->go, .gguf = o->gguf, .gguf_type = o->gguf_type, .quiet = o->quiet,
 			     .verbose = o->verbose, .journal = o->journal, .fingerprint = o->fingerprint,
-			     .routed_only = o->routed_only, .one_pass = o->one_pass };
+			     .routed_only = o->routed_only, .true_seq = o->true_seq };
 	/*
 	 * The forward engine reads the model as GGUF (stacked experts, tokenizer.* keys): an HF directory
 	 * goes through the converter into a temporary F32/F16 file first; names then match R->gname.
@@ -756,7 +756,7 @@ static muse_status calib_walk(run *R, muse_err *err)
 			      src->kind, "file_tokens", (json_int_t)src->n_tokens, "samples", (json_int_t)ns, "seq_len",
 			      (json_int_t)sl, "seed", (json_int_t)o->seed, "sequential", o->method == MUSE_METHOD_GPTQ);
 	if (o->method == MUSE_METHOD_GPTQ) {
-		json_object_set_new(c, "true_sequential", json_boolean(!o->one_pass));
+		json_object_set_new(c, "true_sequential", json_boolean(o->true_seq));
 		json_object_set_new(c, "expert_statistics", json_string(o->routed_only ? "routed" : "all-experts"));
 	}
 	json_object_set_new(R->report, "calibration", c);

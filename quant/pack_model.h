@@ -38,7 +38,7 @@ typedef struct muse_pack_opts {
 	bool quiet;
 	bool verbose;            /* --calib walk: one line per layer with its time */
 	bool routed_only;        /* gptq --calib: expert Hessians from routed rows only (default: all-experts statistics) */
-	bool one_pass;           /* gptq --calib: one statistics pass per layer (default: true sequential within a layer) */
+	bool true_seq;           /* gptq --calib: true sequential within a layer (default: one statistics pass per layer) */
 	const char *journal;     /* --calib walk: resume journal directory (quant/journal.h), NULL: none */
 	const char *fingerprint; /* the journal's fingerprint (sha256 hex) */
 } muse_pack_opts;

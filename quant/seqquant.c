@@ -474,7 +474,7 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 			 * Statistics on a copy, then the layer is quantized and re-run on the original input;
 			 * true sequential: one pass per stage present in the layer, each with the earlier stages quantized.
 			 */
-			for (int st = o->one_pass ? -1 : 0; !s && st < (o->one_pass ? 0 : N_STAGES); st++) {
+			for (int st = o->true_seq ? 0 : -1; !s && st < (o->true_seq ? N_STAGES : 0); st++) {
 				bool present = st < 0;
 				for (int sl = 0; !present && sl < MUSE_W_COUNT; sl++)
 					present = l.w[sl].data && l.w[sl].ndim >= 2 && quantized_slot((muse_wslot)sl) &&

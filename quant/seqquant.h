@@ -21,7 +21,7 @@ typedef struct muse_seq_opts {
 	bool gptq;                /* collect H = 2 X^T X / n per linear and expert, quantizing each layer before the next */
 	bool awq;                 /* keep the inputs AWQ needs (full precision walk, as AutoAWQ) */
 	bool routed_only;         /* gptq: an expert's H from its routed rows only (default: all-experts mode, every row through every expert) */
-	bool one_pass;            /* gptq: one statistics pass per layer (default: true sequential, q/k/v, o, gate/up, down in turn) */
+	bool true_seq;            /* gptq: true sequential within a layer (q/k/v, o, gate/up, down measured in turn, each with the earlier ones quantized); false: one statistics pass per layer */
 	/* The quantizer the sequential walk applies (gptq): the same one the writer applies afterwards. */
 	const muse_wq_config *wq;
 	const muse_gptq_opts *go;

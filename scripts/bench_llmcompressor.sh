@@ -54,8 +54,8 @@ timed() { # name, command...: runs it, appends "name wall user+sys" to $W/times
 }
 
 for mode in one-pass true-sequential; do
-	extra=(--no-true-sequential)
-	[ "$mode" = true-sequential ] && extra=()
+	extra=()
+	[ "$mode" = true-sequential ] && extra=(--true-sequential)
 	timed "muse-$mode" "$MUSE" quantize "$W/f32" "$W/muse-$mode" --method gptq --bits 4 --group-size "$GROUP" --sym \
 		--format compressed-tensors --calib "$W/calib.txt" --samples "$SAMPLES" --seq-len "$SEQ" --threads "$THREADS" \
 		--no-resume -q "${extra[@]}"

@@ -276,3 +276,24 @@ def test_smollm2_gguf_gptq_awq_below_plain_type(tmp_path):
     kl = {n: _llama_kld(base, m, held, 128, 8) for n, m in (("plain", plain), ("gptq", gptq), ("awq", awq))}
     print(f"\nSmolLM2 Q4_0 KLD vs Q4_1 source (llama-perplexity, 8 x 128): {kl}")
     assert kl["gptq"] < kl["plain"] and kl["awq"] < kl["plain"], kl
+
+
+def test_gptq_true_sequential_stages(muse, models, data, tmp_path):
+    """--true-sequential measures q/k/v, then o, gate/up, down, each with the earlier stages quantized: layer 0's
+    q/k/v see the same inputs as in one pass (identical blocks), while o, gate, up and down see quantized
+    attention outputs (different blocks); the report says which order ran."""
+    from gguf import GGUFReader
+    calib, _ = data
+    src = models["llama"]
+    outs = {}
+    for mode, extra in (("one", []), ("ts", ["--true-sequential"])):
+        out = str(tmp_path / f"{mode}.gguf")
+        muse("quantize", src, out, "--method", "gptq", "--format", "gguf:Q4_0", "--calib", calib, "--samples", SAMPLES,
+             "--seq-len", SEQ, "--no-resume", "-q", *extra)
+        outs[mode] = {t.name: np.asarray(t.data) for t in GGUFReader(out).tensors}
+        assert json.load(open(out + ".quant_report.json"))["calibration"]["true_sequential"] == (mode == "ts")
+    a, b = outs["one"], outs["ts"]
+    for stem in ("attn_q", "attn_k", "attn_v"):
+        assert np.array_equal(a[f"blk.0.{stem}.weight"], b[f"blk.0.{stem}.weight"]), stem
+    for stem in ("attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+        assert not np.array_equal(a[f"blk.0.{stem}.weight"], b[f"blk.0.{stem}.weight"]), stem
