@@ -673,6 +673,35 @@ static muse_status gload_acts(muse_reader *acts, const char *P, const char *what
 	return load_acts(acts, nm, in, x, n, err);
 }
 
+/* The group of matrices that read the output of norm `norm` (inputs `act`): loads the inputs, their mean x^2
+ * (the type quantizer's importance, set in gc) and the searched scales, folded into the norm. On success the
+ * caller owns *x, *s and *imp; on failure nothing is left allocated. */
+static muse_status gnorm_group(layer *L, muse_awq_model *m, muse_reader *acts, const char *P, const char *act,
+			       const char *norm, const gmat *grp, size_t n_grp, const muse_awq_opts *ao,
+			       const muse_wq_config *wq, gq_ctx *gc, muse_awq_result *res, float **x, uint64_t *n,
+			       float **s, float **imp, muse_err *err)
+{
+	uint64_t H = grp[0].K;
+	*s = *imp = NULL;
+	muse_status st = gload_acts(acts, P, act, H, x, n, err);
+	if (st)
+		return st;
+	if (!(*s = malloc(H * sizeof(float))) || !(*imp = mean_sq(*x, *n, H)))
+		st = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	else {
+		gc->imp = *imp;
+		if (!(st = gsearch(L, grp, n_grp, *x, *n, ao, wq, *s, res, err)))
+			st = gfold_norm(L, m, P, norm, *s, H, err);
+	}
+	if (st) {
+		free(*x);
+		free(*s);
+		free(*imp);
+		*x = *s = *imp = NULL;
+	}
+	return st;
+}
+
 static muse_status run_layer_gguf(muse_reader *r, muse_reader *acts, const bool *is_lin, const char *P, muse_dtype type,
 				  const muse_awq_opts *ao0, uint64_t min_tokens, muse_awq_model *m, muse_err *err)
 {
@@ -709,19 +738,12 @@ static muse_status run_layer_gguf(muse_reader *r, muse_reader *acts, const bool 
 		if (lst[j] >= 0 && is_lin[lst[j]] && r->tensors[lst[j]].ndim == 2)
 			grp[n_grp++] = MAT(lst[j], -1);
 	if (n_grp) {
-		uint64_t H = grp[0].K, n;
+		uint64_t n;
 		float *x, *s, *imp;
-		if ((st = gload_acts(acts, P, "attn_norm.output", H, &x, &n, err)))
+		if ((st = gnorm_group(&L, m, acts, P, "attn_norm.output", "attn_norm", grp, n_grp, &ao, &wq, &gc, &res, &x,
+				      &n, &s, &imp, err)))
 			goto done;
-		OWN(x);
-		if (!OWN(s = malloc(H * sizeof(float))) || !OWN(imp = mean_sq(x, n, H))) {
-			st = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-			goto done;
-		}
-		gc.imp = imp;
-		if ((st = gsearch(&L, grp, n_grp, x, n, &ao, &wq, s, &res, err)) ||
-		    (st = gfold_norm(&L, m, P, "attn_norm", s, H, err)))
-			goto done;
+		OWN(x), OWN(s), OWN(imp);
 		for (size_t j = 0; j < n_grp; j++)
 			mem[nm++] = (gmember){ grp[j], s, x, n, imp, (ptrdiff_t)grp[j].idx == v, "awq", GAIN };
 	}
@@ -767,17 +789,10 @@ static muse_status run_layer_gguf(muse_reader *r, muse_reader *acts, const bool 
 	if (n_grp) {
 		uint64_t H = grp[0].K, n;
 		float *x, *s, *imp;
-		if ((st = gload_acts(acts, P, "ffn_norm.output", H, &x, &n, err)))
+		if ((st = gnorm_group(&L, m, acts, P, "ffn_norm.output", "ffn_norm", grp, n_grp, &ao, &wq, &gc, &res, &x, &n,
+				      &s, &imp, err)))
 			goto done;
-		OWN(x);
-		if (!OWN(s = malloc(H * sizeof(float))) || !OWN(imp = mean_sq(x, n, H))) {
-			st = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-			goto done;
-		}
-		gc.imp = imp;
-		if ((st = gsearch(&L, grp, n_grp, x, n, &ao, &wq, s, &res, err)) ||
-		    (st = gfold_norm(&L, m, P, "ffn_norm", s, H, err)))
-			goto done;
+		OWN(x), OWN(s), OWN(imp);
 		for (size_t j = 0; j < n_grp; j++)
 			mem[nm++] = (gmember){ grp[j], s, x, n, imp, true, "awq", GAIN };
 		static const char *const routers[] = { "ffn_gate_inp", "ffn_gate_inp_shexp" };
