@@ -27,13 +27,17 @@ if [ ! -x "$LQ" ] || [ ! -x "$BQ" ]; then
 	echo "(quantization section skipped: needs $LQ (make deps) and $BQ (make bench))"
 	exit 0
 fi
+# BENCH_QUANT_LAYERS sets the input's size: 2 layers (default) are 123 MB, 16 layers 750 MB (fixed costs such as
+# process start-up and mapping set-up weigh less against the read time on the larger input)
+LAYERS=${BENCH_QUANT_LAYERS:-2}
 IN=$B/quant_in_f32.gguf
+[ "$LAYERS" = 2 ] || IN=$B/quant_in_f32_l$LAYERS.gguf
 if [ ! -f "$IN" ]; then
 	# a llama-shaped F32 model (dims multiples of 256, so every k-quant applies to every matrix with --pure)
 	# with Student-t(5) weights of std ~0.02: heavier tails than a gaussian, like trained weights
-	$PY - "$IN" <<'PYEOF'
+	$PY - "$IN" "$LAYERS" <<'PYEOF'
 import sys, numpy as np, gguf
-out, n_layer = sys.argv[1], 2
+out, n_layer = sys.argv[1], int(sys.argv[2])
 E, F, V, H, HKV = 1024, 2816, 8192, 16, 4
 w = gguf.GGUFWriter(out, "llama")
 w.add_context_length(2048); w.add_embedding_length(E); w.add_block_count(n_layer)
