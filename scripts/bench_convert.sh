@@ -64,7 +64,7 @@ table() {
 	local where=$1
 	echo
 	echo "| HF -> GGUF, $((bytes / 1000000)) MB BF16 (2 shards, warm cache), output on $where | time | CPU time | peak RSS | time ratio to muse | CPU ratio |"
-	echo "|---|---|---|---|---|"
+	echo "|---|---|---|---|---|---|"
 	echo "| muse convert --outtype auto (bf16 stays bf16) | ${t_muse} s | ${c_muse} s | $((m_muse / 1024)) MiB | 1.00 | 1.00 |"
 	echo "| cp of the same bytes (cat shards > file) | ${t_cp} s | ${c_cp} s | $((m_cp / 1024)) MiB | $(ratio "$t_cp" "$t_muse") | $(ratio "$c_cp" "$c_muse") |"
 	if [ "$t_py" != skipped ]; then
