@@ -434,6 +434,23 @@ def test_refusals(work):
     assert os.listdir(busy) == ["keep.txt"]
 
 
+def assert_same_model(src, hf):
+    """Every tensor of src/model.safetensors comes back in hf/model.safetensors with its name, dtype and bits, and
+    transformers' logits on both directories are equal."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    a, b = load_file(str(src / "model.safetensors")), load_file(str(hf / "model.safetensors"))
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    ids = torch.tensor([[1, 5, 9, 20, 33, 7, 2, 11]])
+    with torch.no_grad():
+        la = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)(ids).logits
+        lb = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)(ids).logits
+    assert torch.equal(la, lb)
+
+
 ARCHES = [("llama", {}), ("llama", {"tie": True}), ("llama", {"rope": "llama3"}), ("llama", {"dtype": "bf16"}),
           ("mistral", {}), ("qwen2", {}), ("qwen3", {}), ("mixtral", {}), ("qwen2_moe", {}), ("qwen3_moe", {}),
           ("deepseek_v3", {}), ("deepseek_v3", {"dtype": "bf16", "rope": "yarn"})]
@@ -445,9 +462,7 @@ def test_arch_tables_reversed(tmp_path, arch, kw):
     values) and transformers the same logits; the reversed names come from the tables (experts split per expert,
     Q/K un-permuted), config.json from the GGUF hparams and the tables' hparam rows. Mistral comes back as
     LlamaForCausalLM: both are GGUF 'llama' and compute the same without a sliding window."""
-    torch = pytest.importorskip("torch")
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
+    pytest.importorskip("torch")
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import make_tiny_models as mtm
     src = tmp_path / "src"
@@ -457,15 +472,7 @@ def test_arch_tables_reversed(tmp_path, arch, kw):
         mtm.make_arch(str(src), arch, **kw)
     run_muse("convert", "-q", src, tmp_path / "m.gguf")
     run_muse("convert", "-q", tmp_path / "m.gguf", tmp_path / "hf")
-    a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "hf" / "model.safetensors"))
-    assert sorted(a) == sorted(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
-    ids = torch.tensor([[1, 5, 9, 20, 33, 7, 2, 11]])
-    with torch.no_grad():
-        la = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)(ids).logits
-        lb = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)(ids).logits
-    assert torch.equal(la, lb)
+    assert_same_model(src, tmp_path / "hf")
     # ... and back to GGUF: the same tensors and metadata as the first time (the directories share no name).
     run_muse("convert", "-q", tmp_path / "hf", tmp_path / "m2.gguf")
     m1, m2 = meta(tmp_path / "m.gguf"), meta(tmp_path / "m2.gguf")
@@ -483,10 +490,9 @@ def test_deepseek_from_reference_converter(tmp_path):
     original bit for bit, and transformers' logits on muse's directory equal those on the original. The GGUF's
     MQA override (head_count_kv 1) comes back as one KV head per query head, which DeepseekV3 requires. A GGUF
     with attn_k_b but no attn_v_b is refused naming the missing tensor."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     llamacpp.require()
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import make_tiny_models as mtm
     src = tmp_path / "src"
@@ -509,15 +515,7 @@ def test_deepseek_from_reference_converter(tmp_path):
               "n_shared_experts", "num_experts_per_tok", "n_group", "topk_group", "routed_scaling_factor",
               "first_k_dense_replace", "moe_intermediate_size", "norm_topk_prob", "scoring_func"):
         assert cfg[k] == orig[k], k
-    a, b = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "hf" / "model.safetensors"))
-    assert sorted(a) == sorted(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
-    ids = torch.tensor([[1, 5, 9, 20, 33, 7, 2, 11]])
-    with torch.no_grad():
-        la = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)(ids).logits
-        lb = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)(ids).logits
-    assert torch.equal(la, lb)
+    assert_same_model(src, tmp_path / "hf")
     # llama-quantize Q8_0 (attn_k_b/attn_v_b quantized too): kv_b_proj equals gguf-py's dequantization of both
     # halves, put back together independently here with numpy.
     llamacpp.llama_quantize(str(tmp_path / "ref.gguf"), str(tmp_path / "q8.gguf"), "Q8_0")
