@@ -20,7 +20,7 @@ run() {
 	local f=$B/conv.time u s
 	/usr/bin/time -o "$f" -f '%e %M %U %S' "$@" >/dev/null 2>&1
 	read -r T M u s <"$f"
-	C=$(echo "$u + $s" | bc -l)
+	C=$(printf '%.2f' "$(echo "$u + $s" | bc -l)")
 	rm -f "$f"
 }
 rm -f "$B"/conv.*
