@@ -460,6 +460,17 @@ done:
 	return st;
 }
 
+/* Every linear tensor got its quantized form (packed, or GGUF blocks with `gguf`); else names the first that did not. */
+static muse_status all_quantized(const muse_reader *r, const bool *is_lin, const muse_awq_model *m, bool gguf,
+				 muse_err *err)
+{
+	for (size_t i = 0; i < r->n_tensors; i++)
+		if (is_lin[i] && !(gguf ? m->gq[i] != NULL : m->q[i].q != NULL))
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': AWQ found no decoder layer for it",
+					    r->path, r->tensors[i].name);
+	return MUSE_OK;
+}
+
 muse_status muse_awq_model_run(muse_reader *r, muse_reader *acts, const bool *is_lin, const muse_awq_model_opts *o,
 			       muse_awq_model **out, muse_err *err)
 {
@@ -488,12 +499,8 @@ muse_status muse_awq_model_run(muse_reader *r, muse_reader *acts, const bool *is
 		if ((st = run_layer(r, acts, is_lin, P, o, m, err)))
 			goto fail;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (is_lin[i] && !m->q[i].q) {
-			st = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': AWQ found no decoder layer for it",
-					  r->path, r->tensors[i].name);
-			goto fail;
-		}
+	if ((st = all_quantized(r, is_lin, m, false, err)))
+		goto fail;
 	*out = m;
 	return MUSE_OK;
 fail:
@@ -972,12 +979,8 @@ muse_status muse_awq_gguf_run(muse_reader *r, muse_reader *acts, const bool *is_
 		if ((st = run_layer_gguf(r, acts, is_lin, P, type, ao, min_tokens, m, err)))
 			goto fail;
 	}
-	for (size_t i = 0; i < r->n_tensors; i++)
-		if (is_lin[i] && !m->gq[i]) {
-			st = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': AWQ found no decoder layer for it",
-					  r->path, r->tensors[i].name);
-			goto fail;
-		}
+	if ((st = all_quantized(r, is_lin, m, true, err)))
+		goto fail;
 	*out = m;
 	return MUSE_OK;
 fail:
