@@ -23,12 +23,18 @@ def pytest_runtest_logreport(report):
         sys.__stdout__.flush()
 
 
-@pytest.fixture
-def muse():
-    """Runs muse with arguments; returns CompletedProcess with text output."""
+def muse_runner(binary):
+    """A function that runs `binary` with arguments and returns the CompletedProcess (text output); with check, a
+    non-zero exit fails the test with muse's stderr."""
     def run(*args, check=True):
-        p = subprocess.run([MUSE, *map(str, args)], capture_output=True, text=True)
+        p = subprocess.run([binary, *map(str, args)], capture_output=True, text=True)
         if check and p.returncode != 0:
             raise AssertionError(f"muse {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
         return p
     return run
+
+
+@pytest.fixture
+def muse():
+    """Runs muse (the ASan build unless $MUSE says otherwise) with arguments."""
+    return muse_runner(MUSE)

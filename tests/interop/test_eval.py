@@ -33,17 +33,11 @@ CTX, CHUNKS, PPL_CTX, PPL_CHUNKS = 128, 8, 256, 27
 def muse():
     """The release binary: these runs are the real SmolLM2 forward pass over thousands of tokens, minutes under ASan
     on two cores; test_forward.py runs the same code under ASan+UBSan on the tiny models."""
-    import subprocess
+    from conftest import muse_runner
     binary = os.environ.get("MUSE_REL", os.path.join(ROOT, "bin", "muse"))
     if not os.access(binary, os.X_OK):
         binary = os.environ.get("MUSE", os.path.join(ROOT, "build", "asan", "muse"))
-
-    def run(*args, check=True):
-        p = subprocess.run([binary, *map(str, args)], capture_output=True, text=True)
-        if check and p.returncode != 0:
-            raise AssertionError(f"muse {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
-        return p
-    return run
+    return muse_runner(binary)
 
 
 @pytest.fixture(scope="module")

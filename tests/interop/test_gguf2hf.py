@@ -434,6 +434,19 @@ def test_refusals(work):
     assert os.listdir(busy) == ["keep.txt"]
 
 
+def reference_gguf(src, out, tmp_path, pre="llama-bpe"):
+    """llama.cpp's convert_hf_to_gguf.py, F32, on the HF directory src. It picks the pre-tokenizer by hashing and
+    knows no fixture's, so it is told `pre` through test_hf2gguf_arch.py's runner."""
+    from test_hf2gguf_arch import RUNNER
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    env = dict(os.environ, MUSE_REF_PRE=pre)
+    env.pop("NO_LOCAL_GGUF", None)
+    p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(out), "--outtype", "f32"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
 def assert_same_model(src, hf):
     """Every tensor of src/model.safetensors comes back in hf/model.safetensors with its name, dtype and bits, and
     transformers' logits on both directories are equal."""
@@ -497,16 +510,7 @@ def test_deepseek_from_reference_converter(tmp_path):
     import make_tiny_models as mtm
     src = tmp_path / "src"
     mtm.make_arch(str(src), "deepseek_v3")
-    # convert_hf_to_gguf.py picks the pre-tokenizer by hashing and knows no fixture's: told it, as in
-    # test_hf2gguf_arch.py (whose runner this reuses).
-    from test_hf2gguf_arch import RUNNER
-    runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER)
-    env = dict(os.environ, MUSE_REF_PRE="llama-bpe")
-    env.pop("NO_LOCAL_GGUF", None)
-    p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(tmp_path / "ref.gguf"),
-                        "--outtype", "f32"], capture_output=True, text=True, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
+    reference_gguf(src, tmp_path / "ref.gguf", tmp_path)
     run_muse("convert", "-q", tmp_path / "ref.gguf", tmp_path / "hf")
     cfg = json.load(open(tmp_path / "hf" / "config.json"))
     assert cfg["architectures"] == ["DeepseekV3ForCausalLM"] and cfg["num_key_value_heads"] == 4
@@ -611,14 +615,7 @@ def test_spm_tokenizer(tmp_path, kind, writer):
         run_muse("convert", "-q", src, g)
     else:
         llamacpp.require()
-        from test_hf2gguf_arch import RUNNER
-        runner = tmp_path / "runner.py"
-        runner.write_text(RUNNER)
-        env = dict(os.environ, MUSE_REF_PRE="default")
-        env.pop("NO_LOCAL_GGUF", None)
-        p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(g), "--outtype",
-                            "f32"], capture_output=True, text=True, env=env)
-        assert p.returncode == 0, p.stderr[-3000:]
+        reference_gguf(src, g, tmp_path, pre="default")
     assert meta(g)["tokenizer.ggml.model"][1] == "llama"
     out = tmp_path / "hf"
     run_muse("convert", "-q", g, out)
@@ -692,14 +689,7 @@ def test_model_card_yaml(tmp_path):
     mtm.make_llama(str(src))
     (src / "README.md").write_text(CARD)
     run_muse("convert", "-q", src, tmp_path / "m.gguf")
-    from test_hf2gguf_arch import RUNNER
-    runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER)
-    env = dict(os.environ, MUSE_REF_PRE="llama-bpe")
-    env.pop("NO_LOCAL_GGUF", None)
-    p = subprocess.run([sys.executable, str(runner), llamacpp.SRC, str(src), "--outfile", str(tmp_path / "ref.gguf"),
-                        "--outtype", "f32"], capture_output=True, text=True, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
+    reference_gguf(src, tmp_path / "ref.gguf", tmp_path)
     general = lambda path: {k: v for k, v in meta(path).items() if k.startswith("general.")}  # noqa: E731
     g1 = general(tmp_path / "m.gguf")
     assert g1 == general(tmp_path / "ref.gguf")

@@ -1,4 +1,5 @@
-/* quant_test_data.h: deterministic test data shared by the quantizer unit tests (libm-free, so golden hashes do not depend on the C library). */
+/* quant_test_data.h: deterministic test data shared by the quantizer unit tests (libm-free, so golden hashes do not depend on the C library).
+ * Functions are static inline so a test that uses only some of them compiles without unused-function warnings. */
 #ifndef MUSE_QUANT_TEST_DATA_H
 #define MUSE_QUANT_TEST_DATA_H
 
@@ -6,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void *xmalloc(size_t n)
+static inline void *xmalloc(size_t n)
 {
 	void *p = calloc(n ? n : 1, 1);
 	if (!p) {
@@ -18,14 +19,14 @@ static void *xmalloc(size_t n)
 
 /* Deterministic data without libm: the golden hashes must not depend on the C library. */
 static uint64_t rng_state;
-static uint32_t rng32(void)
+static inline uint32_t rng32(void)
 {
 	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
 	return (uint32_t)(rng_state >> 32);
 }
 
 /* Irwin-Hall: sum of 12 uniforms on [0,1) minus 6, every step exact or fixed-order float arithmetic. */
-static float rng_normal(void)
+static inline float rng_normal(void)
 {
 	float s = 0;
 	for (int i = 0; i < 12; i++)
@@ -33,7 +34,7 @@ static float rng_normal(void)
 	return s - 6.0f;
 }
 
-static uint64_t fnv1a(const void *p, size_t n)
+static inline uint64_t fnv1a(const void *p, size_t n)
 {
 	const uint8_t *b = p;
 	uint64_t h = 0xcbf29ce484222325ull;

@@ -20,6 +20,7 @@
 
 #include "../../quant/quant.h"
 #include "../../quant/quant_tables.h"
+#include "quant_test_data.h"
 #include "unit.h"
 
 static const muse_dtype TYPES[] = {
@@ -27,16 +28,6 @@ static const muse_dtype TYPES[] = {
 	MUSE_DT_IQ4_NL, MUSE_DT_IQ4_XS, MUSE_DT_MXFP4, MUSE_DT_TQ1_0, MUSE_DT_TQ2_0,
 };
 #define NTYPES (sizeof TYPES / sizeof *TYPES)
-
-static void *xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-	if (!p) {
-		fprintf(stderr, "out of memory\n");
-		exit(2);
-	}
-	return p;
-}
 
 static float u2f(uint32_t u)
 {
@@ -58,7 +49,7 @@ static size_t row_bytes(muse_dtype t, int64_t n_per_row)
 	return (size_t)(n_per_row / dt->blck) * dt->block_bytes;
 }
 
-static uint64_t rng_state;
+/* splitmix64 over quant_test_data.h's rng_state (this file's golden hashes were made with it) */
 static uint64_t rng(void)
 {
 	/* splitmix64 */
@@ -75,15 +66,6 @@ static float pseudo_normal(void)
 	int32_t s = (int32_t)(r & 0xFFFF) + (int32_t)(r >> 16 & 0xFFFF) + (int32_t)(r >> 32 & 0xFFFF) +
 		    (int32_t)(r >> 48 & 0xFFFF) - 2 * 65536;
 	return (float)s / 16384.0f;
-}
-
-static uint64_t fnv1a(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
 }
 
 /* ---- the golden input: every row kind the quantizers get wrong, built from integers and powers of two ---- */
