@@ -972,35 +972,6 @@ static void size_label(const conv *c, uint64_t extra, uint64_t *total, char *out
 	}
 }
 
-/* quantization_config: FP8 block size; -1 when the config has no fp8 quantization. */
-static muse_status fp8_config(conv *c, muse_err *err)
-{
-	json_t *root = c->cfg.root;
-	json_t *qc = json_object_get(root, "quantization_config");
-	c->fp8_block = -1;
-	if (!json_is_object(qc))
-		return MUSE_OK;
-	json_t *m = json_object_get(qc, "quant_method");
-	if (!json_is_string(m) || strcmp(json_string_value(m), "fp8"))
-		return MUSE_OK;
-	c->fp8_block = 0;
-	json_t *b = json_object_get(qc, "weight_block_size");
-	if (!b || json_is_null(b))
-		return MUSE_OK;
-	if (!json_is_array(b) || json_array_size(b) != 2)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s/config.json: weight_block_size is not [rows, cols]", c->dir);
-	for (size_t i = 0; i < 2; i++) {
-		json_t *v = json_array_get(b, i);
-		double d = json_is_number(v) ? json_number_value(v) : -1;
-		if (!(d >= 1 && d <= 1048576) || d != floor(d))
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s/config.json: weight_block_size entries must be "
-					    "integers in 1..1048576", c->dir);
-		c->block[i] = (uint64_t)d;
-	}
-	c->fp8_block = 1;
-	return MUSE_OK;
-}
-
 /* The first of keys (NULL-terminated) the card has as a scalar, else NULL. */
 static const char *card_first(const muse_model_card *card, const char *const *keys)
 {
@@ -1228,7 +1199,7 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 	}
 	muse_hf_config_u64(&c.cfg, "qk_nope_head_dim", &c.nope);
 	muse_hf_config_u64(&c.cfg, "v_head_dim", &c.vdim);
-	if ((s = fp8_config(&c, err)))
+	if ((s = muse_hf_config_fp8(&c.cfg, c.dir, &c.fp8_block, c.block, err)))
 		goto done;
 	if ((s = muse_reader_open(dir, &c.r, err)))
 		goto done;

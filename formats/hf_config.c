@@ -468,3 +468,30 @@ muse_status muse_hf_config_arch_keys(const muse_hf_config *cfg, muse_meta *meta,
 done:
 	return s;
 }
+
+muse_status muse_hf_config_fp8(const muse_hf_config *cfg, const char *dir, int *mode, uint64_t block[2], muse_err *err)
+{
+	json_t *qc = json_object_get(cfg->root, "quantization_config");
+	*mode = -1;
+	if (!json_is_object(qc))
+		return MUSE_OK;
+	json_t *qm = json_object_get(qc, "quant_method");
+	if (!json_is_string(qm) || strcmp(json_string_value(qm), "fp8"))
+		return MUSE_OK;
+	*mode = 0;
+	json_t *b = json_object_get(qc, "weight_block_size");
+	if (!b || json_is_null(b))
+		return MUSE_OK;
+	if (!json_is_array(b) || json_array_size(b) != 2)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s/config.json: weight_block_size is not [rows, cols]", dir);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *v = json_array_get(b, i);
+		double d = json_is_number(v) ? json_number_value(v) : -1; /* the config is parsed with ints as reals */
+		if (!(d >= 1 && d <= 1048576) || d != floor(d))
+			return muse_err_set(err, MUSE_ERR_FORMAT, "%s/config.json: weight_block_size entries must be "
+					    "integers in 1..1048576", dir);
+		block[i] = (uint64_t)d;
+	}
+	*mode = 1;
+	return MUSE_OK;
+}

@@ -39,6 +39,9 @@ typedef struct muse_hf_config {
 muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err);
 /* Appends the architecture's own keys (its muse_arch_hparam rows) to meta, in table order. */
 muse_status muse_hf_config_arch_keys(const muse_hf_config *cfg, muse_meta *meta, muse_err *err);
+/* quantization_config of an FP8 checkpoint: *mode -1 when it is not one (no quant_method "fp8"), 0 for per-tensor
+ * or per-row scales, 1 for block scales of block[0] x block[1] (weight_block_size). dir names the config in errors. */
+muse_status muse_hf_config_fp8(const muse_hf_config *cfg, const char *dir, int *mode, uint64_t block[2], muse_err *err);
 /* Frees what load allocated (rope_freqs, the JSON); safe on a zeroed or failed cfg. */
 void muse_hf_config_free(muse_hf_config *cfg);
 

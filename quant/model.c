@@ -305,34 +305,6 @@ void muse_model_free(muse_model *m)
 	free(m);
 }
 
-/* quantization_config: FP8 scale layout (-1: not an FP8 checkpoint), as formats/hf2gguf.c reads it. */
-static muse_status hf_fp8_config(muse_model *m, const muse_hf_config *cfg, const char *dir, muse_err *err)
-{
-	json_t *qc = json_object_get(cfg->root, "quantization_config");
-	m->fp8_block = -1;
-	if (!json_is_object(qc))
-		return MUSE_OK;
-	json_t *qm = json_object_get(qc, "quant_method");
-	if (!json_is_string(qm) || strcmp(json_string_value(qm), "fp8"))
-		return MUSE_OK;
-	m->fp8_block = 0;
-	json_t *b = json_object_get(qc, "weight_block_size");
-	if (!b || json_is_null(b))
-		return MUSE_OK;
-	if (!json_is_array(b) || json_array_size(b) != 2)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s/config.json: weight_block_size is not [rows, cols]", dir);
-	for (size_t i = 0; i < 2; i++) {
-		json_t *v = json_array_get(b, i);
-		double d = json_is_number(v) ? json_number_value(v) : -1; /* the config is parsed with ints as reals */
-		if (!(d >= 1 && d <= 1048576) || d != (double)(uint64_t)d)
-			return muse_err_set(err, MUSE_ERR_FORMAT,
-					    "%s/config.json: weight_block_size entries must be integers in 1..1048576", dir);
-		m->fp8_bs[i] = (uint64_t)d;
-	}
-	m->fp8_block = 1;
-	return MUSE_OK;
-}
-
 static bool ends_with(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);
@@ -391,7 +363,7 @@ static muse_status open_hf(muse_model *m, const char *dir, muse_err *err)
 		return s;
 	const muse_arch *a = cfg.arch;
 	char key[160];
-	if ((s = muse_hf_config_arch_keys(&cfg, &m->meta, err)) || (s = hf_fp8_config(m, &cfg, dir, err)))
+	if ((s = muse_hf_config_arch_keys(&cfg, &m->meta, err)) || (s = muse_hf_config_fp8(&cfg, dir, &m->fp8_block, m->fp8_bs, err)))
 		goto done;
 	snprintf(key, sizeof key, "%s.vocab_size", a->gguf_name);
 	if ((s = muse_meta_set_u32(&m->meta, key, (uint32_t)cfg.vocab_size)))
