@@ -232,7 +232,8 @@ static muse_status to_f32(const muse_tensor *t, const uint8_t *src, int64_t n_pe
 	return muse_dtype_convert(MUSE_DT_F32, dst, t->dtype, p, n, err);
 }
 
-/* muse_quantize_stream's row source (rows of a tensor that is not aligned F32 in the mapping) and sink. */
+/* A tensor's place in the quantize session: its row source (rows of a tensor that no file holds as it is),
+ * its sink, and its label for errors; lives until the session is drained. */
 typedef struct {
 	const muse_tensor *t;
 	const uint8_t *src;
@@ -240,35 +241,47 @@ typedef struct {
 	muse_gguf_writer *w;
 	muse_progress *pg;
 	uint64_t src_row;
-	const char *path;
-	_Atomic bool told; /* a callback's error, already prefixed */
+	const muse_map *m;   /* bytes items: the mapping the bytes come from */
+	char what[320];      /* "FILE: tensor 'NAME'" */
 } qstream_ctx;
 
 static muse_status stream_rows(void *ctx, int64_t r0, int64_t nr, float *dst, muse_err *err)
 {
 	qstream_ctx *c = ctx;
-	muse_status s = to_f32(c->t, c->src, c->npr, r0, nr, dst, err);
-	if (s) {
-		muse_err_prefix(err, "%s: tensor '%s'", c->path, c->t->name);
-		c->told = true;
-	}
-	return s;
+	return to_f32(c->t, c->src, c->npr, r0, nr, dst, err);
 }
 
 static muse_status stream_sink(void *ctx, const void *buf, size_t n, int64_t rows, muse_err *err)
 {
 	qstream_ctx *c = ctx;
 	muse_status s = muse_gguf_writer_write(c->w, buf, n, err);
-	if (s)
-		c->told = true;
-	else
+	if (!s)
 		muse_progress_add(c->pg, (uint64_t)rows * c->src_row);
 	return s;
 }
 
-static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_writer *w, float **stage,
-				   size_t *stage_cap, uint8_t **qbuf, size_t *qcap, int threads, muse_progress *pg,
-				   muse_err *err)
+/* A tensor kept as it is: its bytes from the mapping, whose pages are dropped from the resident set after. */
+static muse_status bytes_sink(void *ctx, const void *buf, size_t n, int64_t rows, muse_err *err)
+{
+	qstream_ctx *c = ctx;
+	(void)rows;
+	muse_status s = muse_gguf_writer_write(c->w, buf, n, err);
+	if (!s) {
+		muse_progress_add(c->pg, n);
+		if (c->m)
+			muse_map_release(c->m, c->t->offset, c->t->nbytes);
+	}
+	return s;
+}
+
+/*
+ * Tensor p into the output: quantized tensors and tensors kept as they are go to the session qs (in
+ * order; qc lives until it is drained); a conversion to a float type waits for the session to write
+ * everything before it, then writes here.
+ */
+static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_writer *w, muse_qs_session *qs,
+				   qstream_ctx *qc, float **stage, size_t *stage_cap, uint8_t **qbuf, size_t *qcap,
+				   muse_progress *pg, muse_err *err)
 {
 	const muse_tensor *t = &r->tensors[p->src];
 	const uint8_t *src = muse_reader_view(r, p->src);
@@ -276,36 +289,32 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	if (!src)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': data not contiguous", r->path, t->name);
 	muse_dtype nt = p->ch.type;
-	if (t->dtype == nt) {
-		/* same type: the bytes as they are */
-		if ((s = muse_gguf_writer_write(w, src, (size_t)t->nbytes, err)))
-			return s;
-		muse_progress_add(pg, t->nbytes);
-		return MUSE_OK;
-	}
 	const int64_t npr = p->mt.ne[0], rows_per_mat = p->mt.ne[1], nmat = p->mt.ne[2];
 	const int64_t nrows = rows_per_mat * nmat;
+	const muse_map *m = t->file < r->n_files ? &r->files[t->file] : NULL;
+	*qc = (qstream_ctx){ t, src, npr, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), m, "" };
+	snprintf(qc->what, sizeof qc->what, "%s: tensor '%s'", r->path, t->name);
+	if (t->dtype == nt) /* same type: the bytes as they are */
+		return muse_qs_submit_bytes(qs, src, (size_t)t->nbytes, bytes_sink, qc, err);
 	const muse_dtype_traits *dt = muse_dtype_info(nt);
 	if (dt->is_quant) {
-		/* streamed: F32 rows straight from the mapping (no staging copy), others converted 16 rows at a
-		 * time by the workers; a writer thread writes while the workers quantize. Matrix m (expert) takes
-		 * importance row m: a legacy entry is one flat row of ne0*n_expert values, the same layout. */
+		/* each worker reads its rows from the file with pread into a buffer of its own (F32 used as read,
+		 * other types converted there; a tensor in no file: from the mapping); the session's writer
+		 * writes while the workers go on. Matrix m (expert) takes importance row m: a legacy entry is one
+		 * flat row of ne0*n_expert values, the same layout. */
 		const bool direct = t->dtype == MUSE_DT_F32 && (uintptr_t)src % sizeof(float) == 0;
-		if (t->file < r->n_files)
-			muse_map_advise_seq(&r->files[t->file], t->offset, t->nbytes);
-		qstream_ctx qc = { t, src, npr, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), r->path, false };
-		muse_qs_job job = { .type = nt, .nrows = nrows, .n_per_row = npr,
+		muse_qs_file qf = { m ? m->fd : -1, t->offset, t->dtype, m ? m->path : r->path };
+		if (qf.fd >= 0)
+			muse_fd_advise_seq(qf.fd, t->offset, t->nbytes);
+		muse_qs_job job = { .type = nt, .nrows = nrows, .n_per_row = npr, .file = qf.fd >= 0 ? &qf : NULL,
 				    .f32 = direct ? (const float *)(const void *)src : NULL, .rows = stream_rows,
-				    .rows_ctx = &qc, .importance = p->im ? p->im->w : NULL, .rows_per_mat = rows_per_mat,
-				    .check_finite = true, .sink = stream_sink, .sink_ctx = &qc, .threads = threads };
-		if ((s = muse_quantize_stream(&job, err)) && !qc.told) {
-			if (s == MUSE_ERR_FORMAT && strstr(err->msg, "non-finite"))
-				muse_err_prefix(err, "%s: tensor '%s'", r->path, t->name);
-			else
-				muse_err_prefix(err, "tensor '%s'", t->name);
-		}
-		return s;
+				    .rows_ctx = qc, .importance = p->im ? p->im->w : NULL, .rows_per_mat = rows_per_mat,
+				    .check_finite = true, .sink = stream_sink, .sink_ctx = qc, .what = qc->what };
+		return muse_qs_submit(qs, &job, err);
 	}
+	/* a float type: written here, after everything queued before it */
+	if ((s = muse_qs_drain(qs, err)))
+		return s;
 	const uint64_t out_row = (uint64_t)npr / dt->blck * dt->block_bytes;
 	int64_t slab = npr > 0 ? (int64_t)(SLAB_BYTES / sizeof(float) / (uint64_t)npr) : 1;
 	if (slab < 1)
@@ -328,9 +337,7 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	}
 	const uint64_t src_row = t->nbytes / (uint64_t)(nrows ? nrows : 1);
 	for (int64_t r0 = 0; r0 < nrows;) {
-		/* a slab never crosses a matrix (expert): each has its own importance */
-		int64_t mat = r0 / rows_per_mat, left_in_mat = rows_per_mat - r0 % rows_per_mat;
-		int64_t nr = slab < left_in_mat ? slab : left_in_mat;
+		int64_t nr = slab < nrows - r0 ? slab : nrows - r0;
 		if ((s = to_f32(t, src, npr, r0, nr, *stage, err))) {
 			muse_err_prefix(err, "%s: tensor '%s'", r->path, t->name);
 			return s;
@@ -344,35 +351,26 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 						    "non-finite weights", r->path, t->name, flat, flat / (uint64_t)npr,
 						    (double)(*stage)[k]);
 			}
-		if (dt->is_quant) {
-			const float *imp = p->im ? p->im->w + (p->im->n_mat > 1 ? (uint64_t)mat * (uint64_t)npr : 0) : NULL;
-			/* a legacy entry is one flat row of ne0*n_expert values: expert mat starts at mat*ne0 too */
-			if (p->im && p->im->n_mat == 1 && nmat > 1)
-				imp = p->im->w + (uint64_t)mat * (uint64_t)npr;
-			if ((s = muse_quantize_rows(nt, *stage, *qbuf, nr, npr, imp, threads, err))) {
-				muse_err_prefix(err, "tensor '%s'", t->name);
-				return s;
+		if ((s = muse_dtype_convert(nt, *qbuf, MUSE_DT_F32, *stage, n, err)))
+			return s;
+		if (nt == MUSE_DT_F16 || nt == MUSE_DT_BF16)
+			for (size_t k = 0; k < n; k++) {
+				uint16_t h;
+				memcpy(&h, *qbuf + 2 * k, 2);
+				uint16_t e = nt == MUSE_DT_F16 ? (h & 0x7c00) != 0x7c00 : (h & 0x7f80) != 0x7f80;
+				if (!e)
+					return muse_err_set(err, MUSE_ERR_FORMAT,
+							    "%s: tensor '%s': element %" PRIu64 " (%g) overflows %s", r->path,
+							    t->name, (uint64_t)r0 * (uint64_t)npr + k, (double)(*stage)[k],
+							    muse_dtype_name(nt));
 			}
-		} else {
-			if ((s = muse_dtype_convert(nt, *qbuf, MUSE_DT_F32, *stage, n, err)))
-				return s;
-			if (nt == MUSE_DT_F16 || nt == MUSE_DT_BF16)
-				for (size_t k = 0; k < n; k++) {
-					uint16_t h;
-					memcpy(&h, *qbuf + 2 * k, 2);
-					uint16_t e = nt == MUSE_DT_F16 ? (h & 0x7c00) != 0x7c00 : (h & 0x7f80) != 0x7f80;
-					if (!e)
-						return muse_err_set(err, MUSE_ERR_FORMAT,
-								    "%s: tensor '%s': element %" PRIu64 " (%g) overflows %s",
-								    r->path, t->name, (uint64_t)r0 * (uint64_t)npr + k,
-								    (double)(*stage)[k], muse_dtype_name(nt));
-				}
-		}
 		if ((s = muse_gguf_writer_write(w, *qbuf, (size_t)nr * (size_t)out_row, err)))
 			return s;
 		muse_progress_add(pg, (uint64_t)nr * src_row);
 		r0 += nr;
 	}
+	if (m)
+		muse_map_release(m, t->offset, t->nbytes);
 	return MUSE_OK;
 }
 
@@ -402,6 +400,8 @@ static int run_quantize(const qopts *o)
 	muse_mix_rule *rules = NULL;
 	char **patterns = NULL;
 	muse_gguf_writer *w = NULL;
+	muse_qs_session *qs = NULL;
+	qstream_ctx *qcs = NULL;
 	muse_meta meta;
 	float *stage = NULL;
 	uint8_t *qbuf = NULL;
@@ -602,18 +602,23 @@ static int run_quantize(const qopts *o)
 
 	muse_progress pg;
 	muse_blas_threads_idle(); /* no BLAS below: OpenBLAS's idle threads would spin through the first 0.1 s */
+	/* one session for the whole model: its workers go from tensor to tensor while its writer writes */
+	if (!(qcs = calloc(n ? n : 1, sizeof *qcs))) {
+		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	if (muse_qs_open((int)o->threads, &qs, &err))
+		goto fail;
 	muse_progress_start(&pg, "quantize", total_in, o->quiet);
 	for (size_t k = 0; k < n; k++) {
 		if (muse_interrupted()) {
 			muse_err_set(&err, MUSE_ERR_INTERRUPTED, "interrupted");
 			goto fail;
 		}
-		if (quantize_tensor(r, &plan[k], w, &stage, &stage_cap, &qbuf, &qcap, (int)o->threads, &pg, &err))
+		if (quantize_tensor(r, &plan[k], w, qs, &qcs[k], &stage, &stage_cap, &qbuf, &qcap, &pg, &err))
 			goto fail;
-		const muse_tensor *t = &r->tensors[plan[k].src];
-		muse_map_release(&r->files[t->file], t->offset, t->nbytes);
 	}
-	if (muse_gguf_writer_finish(w, &err))
+	if (muse_qs_drain(qs, &err) || muse_gguf_writer_finish(w, &err))
 		goto fail;
 	muse_progress_end(&pg);
 	if (!o->quiet) {
@@ -632,6 +637,8 @@ fail:
 done:
 	if (tmp_src[0])
 		unlink(tmp_src);
+	muse_qs_close(qs); /* before the writer and the reader its sinks use */
+	free(qcs);
 	muse_gguf_writer_free(w);
 	muse_meta_free(&meta);
 	free(stage);

@@ -471,6 +471,13 @@ muse_status muse_gguf_writer_begin(muse_gguf_writer *w, muse_err *err)
 			return fail(w, s);
 		if ((s = write_head(w, i, err)))
 			return fail(w, s);
+		/* the shard's whole size is known now: every tensor is padded to the alignment, the last one too */
+		uint64_t size = w->out[i].pos, padded;
+		for (size_t k = 0; k < w->n; k++)
+			if (w->t[k].shard == i && muse_align_up_u64(w->t[k].nbytes, w->alignment, &padded))
+				size += padded;
+		if ((s = muse_out_reserve(&w->out[i], size, err)))
+			return fail(w, s);
 	}
 	w->state = GW_DATA;
 	w->cur = 0;

@@ -71,6 +71,13 @@ void muse_map_advise_seq(const muse_map *m, uint64_t off, uint64_t len)
 	madvise((void *)(m->data + start), (size_t)(len + (off - start)), MADV_WILLNEED);
 }
 
+void muse_fd_advise_seq(int fd, uint64_t off, uint64_t len)
+{
+	/* advice values are not flags here either; both are hints, so failures are ignored */
+	posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_SEQUENTIAL);
+	posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 void muse_map_release(const muse_map *m, uint64_t off, uint64_t len)
 {
 	if (!m->data || off >= m->size || !len)

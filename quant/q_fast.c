@@ -23,6 +23,7 @@
  */
 #include "q_fast.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -898,11 +899,45 @@ INLINE void put_fp16x8(uint16_t h[8], __m256 d)
 	_mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
 }
 
+/* Lane b: the largest lane of m[b] (eight horizontal maxima at once, for eight blocks). */
+INLINE __m256 hmax8x8(const __m256 m[8])
+{
+	__m256 a01 = _mm256_max_ps(_mm256_unpacklo_ps(m[0], m[1]), _mm256_unpackhi_ps(m[0], m[1]));
+	__m256 a23 = _mm256_max_ps(_mm256_unpacklo_ps(m[2], m[3]), _mm256_unpackhi_ps(m[2], m[3]));
+	__m256 a45 = _mm256_max_ps(_mm256_unpacklo_ps(m[4], m[5]), _mm256_unpackhi_ps(m[4], m[5]));
+	__m256 a67 = _mm256_max_ps(_mm256_unpacklo_ps(m[6], m[7]), _mm256_unpackhi_ps(m[6], m[7]));
+	__m256 b03 = _mm256_max_ps(_mm256_shuffle_ps(a01, a23, 0x44), _mm256_shuffle_ps(a01, a23, 0xEE));
+	__m256 b47 = _mm256_max_ps(_mm256_shuffle_ps(a45, a67, 0x44), _mm256_shuffle_ps(a45, a67, 0xEE));
+	return _mm256_max_ps(_mm256_permute2f128_ps(b03, b47, 0x20), _mm256_permute2f128_ps(b03, b47, 0x31));
+}
+
+/* Blocks (bits of the mask) whose scale or inverse scale is not finite: the level casts see infinities or
+ * NaNs there, which the fast paths leave to the scalar reference (ggml keeps a cast's low byte). */
+INLINE unsigned scales_unsafe(__m256 amax, __m256 id)
+{
+	const __m256 big = _mm256_set1_ps(FLT_MAX);
+	return (unsigned)_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(amax, big, _CMP_GT_OQ),
+							 _mm256_cmp_ps(id, big, _CMP_GT_OQ)));
+}
+
+/*
+ * Q8_0's level roundf(x * id) on 8 lanes, for |x| * id <= 127.00003 (finite scales): trunc(|x| * id +
+ * 0.49999997f) with x's sign. Adding the float just below one half and truncating is roundf (half away
+ * from zero) for every float in [0, 128]: checked exhaustively; adding 0.5 would round up at 0.49999997.
+ * |x * id| == |x| * id exactly, id being positive.
+ */
+INLINE __m256i q8_0_level8(__m256 x, __m256 id)
+{
+	__m256 a = _mm256_mul_ps(abs8(x), id);
+	__m256i q = _mm256_cvttps_epi32(_mm256_add_ps(a, _mm256_set1_ps(0x1.fffffep-2f)));
+	return _mm256_sign_epi32(q, _mm256_castps_si256(x));
+}
+
 static TARGET void q8_0_blocks(const float *x, muse_block_q8_0 *y, int64_t nb)
 {
 	int64_t i = 0;
 	for (; i + 8 <= nb; i += 8) {
-		float amax[8];
+		__m256 m[8];
 		unsigned unsafe = 0;
 		for (int b = 0; b < 8; b++) {
 			const float *xb = x + 32 * (i + b);
@@ -910,13 +945,16 @@ static TARGET void q8_0_blocks(const float *x, muse_block_q8_0 *y, int64_t nb)
 			__m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
 			if (block_unsafe(v0, v1, v2, v3))
 				unsafe |= 1u << b;
-			amax[b] = hmax8(_mm256_max_ps(_mm256_max_ps(abs8(v0), abs8(v1)), _mm256_max_ps(abs8(v2), abs8(v3))));
+			m[b] = _mm256_max_ps(_mm256_max_ps(abs8(v0), abs8(v1)), _mm256_max_ps(abs8(v2), abs8(v3)));
 		}
-		__m256 d = _mm256_div_ps(_mm256_loadu_ps(amax), _mm256_set1_ps(127.f));
+		__m256 amax = hmax8x8(m);
+		__m256 d = _mm256_div_ps(amax, _mm256_set1_ps(127.f));
 		__m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+		__m256 idv = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d));
+		unsafe |= scales_unsafe(amax, idv);
 		float id[8];
 		uint16_t h[8];
-		_mm256_storeu_ps(id, _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d)));
+		_mm256_storeu_ps(id, idv);
 		put_fp16x8(h, d);
 		for (int b = 0; b < 8; b++) {
 			const float *xb = x + 32 * (i + b);
@@ -926,13 +964,10 @@ static TARGET void q8_0_blocks(const float *x, muse_block_q8_0 *y, int64_t nb)
 				continue;
 			}
 			__m256 vid = _mm256_set1_ps(id[b]);
-			const __m256i lo = _mm256_set1_epi32(0xFF);
-			__m256i q0 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb), vid))));
-			__m256i q1 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb + 8), vid))));
-			__m256i q2 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb + 16), vid))));
-			__m256i q3 = _mm256_and_si256(lo, _mm256_cvttps_epi32(round_away8(_mm256_mul_ps(_mm256_loadu_ps(xb + 24), vid))));
-			/* the low bytes, in order: the int8 cast of ggml keeps exactly these */
-			__m256i p = _mm256_packus_epi16(_mm256_packus_epi32(q0, q1), _mm256_packus_epi32(q2, q3));
+			__m256i q0 = q8_0_level8(_mm256_loadu_ps(xb), vid), q1 = q8_0_level8(_mm256_loadu_ps(xb + 8), vid);
+			__m256i q2 = q8_0_level8(_mm256_loadu_ps(xb + 16), vid), q3 = q8_0_level8(_mm256_loadu_ps(xb + 24), vid);
+			/* levels in -127..127: the saturating packs keep them as they are */
+			__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
 			p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 			_mm256_storeu_si256((__m256i *)yb->qs, p);
 			memcpy(yb->d, &h[b], 2);
@@ -951,17 +986,11 @@ size_t muse_quantize_q8_0_fast(const float *src, void *dst, int64_t nrows, int64
 	return (size_t)nb * sizeof(muse_block_q8_0);
 }
 
-/* The low byte of a truncating cast, sign-extended (ggml's (int8_t) of a float), on 8 lanes. */
-INLINE __m256i cast_i8_8(__m256 f)
-{
-	return _mm256_srai_epi32(_mm256_slli_epi32(_mm256_cvttps_epi32(f), 24), 24);
-}
-
-/* Q4_0's level: MIN(15, (int8_t)(x * id + 8.5f)) as the uint8_t ggml stores, in 0..255. */
+/* Q4_0's level MIN(15, (int8_t)(x * id + 8.5f)) for finite scales: x * id is in [-8, 8] (x's magnitude is at
+ * most the block's, whose level is 0), so the sum is in [0.5, 16.5] and the int8 cast keeps the value. */
 INLINE __m256i q4_0_level8(__m256 x, __m256 id)
 {
-	__m256i l = _mm256_min_epi32(_mm256_set1_epi32(15), cast_i8_8(_mm256_add_ps(_mm256_mul_ps(x, id), _mm256_set1_ps(8.5f))));
-	return _mm256_and_si256(l, _mm256_set1_epi32(0xFF));
+	return _mm256_min_epi32(_mm256_set1_epi32(15), _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(x, id), _mm256_set1_ps(8.5f))));
 }
 
 static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
@@ -990,11 +1019,14 @@ static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
 					mx[b] = xb[__builtin_ctz(m)];
 			}
 		}
-		__m256 d = _mm256_div_ps(_mm256_loadu_ps(mx), _mm256_set1_ps(-8.f));
+		__m256 mxv = _mm256_loadu_ps(mx);
+		__m256 d = _mm256_div_ps(mxv, _mm256_set1_ps(-8.f));
 		__m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+		__m256 idv = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d));
+		unsafe |= scales_unsafe(abs8(mxv), abs8(idv));
 		float id[8];
 		uint16_t h[8];
-		_mm256_storeu_ps(id, _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d)));
+		_mm256_storeu_ps(id, idv);
 		put_fp16x8(h, d);
 		for (int b = 0; b < 8; b++) {
 			const float *xb = x + 32 * (i + b);
@@ -1008,8 +1040,6 @@ static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
 						     _mm256_slli_epi32(q4_0_level8(_mm256_loadu_ps(xb + 16), vid), 4));
 			__m256i hi = _mm256_or_si256(q4_0_level8(_mm256_loadu_ps(xb + 8), vid),
 						     _mm256_slli_epi32(q4_0_level8(_mm256_loadu_ps(xb + 24), vid), 4));
-			lo = _mm256_and_si256(lo, _mm256_set1_epi32(0xFF));
-			hi = _mm256_and_si256(hi, _mm256_set1_epi32(0xFF));
 			__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
 			_mm_storeu_si128((__m128i *)yb->qs,
 					 _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));

@@ -1,10 +1,11 @@
-/* q_stream.c: quantize rows slab by slab, straight from the input, while a writer thread writes the slabs before. */
+/* q_stream.c: a session of worker threads quantizing queued tensors slab by slab while a writer thread writes the slabs before. */
 #include "q_stream.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <omp.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -13,8 +14,11 @@
 #include "quant.h"
 
 #define QS_TASK_ROWS 16                  /* rows per work item, as muse_quantize_rows */
-#define QS_SLAB_BYTES ((size_t)4 << 20)  /* F32 input per slab and thread: the output stays in cache for the writer */
+#define QS_READ_BYTES ((size_t)256 << 10) /* F32 rows per work item read from a file: a few pread calls per MB, in L2 */
+#define QS_READ_MAX_ROWS 256
+#define QS_SLAB_BYTES ((size_t)1 << 20)  /* F32 input per slab and worker: the output stays in cache for the writer */
 #define QS_NBUF 4                        /* output slabs in flight */
+#define QS_QUEUE 64                      /* jobs queued ahead of the writer */
 #define QS_MAX_THREADS 256
 
 /* ---- the first non-finite element ---- */
@@ -61,220 +65,377 @@ static int64_t first_nonfinite(const float *x, int64_t n)
 	return first_nonfinite_scalar(x, n);
 }
 
-/* ---- workers and the writer ---- */
+/* ---- the session ---- */
 
 /*
  * Own threads rather than OpenMP: an OpenMP team meets at a barrier after every slab, and libgomp's
- * waiting threads spin there (on a loaded machine that is most of the CPU time of Q8_0). Here each
- * worker claims the next 16-row task of the whole tensor from one counter; the task's slab must have
- * a free output buffer (the writer has written the slab nbuf before it), else the worker sleeps on the
- * condition variable. The worker that completes a slab wakes the writer, which writes the slabs in
- * order. Nobody spins.
+ * waiting threads spin there. Here one mutex guards the queue: a worker claims the next task (a few
+ * rows) of the first job with tasks left; the task's slab must have a free output buffer (the writer
+ * has written the slab QS_NBUF before it, counted over all jobs), else the worker sleeps. The worker
+ * that completes a slab wakes the writer, which hands the slabs to the sinks in order. Nobody spins,
+ * and the workers go from one job to the next without waiting for the writer.
  */
 typedef struct {
-	const muse_qs_job *j;
+	muse_qs_job j;
+	muse_qs_file f;                    /* j.file points here when the job reads a file */
+	bool is_bytes;                     /* a bytes item: bytes to j.sink, no rows */
+	const void *bytes;
+	size_t nbytes;
 	muse_quantize_fn fn;
-	size_t row_bytes;
-	int64_t npr, nrows, rpm, slab, tps, ntask, nslab;
-	int nbuf;
-	uint8_t *buf[QS_NBUF];
-	float **stage;
+	size_t row_bytes, src_row_bytes;   /* output row; a file's input row */
+	int64_t rpm, trows, slab, tps, ntask, nslab;
+	int64_t g0;                        /* number of the job's first slab, counted over the session */
+	int64_t next;                      /* next task to claim (under mu) */
+} qs_item;
 
-	_Atomic int64_t next;               /* next task to claim */
-	_Atomic int64_t done[QS_NBUF];       /* tasks finished in the slab that buffer b holds */
-	_Atomic int64_t consumed;            /* slabs written; changed under mu */
-	_Atomic bool stop;                   /* an error: claim nothing more; changed under mu */
+typedef struct {
+	muse_qs_session *s;
+	int tid;
+	float *stage;                      /* trows F32 rows (from a row source or a file) */
+	uint8_t *raw;                      /* trows rows as a file holds them, when not F32 */
+	size_t stage_cap, raw_cap;
+} qs_worker;
+
+struct muse_qs_session {
+	int nth, started;
+	bool writer_started;
+	pthread_t writer;
+	pthread_t *tids;
+	qs_worker *w;
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	/* the first failing task's error (under mu) */
-	int64_t err_row;
+	pthread_cond_t cv;                 /* every change: queue, claims, slabs done or written, errors */
+	qs_item q[QS_QUEUE];
+	int64_t tail;                      /* items queued */
+	int64_t claim;                     /* first item that may have tasks left to claim */
+	int64_t written;                   /* items handed to their sinks in full */
+	int64_t next_g;                    /* slab number of the next item's first slab */
+	int64_t consumed;                  /* slabs written */
+	int64_t done[QS_NBUF];             /* tasks finished of the slab buffer b holds */
+	uint8_t *buf[QS_NBUF];
+	size_t cap[QS_NBUF];
+	int busy;                          /* tasks running, and the writer inside a sink */
+	bool stop, closing;
+	/* the first error in (slab, position) order */
+	int64_t err_g, err_pos;
 	muse_status st;
 	muse_err err;
-} qs_ctx;
+};
 
-static int64_t slab_tasks(const qs_ctx *c, int64_t s)
+static int64_t slab_tasks(const qs_item *it, int64_t sl)
 {
-	int64_t t0 = s * c->tps, t1 = t0 + c->tps < c->ntask ? t0 + c->tps : c->ntask;
+	int64_t t0 = sl * it->tps, t1 = t0 + it->tps < it->ntask ? t0 + it->tps : it->ntask;
 	return t1 - t0;
 }
 
-static void fail(qs_ctx *c, int64_t row, muse_status st, const muse_err *e)
+static int64_t slab_rows(const qs_item *it, int64_t sl)
 {
-	pthread_mutex_lock(&c->mu);
-	if (row < c->err_row) {
-		c->err_row = row;
-		c->st = st;
-		c->err = *e;
-	}
-	atomic_store(&c->stop, true);
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->mu);
+	int64_t r0 = sl * it->slab;
+	return it->j.nrows - r0 < it->slab ? it->j.nrows - r0 : it->slab;
 }
 
-static void work(qs_ctx *c, int tid)
+/* Records an error at (g, pos) and stops the session; under mu. */
+static void fail_locked(muse_qs_session *s, int64_t g, int64_t pos, muse_status st, const muse_err *e)
 {
-	const muse_qs_job *j = c->j;
-	const int64_t npr = c->npr;
-	while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
-		int64_t k = atomic_fetch_add(&c->next, 1);
-		if (k >= c->ntask)
-			break;
-		const int64_t s = k / c->tps, b = s % c->nbuf;
-		if (s >= c->nbuf && atomic_load(&c->consumed) <= s - c->nbuf) {
-			pthread_mutex_lock(&c->mu);
-			while (atomic_load(&c->consumed) <= s - c->nbuf && !atomic_load(&c->stop))
-				pthread_cond_wait(&c->cv, &c->mu);
-			bool ok = atomic_load(&c->consumed) > s - c->nbuf;
-			pthread_mutex_unlock(&c->mu);
-			if (!ok)
-				break;
+	if (!s->st || g < s->err_g || (g == s->err_g && pos < s->err_pos)) {
+		s->err_g = g;
+		s->err_pos = pos;
+		s->st = st;
+		s->err = *e;
+	}
+	s->stop = true;
+	pthread_cond_broadcast(&s->cv);
+}
+
+/* Grows *p to at least need bytes (contents not kept); false when out of memory. */
+static bool grow(void **p, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return true;
+	free(*p);
+	*p = malloc(need);
+	*cap = *p ? need : 0;
+	return *p != NULL;
+}
+
+/* Rows [a, a + n) of the item's file into the worker's stage (via its raw buffer when the file's type is not F32). */
+static muse_status read_rows(const qs_item *it, qs_worker *w, int64_t a, int64_t n, muse_err *err)
+{
+	const muse_qs_file *f = &it->f;
+	uint8_t *dst = it->j.file->dtype == MUSE_DT_F32 ? (uint8_t *)w->stage : w->raw;
+	const size_t len = (size_t)n * it->src_row_bytes;
+	const uint64_t off = f->offset + (uint64_t)a * it->src_row_bytes;
+	for (size_t got = 0; got < len;) {
+		ssize_t r = pread(f->fd, dst + got, len - got, (off_t)(off + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return muse_err_set(err, MUSE_ERR_IO, "read of rows %" PRId64 "..%" PRId64 " at offset %" PRIu64
+					    " failed: %s", a, a + n - 1, off + got, r < 0 ? strerror(errno) : "file shrank");
+		got += (size_t)r;
+	}
+	if (f->dtype == MUSE_DT_F32)
+		return MUSE_OK;
+	size_t ne = (size_t)(n * it->j.n_per_row);
+	if (muse_dtype_info(f->dtype)->is_quant)
+		return muse_dequantize(f->dtype, dst, w->stage, (int64_t)ne, err);
+	return muse_dtype_convert(MUSE_DT_F32, w->stage, f->dtype, dst, ne, err);
+}
+
+/* Task k of the item into out (its slab's buffer); *pos: where an error lies, in elements of the job. */
+static muse_status run_task(const qs_item *it, qs_worker *w, int64_t k, uint8_t *out, int64_t *pos, muse_err *err)
+{
+	const muse_qs_job *j = &it->j;
+	const int64_t npr = j->n_per_row, a = k * it->trows;
+	const int64_t n = j->nrows - a < it->trows ? j->nrows - a : it->trows;
+	const int64_t sl = k / it->tps;
+	muse_status st;
+	*pos = a * npr;
+	const float *x;
+	if (j->file || !j->f32) {
+		const size_t fl = (size_t)it->trows * (size_t)npr * sizeof(float);
+		if (!grow((void **)&w->stage, &w->stage_cap, fl) ||
+		    (j->file && j->file->dtype != MUSE_DT_F32 &&
+		     !grow((void **)&w->raw, &w->raw_cap, (size_t)it->trows * it->src_row_bytes)))
+			return muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
+		if ((st = j->file ? read_rows(it, w, a, n, err) : j->rows(j->rows_ctx, a, n, w->stage, err)))
+			return st;
+		x = w->stage;
+	} else {
+		x = j->f32 + a * npr;
+	}
+	if (j->check_finite) {
+		int64_t i = first_nonfinite(x, n * npr);
+		if (i >= 0) {
+			*pos = a * npr + i;
+			return muse_err_set(err, MUSE_ERR_FORMAT, "element %" PRId64 " (row %" PRId64 ") is %g; cannot "
+					    "quantize non-finite weights", a * npr + i, a + i / npr, (double)x[i]);
 		}
-		const int64_t a = k * QS_TASK_ROWS, n = c->nrows - a < QS_TASK_ROWS ? c->nrows - a : QS_TASK_ROWS;
-		const float *x;
-		if (j->f32) {
-			x = j->f32 + a * npr;
-		} else {
+	}
+	out += (size_t)(a - sl * it->slab) * it->row_bytes;
+	/* a call never crosses a matrix: each has its own importance */
+	for (int64_t d = 0; d < n;) {
+		int64_t m = (a + d) / it->rpm, left = it->rpm - (a + d) % it->rpm, cnt = n - d < left ? n - d : left;
+		const float *imp = j->importance ? j->importance + m * npr : NULL;
+		it->fn(x + d * npr, out + (size_t)d * it->row_bytes, cnt, npr, imp);
+		d += cnt;
+	}
+	return MUSE_OK;
+}
+
+static void *worker_main(void *p)
+{
+	qs_worker *w = p;
+	muse_qs_session *s = w->s;
+	pthread_setname_np(pthread_self(), "muse-quant");
+	omp_set_num_threads(1); /* a row source's OpenMP loops run inline, not as one more team per worker */
+	pthread_mutex_lock(&s->mu);
+	while (!s->stop) {
+		if (s->claim == s->tail) {
+			if (s->closing)
+				break;
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		qs_item *it = &s->q[s->claim % QS_QUEUE];
+		if (it->is_bytes || it->next >= it->ntask) {
+			s->claim++;
+			continue;
+		}
+		const int64_t k = it->next, sl = k / it->tps, g = it->g0 + sl;
+		const int b = (int)(g % QS_NBUF);
+		if (g >= s->consumed + QS_NBUF) {
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		/* the slab's first task sizes its buffer: nobody else uses that buffer until this slab is claimed */
+		const size_t need = (size_t)slab_rows(it, sl) * it->row_bytes;
+		if (k == sl * it->tps && !grow((void **)&s->buf[b], &s->cap[b], need)) {
 			muse_err e = { 0 };
-			muse_status rs = j->rows(j->rows_ctx, a, n, c->stage[tid], &e);
-			if (rs) {
-				fail(c, a * npr, rs, &e);
-				break;
-			}
-			x = c->stage[tid];
+			fail_locked(s, g, 0, muse_err_set(&e, MUSE_ERR_NOMEM, "quantize: out of memory"), &e);
+			break;
 		}
-		if (j->check_finite) {
-			int64_t i = first_nonfinite(x, n * npr);
-			if (i >= 0) {
-				muse_err e = { 0 };
-				muse_status fs = muse_err_set(&e, MUSE_ERR_FORMAT,
-							      "element %" PRId64 " (row %" PRId64 ") is %g; cannot quantize "
-							      "non-finite weights", a * npr + i, a + i / npr, (double)x[i]);
-				fail(c, a * npr + i, fs, &e);
-				break;
-			}
-		}
-		uint8_t *out = c->buf[b] + (size_t)(a - s * c->slab) * c->row_bytes;
-		/* a call never crosses a matrix: each has its own importance */
-		for (int64_t d = 0; d < n;) {
-			int64_t m = (a + d) / c->rpm, left = c->rpm - (a + d) % c->rpm, cnt = n - d < left ? n - d : left;
-			const float *imp = j->importance ? j->importance + m * npr : NULL;
-			c->fn(x + d * npr, out + (size_t)d * c->row_bytes, cnt, npr, imp);
-			d += cnt;
-		}
-		if (atomic_fetch_add(&c->done[b], 1) + 1 == slab_tasks(c, s)) {
-			pthread_mutex_lock(&c->mu);
-			pthread_cond_broadcast(&c->cv);
-			pthread_mutex_unlock(&c->mu);
-		}
+		it->next++;
+		s->busy++;
+		uint8_t *out = s->buf[b];
+		pthread_mutex_unlock(&s->mu);
+		muse_err e = { 0 };
+		int64_t pos = 0;
+		muse_status st = run_task(it, w, k, out, &pos, &e);
+		if (st && (it->j.what || it->j.file))
+			muse_err_prefix(&e, "%s", it->j.what ? it->j.what : it->f.path ? it->f.path : "input");
+		pthread_mutex_lock(&s->mu);
+		s->busy--;
+		if (st)
+			fail_locked(s, g, pos, st, &e);
+		else if (++s->done[b] == slab_tasks(it, sl))
+			pthread_cond_broadcast(&s->cv);
+		else if (s->stop)
+			pthread_cond_broadcast(&s->cv); /* drain waits for the last task to end */
 	}
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
 }
 
-/* Maps the input rows of slab s in (a mapping's page tables filled here, off the workers' path), when the
- * kernel knows MADV_POPULATE_READ (Linux 5.14); otherwise the workers fault the pages in themselves. */
-static void prefault(const qs_ctx *c, int64_t s)
+/* Maps in the input rows of slab sl of a job that reads a mapping (its page tables filled by the writer,
+ * off the workers' path), when the kernel knows MADV_POPULATE_READ (Linux 5.14); else the workers fault. */
+static void prefault(const qs_item *it, int64_t sl)
 {
 #ifdef MADV_POPULATE_READ
-	if (!c->j->f32 || s >= c->nslab)
+	if (it->j.file || !it->j.f32 || sl >= it->nslab)
 		return;
-	const int64_t r0 = s * c->slab, nr = c->nrows - r0 < c->slab ? c->nrows - r0 : c->slab;
-	uintptr_t a = (uintptr_t)(c->j->f32 + r0 * c->npr), e = a + (uintptr_t)nr * (uintptr_t)c->npr * sizeof(float);
+	const int64_t r0 = sl * it->slab, nr = slab_rows(it, sl);
+	uintptr_t a = (uintptr_t)(it->j.f32 + r0 * it->j.n_per_row);
+	uintptr_t e = a + (uintptr_t)nr * (uintptr_t)it->j.n_per_row * sizeof(float);
 	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
 	a -= a % pg;
 	madvise((void *)a, e - a, MADV_POPULATE_READ); /* a hint: any failure leaves the faults to the workers */
 #else
-	(void)c;
-	(void)s;
+	(void)it;
+	(void)sl;
 #endif
 }
 
-/* Writes slab after slab as they complete; meanwhile maps in the input of the slab after the one waited for. */
-static void write_slabs(qs_ctx *c)
-{
-	for (int64_t s = 0; s < c->nslab; s++) {
-		const int b = (int)(s % c->nbuf);
-		const int64_t want = slab_tasks(c, s);
-		prefault(c, s + 1);
-		pthread_mutex_lock(&c->mu);
-		while (atomic_load(&c->done[b]) < want && !atomic_load(&c->stop))
-			pthread_cond_wait(&c->cv, &c->mu);
-		bool ok = atomic_load(&c->done[b]) >= want && !atomic_load(&c->stop);
-		pthread_mutex_unlock(&c->mu);
-		if (!ok)
-			return;
-		const int64_t r0 = s * c->slab, nr = c->nrows - r0 < c->slab ? c->nrows - r0 : c->slab;
-		muse_err e = { 0 };
-		muse_status ws = c->j->sink(c->j->sink_ctx, c->buf[b], (size_t)nr * c->row_bytes, nr, &e);
-		if (ws) {
-			fail(c, INT64_MAX - 1, ws, &e);
-			return;
-		}
-		pthread_mutex_lock(&c->mu);
-		atomic_store(&c->done[b], 0);
-		atomic_store(&c->consumed, s + 1);
-		pthread_cond_broadcast(&c->cv);
-		pthread_mutex_unlock(&c->mu);
-	}
-}
-
-typedef struct {
-	qs_ctx *c;
-	int tid;
-} qs_arg;
-
-static void *worker_main(void *p)
-{
-	qs_arg *a = p;
-	omp_set_num_threads(1); /* a row source's OpenMP loops run inline, not as one more team per worker */
-	work(a->c, a->tid);
-	return NULL;
-}
-
+/* Hands the items to their sinks in queue order, each job slab by slab as its slabs complete. */
 static void *writer_main(void *p)
 {
-	write_slabs(p);
+	muse_qs_session *s = p;
+	int64_t prefaulted = -1; /* the last slab number mapped in ahead */
+	pthread_setname_np(pthread_self(), "muse-write");
+	pthread_mutex_lock(&s->mu);
+	while (!s->stop) {
+		if (s->written == s->tail) {
+			if (s->closing)
+				break;
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		qs_item *it = &s->q[s->written % QS_QUEUE];
+		muse_err e = { 0 };
+		muse_status st;
+		if (it->is_bytes) {
+			s->busy++;
+			pthread_mutex_unlock(&s->mu);
+			st = it->j.sink(it->j.sink_ctx, it->bytes, it->nbytes, 0, &e);
+			pthread_mutex_lock(&s->mu);
+			s->busy--;
+			if (st) {
+				fail_locked(s, it->g0, -1, st, &e);
+				break;
+			}
+			s->written++;
+			pthread_cond_broadcast(&s->cv);
+			continue;
+		}
+		const int64_t sl = s->consumed - it->g0;
+		if (sl >= it->nslab) {
+			s->written++;
+			pthread_cond_broadcast(&s->cv);
+			continue;
+		}
+		const int64_t g = s->consumed;
+		const int b = (int)(g % QS_NBUF);
+		if (s->done[b] < slab_tasks(it, sl)) {
+			if (prefaulted < g + 1 && !it->j.file && it->j.f32) {
+				prefaulted = g + 1;
+				pthread_mutex_unlock(&s->mu);
+				prefault(it, sl + 1);
+				pthread_mutex_lock(&s->mu);
+				continue;
+			}
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		s->busy++;
+		pthread_mutex_unlock(&s->mu);
+		int64_t nr = slab_rows(it, sl);
+		st = it->j.sink(it->j.sink_ctx, s->buf[b], (size_t)nr * it->row_bytes, nr, &e);
+		pthread_mutex_lock(&s->mu);
+		s->busy--;
+		if (st) {
+			fail_locked(s, g, INT64_MAX, st, &e);
+			break;
+		}
+		s->done[b] = 0;
+		s->consumed = g + 1;
+		pthread_cond_broadcast(&s->cv);
+	}
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
 	return NULL;
 }
 
-/* ---- the output ring, kept from one tensor to the next ---- */
-
-/* A model is many tensors in a row: freeing the ring after each and allocating it again for the next
- * would give the pages back (heap trimmed, or munmap) and fault them in zeroed again every time. */
-static pthread_mutex_t ring_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *ring_keep;
-static size_t ring_keep_cap;
-
-/* A block of at least *cap bytes; *cap becomes its size. */
-static uint8_t *ring_get(size_t *cap)
+muse_status muse_qs_open(int threads, muse_qs_session **out, muse_err *err)
 {
-	uint8_t *p = NULL;
-	pthread_mutex_lock(&ring_mu);
-	if (ring_keep && ring_keep_cap >= *cap) {
-		p = ring_keep;
-		*cap = ring_keep_cap;
-		ring_keep = NULL;
+	*out = NULL;
+	int nth = threads > 0 ? threads : omp_get_max_threads();
+	if (nth > QS_MAX_THREADS)
+		nth = QS_MAX_THREADS;
+	if (nth < 1)
+		nth = 1;
+	muse_qs_session *s = calloc(1, sizeof *s);
+	if (!s || !(s->tids = calloc((size_t)nth, sizeof *s->tids)) || !(s->w = calloc((size_t)nth, sizeof *s->w))) {
+		if (s)
+			free(s->tids);
+		free(s);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
 	}
-	pthread_mutex_unlock(&ring_mu);
-	return p ? p : malloc(*cap ? *cap : 1);
+	s->nth = nth;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	if (pthread_create(&s->writer, NULL, writer_main, s)) {
+		muse_qs_close(s);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "quantize: cannot start the writer thread");
+	}
+	s->writer_started = true;
+	for (int t = 0; t < nth; t++) {
+		s->w[t] = (qs_worker){ .s = s, .tid = t };
+		if (pthread_create(&s->tids[t], NULL, worker_main, &s->w[t]))
+			break; /* fewer workers: the same bytes */
+		s->started++;
+	}
+	if (!s->started) {
+		muse_qs_close(s);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "quantize: cannot start a worker thread");
+	}
+	*out = s;
+	return MUSE_OK;
 }
 
-static void ring_put(uint8_t *p, size_t cap)
+/* The session's error into err (under mu). */
+static muse_status session_error(const muse_qs_session *s, muse_err *err)
 {
-	if (!p)
-		return;
-	pthread_mutex_lock(&ring_mu);
-	if (!ring_keep || ring_keep_cap < cap) {
-		uint8_t *old = ring_keep;
-		ring_keep = p;
-		ring_keep_cap = cap;
-		p = old;
-	}
-	pthread_mutex_unlock(&ring_mu);
-	free(p);
+	if (err)
+		*err = s->err;
+	return s->st;
 }
 
-/* ---- the stream ---- */
+/* Appends a filled item once the queue has room; under no lock. */
+static muse_status enqueue(muse_qs_session *s, const qs_item *it, muse_err *err)
+{
+	pthread_mutex_lock(&s->mu);
+	while (!s->stop && s->tail - s->written >= QS_QUEUE)
+		pthread_cond_wait(&s->cv, &s->mu);
+	if (s->stop) {
+		/* a stop without an error is a closing session */
+		muse_status st = s->st ? session_error(s, err) : muse_err_set(err, MUSE_ERR_USAGE, "quantize: session closed");
+		pthread_mutex_unlock(&s->mu);
+		return st;
+	}
+	qs_item *q = &s->q[s->tail % QS_QUEUE];
+	*q = *it;
+	if (q->j.file)
+		q->j.file = &q->f;
+	q->g0 = s->next_g;
+	s->next_g += q->nslab;
+	s->tail++;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return MUSE_OK;
+}
 
-muse_status muse_quantize_stream(const muse_qs_job *j, muse_err *err)
+/* Checks job j and fills the item's layout; errors name the job's type. */
+static muse_status plan_item(const muse_qs_job *j, int workers, qs_item *it, muse_err *err)
 {
 	const muse_quant_traits *q = muse_quant_traits_of(j->type);
 	const muse_dtype_traits *dt = muse_dtype_info(j->type);
@@ -286,99 +447,104 @@ muse_status muse_quantize_stream(const muse_qs_job *j, muse_err *err)
 				    muse_dtype_name(j->type), (long long)npr, dt->blck);
 	if (q->needs_importance && !j->importance)
 		return muse_err_set(err, MUSE_ERR_USAGE, "%s needs an importance matrix (--imatrix)", muse_dtype_name(j->type));
-	if (!j->f32 && !j->rows)
+	if (!j->file && !j->f32 && !j->rows)
 		return muse_err_set(err, MUSE_ERR_USAGE, "quantize stream: no rows");
-	if (nrows <= 0)
-		return MUSE_OK;
-	int nth = j->threads > 0 ? j->threads : omp_get_max_threads();
-	qs_ctx *c = calloc(1, sizeof *c);
-	if (!c)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
-	c->j = j;
-	c->fn = q->quantize_fast ? q->quantize_fast : q->quantize_ref;
-	c->row_bytes = (size_t)(npr / dt->blck) * dt->block_bytes;
-	c->npr = npr;
-	c->nrows = nrows;
-	c->rpm = j->rows_per_mat > 0 ? j->rows_per_mat : nrows;
-	c->ntask = (nrows + QS_TASK_ROWS - 1) / QS_TASK_ROWS;
-	if (nth > c->ntask)
-		nth = (int)c->ntask;
-	int64_t slab = (int64_t)(QS_SLAB_BYTES * (size_t)nth / ((size_t)npr * sizeof(float)));
-	slab -= slab % QS_TASK_ROWS;
-	if (slab < QS_TASK_ROWS)
-		slab = QS_TASK_ROWS;
-	c->slab = slab;
-	c->tps = slab / QS_TASK_ROWS;
-	c->nslab = (c->ntask + c->tps - 1) / c->tps;
-	c->nbuf = c->nslab > 1 ? QS_NBUF : 1;
-	c->err_row = INT64_MAX;
-	pthread_mutex_init(&c->mu, NULL);
-	pthread_cond_init(&c->cv, NULL);
-	muse_status st = MUSE_OK;
-	pthread_t tids[QS_MAX_THREADS + 1];
-	qs_arg args[QS_MAX_THREADS];
-	int started = 0;
-	bool writer = false;
-	if (nth > QS_MAX_THREADS)
-		nth = QS_MAX_THREADS;
-	size_t ring_have = (size_t)c->nbuf * (size_t)slab * c->row_bytes;
-	uint8_t *ring = ring_get(&ring_have);
-	if (!ring) {
-		st = muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
-		goto out;
+	if (!j->sink)
+		return muse_err_set(err, MUSE_ERR_USAGE, "quantize stream: no sink");
+	*it = (qs_item){ .j = *j, .fn = q->quantize_fast ? q->quantize_fast : q->quantize_ref };
+	if (j->file) {
+		const muse_dtype_traits *st = muse_dtype_info(j->file->dtype);
+		const muse_quant_traits *sq = muse_quant_traits_of(j->file->dtype);
+		if (!st || !st->blck || npr % st->blck || (st->is_quant ? !sq || !sq->dequantize : !st->is_float))
+			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "quantize stream: cannot read %s rows as F32",
+					    muse_dtype_name(j->file->dtype));
+		it->f = *j->file;
+		it->src_row_bytes = (size_t)(npr / st->blck) * st->block_bytes;
 	}
-	for (int b = 0; b < c->nbuf; b++)
-		c->buf[b] = ring + (size_t)b * (size_t)slab * c->row_bytes;
-	if (!j->f32) {
-		c->stage = calloc((size_t)nth, sizeof *c->stage);
-		if (!c->stage) {
-			st = muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
-			goto out;
-		}
-		for (int t = 0; t < nth; t++)
-			if (!(c->stage[t] = malloc((size_t)QS_TASK_ROWS * (size_t)npr * sizeof(float)))) {
-				st = muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
-				goto out;
-			}
+	it->row_bytes = (size_t)(npr / dt->blck) * dt->block_bytes;
+	it->rpm = j->rows_per_mat > 0 ? j->rows_per_mat : nrows;
+	/* a file's rows come a few hundred KB per pread: the syscall's cost stays small, the rows stay in L2 */
+	it->trows = QS_TASK_ROWS;
+	if (j->file) {
+		int64_t t = (int64_t)(QS_READ_BYTES / ((size_t)npr * sizeof(float)));
+		it->trows = t < 1 ? 1 : t > QS_READ_MAX_ROWS ? QS_READ_MAX_ROWS : t;
 	}
-	/* more than one slab: a writer thread writes slab s while the workers quantize the next ones */
-	if (c->nslab > 1) {
-		if (pthread_create(&tids[0], NULL, writer_main, c)) {
-			st = muse_err_set(err, MUSE_ERR_NOMEM, "quantize: cannot start the writer thread");
-			goto out;
-		}
-		writer = true;
+	int64_t slab = (int64_t)(QS_SLAB_BYTES * (size_t)workers / ((size_t)npr * sizeof(float)));
+	slab -= slab % it->trows;
+	it->slab = slab < it->trows ? it->trows : slab;
+	it->tps = it->slab / it->trows;
+	it->ntask = nrows > 0 ? (nrows + it->trows - 1) / it->trows : 0;
+	it->nslab = (it->ntask + it->tps - 1) / it->tps;
+	return MUSE_OK;
+}
+
+muse_status muse_qs_submit(muse_qs_session *s, const muse_qs_job *j, muse_err *err)
+{
+	qs_item it;
+	muse_status st = plan_item(j, s->started, &it, err);
+	if (st) {
+		if (j->what)
+			muse_err_prefix(err, "%s", j->what);
+		return st;
 	}
-	for (int t = 1; t < nth; t++) {
-		args[t] = (qs_arg){ c, t };
-		if (pthread_create(&tids[t], NULL, worker_main, &args[t]))
-			break; /* fewer workers: the same bytes */
-		started++;
+	return enqueue(s, &it, err);
+}
+
+muse_status muse_qs_submit_bytes(muse_qs_session *s, const void *bytes, size_t n, muse_qs_sink_fn sink, void *ctx,
+				 muse_err *err)
+{
+	qs_item it = { .is_bytes = true, .bytes = bytes, .nbytes = n };
+	it.j.sink = sink;
+	it.j.sink_ctx = ctx;
+	return enqueue(s, &it, err);
+}
+
+muse_status muse_qs_drain(muse_qs_session *s, muse_err *err)
+{
+	pthread_mutex_lock(&s->mu);
+	/* after an error, the tasks still running may find an earlier one: wait for them */
+	while (!(s->stop ? s->busy == 0 : s->written == s->tail))
+		pthread_cond_wait(&s->cv, &s->mu);
+	muse_status st = s->st ? session_error(s, err) : MUSE_OK;
+	pthread_mutex_unlock(&s->mu);
+	return st;
+}
+
+void muse_qs_close(muse_qs_session *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->closing = true;
+	s->stop = true;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	for (int t = 0; t < s->started; t++)
+		pthread_join(s->tids[t], NULL);
+	if (s->writer_started)
+		pthread_join(s->writer, NULL);
+	for (int t = 0; t < s->nth; t++) {
+		free(s->w[t].stage);
+		free(s->w[t].raw);
 	}
-	int omp_prev = omp_get_max_threads();
-	omp_set_num_threads(1);
-	work(c, 0);
-	omp_set_num_threads(omp_prev);
-	for (int t = 1; t <= started; t++)
-		pthread_join(tids[t], NULL);
-	if (writer)
-		pthread_join(tids[0], NULL);
-	else if (!atomic_load(&c->stop))
-		write_slabs(c);
-	if (c->st) {
-		st = c->st;
-		if (err)
-			*err = c->err;
-	}
-out:
-	ring_put(ring, ring_have);
-	if (c->stage)
-		for (int t = 0; t < nth; t++)
-			free(c->stage[t]);
-	free(c->stage);
-	pthread_cond_destroy(&c->cv);
-	pthread_mutex_destroy(&c->mu);
-	free(c);
+	for (int b = 0; b < QS_NBUF; b++)
+		free(s->buf[b]);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free(s->tids);
+	free(s->w);
+	free(s);
+}
+
+muse_status muse_quantize_stream(const muse_qs_job *job, muse_err *err)
+{
+	muse_qs_session *s;
+	muse_status st = muse_qs_open(job->threads, &s, err);
+	if (st)
+		return st;
+	if (!(st = muse_qs_submit(s, job, err)))
+		st = muse_qs_drain(s, err);
+	muse_qs_close(s);
 	return st;
 }
 

@@ -60,12 +60,23 @@ PYEOF
 fi
 # best CMD...: sets W (best wall seconds) and C (best CPU seconds, user + system, all threads) over REPS runs.
 # On a shared machine wall time includes waiting for a CPU; CPU time does not, so both are reported.
+# Before each run, untimed: PRE (a shell command, e.g. removing the output so no run pays for deleting the last
+# one's file), then `sync`, so no run shares the CPUs with the write-back of the run before; with COLD=FILE,
+# FILE is also dropped from the page cache (posix_fadvise DONTNEED), so the run reads it from the disk.
 best() {
-	read -r W C < <($PY - "$REPS" "$@" <<'PYEOF'
+	read -r W C < <(PRE="${PRE:-}" COLD="${COLD:-}" $PY - "$REPS" "$@" <<'PYEOF'
 import os, subprocess, sys, time
 reps, cmd = int(sys.argv[1]), sys.argv[2:]
+pre, cold = os.environ.get("PRE", ""), os.environ.get("COLD", "")
 bw = bc = float("inf")
 for _ in range(reps):
+    if pre:
+        subprocess.run(pre, shell=True, check=True)
+    os.sync()
+    if cold:
+        fd = os.open(cold, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, ru = os.wait4(p.pid, 0)
@@ -100,9 +111,9 @@ trap 'rm -rf "$O"' EXIT
 for th in $THREADS; do
 	for T in $TYPES; do
 		rm -f "$O/q_ll.gguf" "$O/q_mu.bin" "$O/q_mq.gguf"
-		best "$LQ" --pure "$IN" "$O/q_ll.gguf" "$T" "$th"
+		PRE="rm -f $O/q_ll.gguf" best "$LQ" --pure "$IN" "$O/q_ll.gguf" "$T" "$th"
 		w_ll=$W c_ll=$C
-		best "$BQ" quant "$IN" "$T" "$th" "$O/q_mu.bin"
+		PRE="rm -f $O/q_mu.bin" best "$BQ" quant "$IN" "$T" "$th" "$O/q_mu.bin"
 		w_mu=$W c_mu=$C
 		"$BQ" sums "$IN" "$T" "$th" >"$O/q_mu.sums"
 		"$BQ" gguf-sums "$O/q_ll.gguf" "$T" >"$O/q_ll.sums"
@@ -114,11 +125,41 @@ for th in $THREADS; do
 		fi
 		e2e="(no $MUSE) | - | -"
 		if [ -x "$MUSE" ]; then
-			best "$MUSE" quantize "$IN" "$O/q_mq.gguf" --type "$T" --pure --threads "$th" --quiet
+			PRE="rm -f $O/q_mq.gguf" best "$MUSE" quantize "$IN" "$O/q_mq.gguf" --type "$T" --pure --threads "$th" --quiet
 			w_mq=$W c_mq=$C
 			if cmp -s "$O/q_mq.gguf" "$O/q_ll.gguf"; then file="identical"; else file="DIFFERENT"; fi
 			e2e="${w_mq} s (${c_mq} s) | $(ratio "$w_ll" "$w_mq")x / $(ratio "$c_ll" "$c_mq")x | $file"
 		fi
 		echo "| $T | $th | ${w_mu} s, $(mbs "$sz" "$w_mu") MB/s (${c_mu} s) | ${w_ll} s, $(mbs "$sz" "$w_ll") MB/s (${c_ll} s) | $(ratio "$w_ll" "$w_mu")x | $(ratio "$c_ll" "$c_mu")x | $(ratio "$w_mu" "$w_cat") ($(ratio "$c_mu" "$c_cat")) | $same | $e2e |"
+	done
+done
+
+# The memory-bound types against the I/O they cannot avoid: reading the input, and writing their output (dd of
+# that many zero bytes to a new file), with the input in the page cache (warm) and dropped from it before every
+# run (cold: read from the disk, what a model that does not fit in memory, or was not read lately, costs).
+MB_TYPES=${BENCH_QUANT_IO_TYPES:-Q8_0 Q4_0}
+echo
+echo "Against the I/O, $((sz / 1000000)) MB F32 input, best of $REPS; / read = wall time over dd's read of the input, / I/O = over that read plus writing the output's bytes"
+echo
+echo "| type | threads | cache | read input (dd) | write output (dd) | muse quantizers | muse / read | muse / I/O | llama-quantize --pure | llama / read |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for cache in warm cold; do
+	cold=""
+	[ "$cache" = cold ] && cold=$IN
+	COLD=$cold best dd if="$IN" of=/dev/null bs=1M
+	w_rd=$W
+	for T in $MB_TYPES; do
+		"$BQ" quant "$IN" "$T" 1 "$O/q_mu.bin"
+		osz=$(stat -c %s "$O/q_mu.bin")
+		PRE="rm -f $O/w.bin" best dd if=/dev/zero of="$O/w.bin" bs=1M count=$(((osz + 1048575) / 1048576))
+		w_wr=$W
+		for th in $THREADS; do
+			COLD=$cold PRE="rm -f $O/q_mu.bin" best "$BQ" quant "$IN" "$T" "$th" "$O/q_mu.bin"
+			w_mu=$W c_mu=$C
+			COLD=$cold PRE="rm -f $O/q_ll.gguf" best "$LQ" --pure "$IN" "$O/q_ll.gguf" "$T" "$th"
+			w_ll=$W
+			io=$(echo "$w_rd + $w_wr" | bc -l)
+			echo "| $T | $th | $cache | ${w_rd} s | ${w_wr} s | ${w_mu} s (${c_mu} s CPU) | $(ratio "$w_mu" "$w_rd") | $(ratio "$w_mu" "$io") | ${w_ll} s | $(ratio "$w_ll" "$w_rd") |"
+		done
 	done
 done

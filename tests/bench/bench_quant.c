@@ -7,7 +7,7 @@
  *   bench_quant quant IN TYPE THREADS OUT
  *                                        quantizes every tensor llama-quantize --pure quantizes (2-D+, name
  *                                        ending in "weight", not a norm) of IN with muse_quantize_stream (the
- *                                        pipeline of `muse quantize`: rows straight from the mapping, a writer
+ *                                        pipeline of `muse quantize`: workers pread their rows, a writer
  *                                        thread) and writes the quantized bytes, tensor after tensor, to OUT: the
  *                                        work llama-quantize does minus the GGUF header, for scripts/bench_quant.sh
  *                                        to time from outside as it times llama-quantize. Non-F32 dtypes are
@@ -167,30 +167,48 @@ static muse_status sink_fn(void *ctx, const void *buf, size_t n, int64_t rows, m
 	return MUSE_OK;
 }
 
-/* Quantizes every eligible tensor with muse_quantize_stream (what `muse quantize` runs): F32 tensors straight
- * from the mapping, others converted whole first; writes the bytes to fd (may be -1) and/or collects sums. */
+/* Quantizes every eligible tensor with muse_quantize_stream (what `muse quantize` runs): rows read from the
+ * file by the workers (pread), a tensor that is not in one piece in a file converted whole first; writes the bytes to fd (may be -1) and/or collects sums. */
 static int run_file(const char *in, muse_dtype type, int threads, int fd, bool sums)
 {
 	muse_err err = { 0 };
 	muse_reader *r = NULL;
+	muse_qs_session *qs = NULL;
 	muse_blas_threads_idle();
-	if (muse_reader_open(in, &r, &err) != MUSE_OK)
+	if (muse_reader_open(in, &r, &err) != MUSE_OK || muse_qs_open(threads, &qs, &err) != MUSE_OK)
 		die(in, &err);
 	named_sum *s = xalloc(sizeof *s * (r->n_tensors + 1));
+	bench_sink *k = xalloc(sizeof *k * (r->n_tensors + 1));
+	/* the output's blocks reserved first, as muse quantize's GGUF writer does (muse_out_reserve) */
+	if (fd >= 0) {
+		const muse_dtype_traits *dt = muse_dtype_info(type);
+		uint64_t total = 0;
+		for (size_t i = 0; i < r->n_tensors; i++)
+			if (eligible(&r->tensors[i], type))
+				total += r->tensors[i].nelements / dt->blck * dt->block_bytes;
+		if (total)
+			fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)total);
+	}
 	size_t ns = 0;
 	float *conv = NULL;
 	size_t conv_cap = 0;
+	/* one session for the whole file, as muse quantize: the workers go from tensor to tensor while the
+	 * writer writes; every sink stays valid until the drain at the end */
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
 		if (!eligible(t, type))
 			continue;
 		int64_t npr = (int64_t)t->shape[t->ndim - 1], nrows = (int64_t)(t->nelements / (uint64_t)npr);
 		const uint8_t *view = muse_reader_view(r, i);
-		const float *src;
-		if (t->dtype == MUSE_DT_F32 && view && (uintptr_t)view % sizeof(float) == 0) {
-			muse_map_advise_seq(&r->files[t->file], t->offset, t->nbytes);
-			src = (const float *)view;
+		const muse_map *m = view && t->file < r->n_files ? &r->files[t->file] : NULL;
+		muse_qs_file qf = { m ? m->fd : -1, t->offset, t->dtype, in };
+		const float *src = NULL;
+		if (m && m->fd >= 0) {
+			muse_fd_advise_seq(m->fd, t->offset, t->nbytes);
 		} else {
+			/* the conversion buffer is reused: the tensor before it must be written first */
+			if (muse_qs_drain(qs, &err) != MUSE_OK)
+				die(in, &err);
 			if (t->nelements * 4 > conv_cap) {
 				free(conv);
 				conv_cap = t->nelements * 4;
@@ -203,29 +221,31 @@ static int run_file(const char *in, muse_dtype type, int threads, int fd, bool s
 			free(raw);
 			src = conv;
 		}
-		bench_sink k = { fd, sums ? EVP_MD_CTX_new() : NULL };
-		if (k.md)
-			EVP_DigestInit_ex(k.md, EVP_sha256(), NULL);
-		muse_qs_job job = { .type = type, .nrows = nrows, .n_per_row = npr, .f32 = src, .check_finite = true,
-				    .sink = sink_fn, .sink_ctx = &k, .threads = threads };
-		if (muse_quantize_stream(&job, &err) != MUSE_OK)
+		k[ns] = (bench_sink){ fd, sums ? EVP_MD_CTX_new() : NULL };
+		if (k[ns].md)
+			EVP_DigestInit_ex(k[ns].md, EVP_sha256(), NULL);
+		s[ns].name = t->name;
+		muse_qs_job job = { .type = type, .nrows = nrows, .n_per_row = npr, .file = src ? NULL : &qf, .f32 = src,
+				    .check_finite = true, .sink = sink_fn, .sink_ctx = &k[ns] };
+		if (muse_qs_submit(qs, &job, &err) != MUSE_OK)
 			die(t->name, &err);
-		if (view && t->dtype == MUSE_DT_F32)
-			muse_reader_release(r, i);
-		if (k.md) {
-			unsigned char md[32];
-			unsigned len = 0;
-			EVP_DigestFinal_ex(k.md, md, &len);
-			EVP_MD_CTX_free(k.md);
-			s[ns].name = t->name;
-			for (int b = 0; b < 32; b++)
-				sprintf(s[ns].hex + 2 * b, "%02x", md[b]);
-			ns++;
-		}
+		ns++;
+	}
+	if (muse_qs_drain(qs, &err) != MUSE_OK)
+		die(in, &err);
+	muse_qs_close(qs);
+	for (size_t i = 0; i < ns && sums; i++) {
+		unsigned char md[32];
+		unsigned len = 0;
+		EVP_DigestFinal_ex(k[i].md, md, &len);
+		EVP_MD_CTX_free(k[i].md);
+		for (int b = 0; b < 32; b++)
+			sprintf(s[i].hex + 2 * b, "%02x", md[b]);
 	}
 	if (sums)
 		print_sums(s, ns);
 	free(conv);
+	free(k);
 	free(s);
 	muse_reader_free(r);
 	return 0;
