@@ -402,6 +402,7 @@ static int run_quantize(const qopts *o)
 	muse_gguf_writer *w = NULL;
 	muse_qs_session *qs = NULL;
 	qstream_ctx *qcs = NULL;
+	uint32_t *shard_of = NULL;
 	muse_meta meta;
 	float *stage = NULL;
 	uint8_t *qbuf = NULL;
@@ -552,10 +553,9 @@ static int run_quantize(const qopts *o)
 	if (build_meta(r, o, ft, im, &meta, &err))
 		goto fail;
 	/*
-	 * --keep-split: one output shard per input shard, with llama-quantize's names and split.* keys. The GGUF
-	 * writer shards by a tensor count, so the input's split must be one: every shard but the last holds the same
-	 * number of tensors (what llama-gguf-split --split-max-tensors makes). One input file: one output file named
-	 * like a shard, without split keys, as llama-quantize does.
+	 * --keep-split: one output shard per input shard, with llama-quantize's names and split.* keys, each
+	 * tensor in its source's shard. One input file: one output file named like a shard, without split keys,
+	 * as llama-quantize does.
 	 */
 	muse_gguf_write_opts wo = { 0 };
 	uint32_t n_out = keep_split ? r->n_files : 1;
@@ -565,25 +565,16 @@ static int run_quantize(const qopts *o)
 	else
 		snprintf(pbuf, sizeof pbuf, "%s", o->out);
 	if (n_out > 1) {
-		uint64_t *cnt = calloc(n_out, sizeof *cnt);
-		if (!cnt) {
+		/* every tensor in the shard its source is in, as llama-quantize --keep-split does, however the input
+		 * was split (by tensor count or by size, metadata alone in the first shard) */
+		if (!(shard_of = calloc(n ? n : 1, sizeof *shard_of))) {
 			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
 			goto fail;
 		}
-		for (size_t i = 0; i < n; i++)
-			cnt[r->tensors[i].file]++;
-		bool even = cnt[n_out - 1] >= 1 && cnt[n_out - 1] <= cnt[0];
-		for (uint32_t f = 1; f + 1 < n_out; f++)
-			even = even && cnt[f] == cnt[0];
-		wo.split_max_tensors = cnt[0];
-		free(cnt);
-		if (!even) {
-			muse_err_set(&err, MUSE_ERR_UNSUPPORTED,
-				     "%s: --keep-split: the input's shards hold different numbers of tensors (split by size?); "
-				     "only tensor-count splits are kept for now, drop --keep-split and split the output "
-				     "with muse convert --shard-size", o->in);
-			goto fail;
-		}
+		for (size_t k = 0; k < n; k++)
+			shard_of[k] = r->tensors[plan[k].src].file;
+		wo.shard_of = shard_of;
+		wo.n_shards = n_out;
 		/* the writer names shards "<OUT without .gguf>-%05d-of-%05d.gguf", llama-quantize's names */
 		snprintf(pbuf, sizeof pbuf, "%s", o->out);
 	}
@@ -639,6 +630,7 @@ done:
 		unlink(tmp_src);
 	muse_qs_close(qs); /* before the writer and the reader its sinks use */
 	free(qcs);
+	free(shard_of);
 	muse_gguf_writer_free(w);
 	muse_meta_free(&meta);
 	free(stage);

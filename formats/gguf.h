@@ -60,6 +60,10 @@ typedef struct muse_gguf_write_opts {
 	uint64_t split_max_tensors; /* 0: no limit */
 	uint64_t split_max_bytes;   /* 0: no limit */
 	bool small_first_shard;     /* only metadata in shard 0 (forces sharding) */
+	/* or a given layout: shard_of[i] is declared tensor i's shard, of n_shards (0: the limits above
+	 * decide; read at begin); a shard may hold no tensor. What --keep-split copies from an input's shards. */
+	const uint32_t *shard_of;
+	uint32_t n_shards;
 } muse_gguf_write_opts;
 
 /* path: the output name (the single file, or the base name for shards). opts may be NULL. */

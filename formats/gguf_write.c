@@ -319,7 +319,15 @@ static muse_status plan_shards(muse_gguf_writer *w, muse_err *err)
 {
 	uint32_t shard = w->opts.small_first_shard ? 1 : 0;
 	uint64_t in_shard = 0, bytes = 0;
-	for (size_t i = 0; i < w->n; i++) {
+	for (size_t i = 0; w->opts.n_shards && i < w->n; i++) {
+		if (w->opts.shard_of[i] >= w->opts.n_shards)
+			return muse_err_set(err, MUSE_ERR_USAGE, "%s: tensor '%s' given shard %u of %u", w->path,
+					    w->t[i].name, w->opts.shard_of[i], w->opts.n_shards);
+		w->t[i].shard = w->opts.shard_of[i];
+	}
+	if (w->opts.n_shards)
+		shard = w->opts.n_shards - 1;
+	for (size_t i = 0; !w->opts.n_shards && i < w->n; i++) {
 		uint64_t sum;
 		bool over_n = w->opts.split_max_tensors && in_shard >= w->opts.split_max_tensors;
 		bool over_b = w->opts.split_max_bytes &&

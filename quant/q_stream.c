@@ -296,6 +296,17 @@ static void prefault(const qs_item *it, int64_t sl)
 #endif
 }
 
+/* The item at written is handed over in full; under mu. Its queue slot is free for the next submit, so no
+ * worker may look at it again: the writer can pass workers that have not come back to the queue yet (over
+ * bytes items, which need no worker), and their claim index moves up with it. */
+static void item_written(muse_qs_session *s)
+{
+	s->written++;
+	if (s->claim < s->written)
+		s->claim = s->written;
+	pthread_cond_broadcast(&s->cv);
+}
+
 /* Hands the items to their sinks in queue order, each job slab by slab as its slabs complete. */
 static void *writer_main(void *p)
 {
@@ -323,14 +334,12 @@ static void *writer_main(void *p)
 				fail_locked(s, it->g0, -1, st, &e);
 				break;
 			}
-			s->written++;
-			pthread_cond_broadcast(&s->cv);
+			item_written(s);
 			continue;
 		}
 		const int64_t sl = s->consumed - it->g0;
 		if (sl >= it->nslab) {
-			s->written++;
-			pthread_cond_broadcast(&s->cv);
+			item_written(s);
 			continue;
 		}
 		const int64_t g = s->consumed;

@@ -444,20 +444,29 @@ def test_qmoe_bytes(qmoe, work):
         assert_same_file(mo, lo)
 
 
-def test_keep_split(moe, work):
-    """A gguf-split input (3 shards): --keep-split writes the same shards llama-quantize --keep-split writes."""
-    base = str(work / "split" / "mx")
-    os.makedirs(os.path.dirname(base), exist_ok=True)
-    run([llamacpp.tool("llama-gguf-split"), "--split", "--split-max-tensors", 40, moe, base])
-    first = base + "-00001-of-00003.gguf"
-    assert os.path.exists(first)
-    lo, mo = str(work / "split" / "l.gguf"), str(work / "split" / "m.gguf")
+@pytest.mark.parametrize("how", [["--split-max-tensors", 40], ["--split-max-size", "1M"],
+                                 ["--split-max-size", "2M", "--no-tensor-first-split"]],
+                         ids=["by-count", "by-size", "by-size-metadata-first"])
+def test_keep_split(moe, work, how):
+    """A gguf-split input (split by tensor count, by size, and by size with the metadata alone in the first shard):
+    --keep-split writes the same shards, tensor for tensor and byte for byte, as llama-quantize --keep-split."""
+    d = work / ("split-" + "-".join(str(x).strip("-") for x in how))
+    base = str(d / "mx")
+    os.makedirs(d, exist_ok=True)
+    run([llamacpp.tool("llama-gguf-split"), "--split", *how, moe, base])
+    shards = sorted(f for f in os.listdir(d) if f.startswith("mx-"))
+    n = len(shards)
+    assert n >= 3, shards
+    first = str(d / shards[0])
+    lo, mo = str(d / "l.gguf"), str(d / "m.gguf")
     run([llamacpp.tool("llama-quantize"), "--keep-split", first, lo, "Q4_K_M", 2])
     run([MUSE, "quantize", first, mo, "--type", "Q4_K_M", "--keep-split", "-q"])
-    for i in range(1, 4):
-        a = str(work / "split" / f"m-{i:05d}-of-00003.gguf")
-        b = str(work / "split" / f"l-{i:05d}-of-00003.gguf")
+    for i in range(1, n + 1):
+        a = str(d / f"m-{i:05d}-of-{n:05d}.gguf")
+        b = str(d / f"l-{i:05d}-of-{n:05d}.gguf")
         assert sha(a) == sha(b), i
+    if how[0] != "--split-max-tensors":
+        return
     # and without --keep-split: one file, identical too
     run([llamacpp.tool("llama-quantize"), first, lo, "Q4_K_M", 2])
     run([MUSE, "quantize", first, mo, "--type", "Q4_K_M", "-q"])

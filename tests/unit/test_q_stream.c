@@ -2,6 +2,7 @@
  * thread count, queue order across jobs, and the first error in order stops everything after it. */
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,6 +313,57 @@ static void bad_jobs(void)
 	free(sb.buf);
 }
 
+/*
+ * Many more items than the queue holds, small jobs between bytes items (a model's norms between its
+ * matrices): the queue's slots are reused only once no worker can still be looking at them, and the
+ * bytes come out in order. Repeated, for the thread interleavings.
+ */
+static bool bytes_item(int i)
+{
+	return i < 8 || i % 2; /* the writer can run through the first ones before any worker looks */
+}
+
+static void many_small_items(void)
+{
+	const int64_t npr = 256;
+	const int n_items = 400;
+	float *a = make_rows(64, npr, 51);
+	size_t n1;
+	uint8_t *x1 = expect(MUSE_DT_Q8_0, a, 64, npr, NULL, 64, &n1);
+	static const uint8_t raw[] = "norm";
+	for (int rep = 0; rep < 20; rep++) {
+		for (int th = 1; th <= 3; th++) {
+			sink_buf sb = { 0 };
+			muse_err err = { 0 };
+			muse_qs_session *s = NULL;
+			CHECK(!muse_qs_open(th, &s, &err));
+			/* jobs of 1, 16 and 64 rows: one task, and a few */
+			for (int i = 0; i < n_items; i++) {
+				int64_t nr = i % 3 == 0 ? 1 : i % 3 == 1 ? 16 : 64;
+				muse_qs_job j = { .type = MUSE_DT_Q8_0, .nrows = nr, .n_per_row = npr, .f32 = a, .sink = append,
+						  .sink_ctx = &sb };
+				CHECK(!(bytes_item(i) ? muse_qs_submit_bytes(s, raw, sizeof raw, append, &sb, &err)
+						      : muse_qs_submit(s, &j, &err)));
+			}
+			CHECK(!muse_qs_drain(s, &err));
+			muse_qs_close(s);
+			size_t at = 0;
+			bool same = true;
+			for (int i = 0; i < n_items && same; i++) {
+				int64_t nr = i % 3 == 0 ? 1 : i % 3 == 1 ? 16 : 64;
+				const void *want = bytes_item(i) ? (const void *)raw : x1;
+				size_t len = bytes_item(i) ? sizeof raw : (size_t)nr * row_bytes(MUSE_DT_Q8_0, npr);
+				same = at + len <= sb.len && !memcmp(sb.buf + at, want, len);
+				at += len;
+			}
+			CHECK(same && at == sb.len);
+			free(sb.buf);
+		}
+	}
+	free(a);
+	free(x1);
+}
+
 /* Closing with work queued and never drained: the threads stop, nothing leaks (ASan), no hang. */
 static void close_undrained(void)
 {
@@ -338,6 +390,7 @@ int main(void)
 	RUN(sink_error_stops);
 	RUN(short_file);
 	RUN(bad_jobs);
+	RUN(many_small_items);
 	RUN(close_undrained);
 	UNIT_MAIN_END();
 }
