@@ -24,7 +24,7 @@ void muse_map_close(muse_map *m); /* no-op on a zeroed or closed map */
 
 /* Advises the kernel that [off, off+len) will be read sequentially soon. */
 void muse_map_advise_seq(const muse_map *m, uint64_t off, uint64_t len);
-/* The same for reads of fd with read/pread (the page cache's readahead, not a mapping's). */
+/* The same for reads of fd with read/pread (a larger readahead window for the page cache). */
 void muse_fd_advise_seq(int fd, uint64_t off, uint64_t len);
 
 /*

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #define OUT_BUF (4u << 20)
+#define OUT_DIRECT (64u << 10) /* writes at least this large skip the buffer */
+#define OUT_WRITEBACK ((uint64_t)16 << 20)
 #define MAX_TEMPS 4096 /* open outputs at once: shards of the largest checkpoints stay far below */
 
 /* Registry read by the signal handler: plain pointers to strings that outlive registration. */
@@ -97,12 +99,28 @@ static muse_status write_all(int fd, const uint8_t *p, size_t n, const char *pat
 	return MUSE_OK;
 }
 
+/*
+ * Starts the disk write-back of what was written since the last call, every OUT_WRITEBACK bytes, without
+ * waiting for it: the disk then writes while the program computes the next bytes, and the fsync at the
+ * end finds little left to do (a quantizer's output otherwise waits for the whole file in fsync).
+ */
+static void start_writeback(muse_outfile *o)
+{
+	uint64_t done = o->pos - o->buf_len; /* what the file has */
+	if (done - o->flushed < OUT_WRITEBACK)
+		return;
+	sync_file_range(o->fd, (off_t)o->flushed, (off_t)(done - o->flushed), SYNC_FILE_RANGE_WRITE);
+	o->flushed = done;
+}
+
 static muse_status flush(muse_outfile *o, muse_err *err)
 {
 	if (!o->buf_len)
 		return MUSE_OK;
 	muse_status s = write_all(o->fd, o->buf, o->buf_len, o->path, err);
 	o->buf_len = 0;
+	if (!s)
+		start_writeback(o);
 	return s;
 }
 
@@ -156,9 +174,13 @@ muse_status muse_out_write(muse_outfile *o, const void *p, size_t n, muse_err *e
 	if (muse_interrupted())
 		return muse_err_set(err, MUSE_ERR_INTERRUPTED, "%s: interrupted", o->path);
 	o->pos += n;
-	if (n >= o->buf_cap) {
+	/* large writes (a quantizer's slab) go straight to the file: copying them into the buffer first costs
+	 * a pass over the bytes and pushes them out of the cache before write() reads them */
+	if (n >= OUT_DIRECT || n >= o->buf_cap) {
 		muse_status s = flush(o, err);
-		return s ? s : write_all(o->fd, b, n, o->path, err);
+		if (!s && !(s = write_all(o->fd, b, n, o->path, err)))
+			start_writeback(o);
+		return s;
 	}
 	if (o->buf_len + n > o->buf_cap) {
 		muse_status s = flush(o, err);

@@ -22,6 +22,7 @@ typedef struct muse_outfile {
 	char *tmp;         /* temp name (owned), NULL after publish/abort */
 	int fd;
 	uint64_t pos;      /* bytes written so far (logical end of file) */
+	uint64_t flushed;  /* bytes whose write-back to the disk has been started */
 	uint8_t *buf;      /* write buffer */
 	size_t buf_len, buf_cap;
 	int slot;          /* registry slot for signal cleanup, -1 if none */

@@ -139,13 +139,16 @@ done
 # run (cold: read from the disk, what a model that does not fit in memory, or was not read lately, costs).
 MB_TYPES=${BENCH_QUANT_IO_TYPES:-Q8_0 Q4_0}
 echo
-echo "Against the I/O, $((sz / 1000000)) MB F32 input, best of $REPS; / read = wall time over dd's read of the input, / I/O = over that read plus writing the output's bytes"
+echo "Against the I/O, $((sz / 1000000)) MB F32 input, best of $REPS warm and ${BENCH_QUANT_COLD_REPS:-5} cold runs; / read = wall time over dd's read of the input, / I/O = over that read plus writing the output's bytes"
 echo
 echo "| type | threads | cache | read input (dd) | write output (dd) | muse quantizers | muse / read | muse / I/O | llama-quantize --pure | llama / read |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
+REPS_WARM=$REPS
 for cache in warm cold; do
 	cold=""
-	[ "$cache" = cold ] && cold=$IN
+	REPS=$REPS_WARM
+	# reads from this machine's virtual disk vary run to run (the host caches some): more runs for the best
+	[ "$cache" = cold ] && cold=$IN && REPS=${BENCH_QUANT_COLD_REPS:-5}
 	COLD=$cold best dd if="$IN" of=/dev/null bs=1M
 	w_rd=$W
 	for T in $MB_TYPES; do

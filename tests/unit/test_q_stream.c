@@ -238,6 +238,35 @@ static void first_error_in_order(void)
 	free(a), free(b), free(c), free(x1), free(xb);
 }
 
+/* The first non-finite element is found wherever it lies (stretch edges, the tail), whatever its kind;
+ * the largest finite magnitude and subnormals pass. */
+static void nonfinite_positions(void)
+{
+	const int64_t npr = 96, nr = 11; /* 1056 elements: four 256-element stretches and a tail */
+	float *a = make_rows(nr, npr, 61);
+	a[5] = 3.4028235e38f, a[6] = -3.4028235e38f, a[7] = 1e-45f, a[8] = -1e-45f;
+	const int64_t pos[] = { 0, 9, 255, 256, 511, 700, 1023, 1024, 1055 };
+	const float bad[] = { __builtin_inff(), -__builtin_inff(), __builtin_nanf(""), -__builtin_nanf("") };
+	sink_buf sb = { 0 };
+	muse_err err = { 0 };
+	muse_qs_job j = { .type = MUSE_DT_Q8_0, .nrows = nr, .n_per_row = npr, .f32 = a, .check_finite = true,
+			  .sink = append, .sink_ctx = &sb, .threads = 1 };
+	CHECK(!muse_quantize_stream(&j, &err));
+	for (size_t p = 0; p < sizeof pos / sizeof *pos; p++)
+		for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+			float keep = a[pos[p]], keep2 = a[pos[p] + (1055 - pos[p]) / 2];
+			a[pos[p]] = bad[k];
+			a[pos[p] + (1055 - pos[p]) / 2] = bad[(k + 1) % 4]; /* a second one after it (or the same place) */
+			char want[64];
+			snprintf(want, sizeof want, "element %lld (row %lld) is ", (long long)pos[p], (long long)(pos[p] / npr));
+			CHECK(muse_quantize_stream(&j, &err) == MUSE_ERR_FORMAT && strstr(err.msg, want) == err.msg);
+			a[pos[p] + (1055 - pos[p]) / 2] = keep2;
+			a[pos[p]] = keep;
+		}
+	free(sb.buf);
+	free(a);
+}
+
 /* The sink fails at its third call: that error comes back, and the sink is not called again. */
 static void sink_error_stops(void)
 {
@@ -387,6 +416,7 @@ int main(void)
 	unit_file_name = "q_stream";
 	RUN(queue_order_and_bytes);
 	RUN(first_error_in_order);
+	RUN(nonfinite_positions);
 	RUN(sink_error_stops);
 	RUN(short_file);
 	RUN(bad_jobs);
