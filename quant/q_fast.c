@@ -899,16 +899,18 @@ INLINE void put_fp16x8(uint16_t h[8], __m256 d)
 	_mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
 }
 
-/* Lane b: the largest lane of m[b] (eight horizontal maxima at once, for eight blocks). */
-INLINE __m256 hmax8x8(const __m256 m[8])
+/* Lane b: the largest (is_max) or smallest lane of m[b]: eight horizontal reductions at once, for eight blocks. */
+INLINE __m256 hred8x8(const __m256 m[8], bool is_max)
 {
-	__m256 a01 = _mm256_max_ps(_mm256_unpacklo_ps(m[0], m[1]), _mm256_unpackhi_ps(m[0], m[1]));
-	__m256 a23 = _mm256_max_ps(_mm256_unpacklo_ps(m[2], m[3]), _mm256_unpackhi_ps(m[2], m[3]));
-	__m256 a45 = _mm256_max_ps(_mm256_unpacklo_ps(m[4], m[5]), _mm256_unpackhi_ps(m[4], m[5]));
-	__m256 a67 = _mm256_max_ps(_mm256_unpacklo_ps(m[6], m[7]), _mm256_unpackhi_ps(m[6], m[7]));
-	__m256 b03 = _mm256_max_ps(_mm256_shuffle_ps(a01, a23, 0x44), _mm256_shuffle_ps(a01, a23, 0xEE));
-	__m256 b47 = _mm256_max_ps(_mm256_shuffle_ps(a45, a67, 0x44), _mm256_shuffle_ps(a45, a67, 0xEE));
-	return _mm256_max_ps(_mm256_permute2f128_ps(b03, b47, 0x20), _mm256_permute2f128_ps(b03, b47, 0x31));
+#define RED(a, b) (is_max ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b))
+	__m256 a01 = RED(_mm256_unpacklo_ps(m[0], m[1]), _mm256_unpackhi_ps(m[0], m[1]));
+	__m256 a23 = RED(_mm256_unpacklo_ps(m[2], m[3]), _mm256_unpackhi_ps(m[2], m[3]));
+	__m256 a45 = RED(_mm256_unpacklo_ps(m[4], m[5]), _mm256_unpackhi_ps(m[4], m[5]));
+	__m256 a67 = RED(_mm256_unpacklo_ps(m[6], m[7]), _mm256_unpackhi_ps(m[6], m[7]));
+	__m256 b03 = RED(_mm256_shuffle_ps(a01, a23, 0x44), _mm256_shuffle_ps(a01, a23, 0xEE));
+	__m256 b47 = RED(_mm256_shuffle_ps(a45, a67, 0x44), _mm256_shuffle_ps(a45, a67, 0xEE));
+	return RED(_mm256_permute2f128_ps(b03, b47, 0x20), _mm256_permute2f128_ps(b03, b47, 0x31));
+#undef RED
 }
 
 /* Blocks (bits of the mask) whose scale or inverse scale is not finite: the level casts see infinities or
@@ -947,7 +949,7 @@ static TARGET void q8_0_blocks(const float *x, muse_block_q8_0 *y, int64_t nb)
 				unsafe |= 1u << b;
 			m[b] = _mm256_max_ps(_mm256_max_ps(abs8(v0), abs8(v1)), _mm256_max_ps(abs8(v2), abs8(v3)));
 		}
-		__m256 amax = hmax8x8(m);
+		__m256 amax = hred8x8(m, true);
 		__m256 d = _mm256_div_ps(amax, _mm256_set1_ps(127.f));
 		__m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
 		__m256 idv = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d));
@@ -997,7 +999,7 @@ static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
 {
 	int64_t i = 0;
 	for (; i + 8 <= nb; i += 8) {
-		float mx[8];
+		__m256 hi[8], lo[8];
 		unsigned unsafe = 0;
 		for (int b = 0; b < 8; b++) {
 			const float *xb = x + 32 * (i + b);
@@ -1005,21 +1007,34 @@ static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
 			__m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
 			if (block_unsafe(v0, v1, v2, v3))
 				unsafe |= 1u << b;
-			__m256 a0 = abs8(v0), a1 = abs8(v1), a2 = abs8(v2), a3 = abs8(v3);
-			float amax = hmax8(_mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
-			mx[b] = 0.0f;
-			if (amax > 0) {
-				/* ggml keeps the first element reaching the largest magnitude, sign included */
-				__m256 am = _mm256_set1_ps(amax);
-				uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a0, am, _CMP_EQ_OQ)) |
-					     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a1, am, _CMP_EQ_OQ)) << 8 |
-					     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a2, am, _CMP_EQ_OQ)) << 16 |
-					     (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a3, am, _CMP_EQ_OQ)) << 24;
-				if (m)
-					mx[b] = xb[__builtin_ctz(m)];
-			}
+			hi[b] = _mm256_max_ps(_mm256_max_ps(v0, v1), _mm256_max_ps(v2, v3));
+			lo[b] = _mm256_min_ps(_mm256_min_ps(v0, v1), _mm256_min_ps(v2, v3));
 		}
-		__m256 mxv = _mm256_loadu_ps(mx);
+		/*
+		 * ggml keeps the first element of the largest magnitude, sign included. The largest and the
+		 * smallest element decide it unless they have the same magnitude (both signs present: the first
+		 * one found below); an all-zero block keeps ggml's +0.
+		 */
+		const __m256 vmax = hred8x8(hi, true), vmin = hred8x8(lo, false);
+		const __m256 nmin = _mm256_xor_ps(vmin, _mm256_set1_ps(-0.0f));
+		__m256 mxv = _mm256_blendv_ps(vmax, vmin, _mm256_cmp_ps(nmin, vmax, _CMP_GT_OQ));
+		mxv = _mm256_and_ps(mxv, _mm256_cmp_ps(_mm256_max_ps(vmax, nmin), _mm256_setzero_ps(), _CMP_GT_OQ));
+		unsigned tie = (unsigned)_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(nmin, vmax, _CMP_EQ_OQ),
+									  _mm256_cmp_ps(vmax, _mm256_setzero_ps(), _CMP_GT_OQ)));
+		if (tie) {
+			float mx[8];
+			_mm256_storeu_ps(mx, mxv);
+			for (int b = 0; b < 8; b++) {
+				if (!(tie >> b & 1))
+					continue;
+				const float *xb = x + 32 * (i + b);
+				int k = 0;
+				while (fabsf(xb[k]) != mx[b] && k < 31)
+					k++;
+				mx[b] = xb[k];
+			}
+			mxv = _mm256_loadu_ps(mx);
+		}
 		__m256 d = _mm256_div_ps(mxv, _mm256_set1_ps(-8.f));
 		__m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
 		__m256 idv = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), d));
