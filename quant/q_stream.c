@@ -20,6 +20,7 @@
 #define QS_NBUF 4                        /* output slabs in flight */
 #define QS_QUEUE 64                      /* jobs queued ahead of the writer */
 #define QS_MAX_THREADS 256
+#define QS_PAGE ((size_t)4096)
 
 /* ---- the first non-finite element ---- */
 
@@ -152,24 +153,30 @@ static void fail_locked(muse_qs_session *s, int64_t g, int64_t pos, muse_status 
 	pthread_cond_broadcast(&s->cv);
 }
 
-/* Grows *p to at least need bytes (contents not kept); false when out of memory. */
+/* Grows *p to at least need bytes, page-aligned (contents not kept); false when out of memory. */
 static bool grow(void **p, size_t *cap, size_t need)
 {
 	if (need <= *cap)
 		return true;
 	free(*p);
-	*p = malloc(need);
+	*p = aligned_alloc(QS_PAGE, (need + QS_PAGE - 1) / QS_PAGE * QS_PAGE);
 	*cap = *p ? need : 0;
 	return *p != NULL;
 }
 
-/* Rows [a, a + n) of the item's file into the worker's stage (via its raw buffer when the file's type is not F32). */
-static muse_status read_rows(const qs_item *it, qs_worker *w, int64_t a, int64_t n, muse_err *err)
+/*
+ * Rows [a, a + n) of the item's file into the worker's stage (via its raw buffer when the file's type is not
+ * F32); *x: where the F32 rows start. The bytes land at the page offset they have in the file: the kernel's
+ * copy (rep movsb) runs 4-5x slower when the destination sits a few bytes past the source's page offset
+ * (16 bytes, malloc's, is such a distance: 2.4 GB/s against 12 GB/s here).
+ */
+static muse_status read_rows(const qs_item *it, qs_worker *w, int64_t a, int64_t n, const float **x, muse_err *err)
 {
 	const muse_qs_file *f = &it->f;
-	uint8_t *dst = it->j.file->dtype == MUSE_DT_F32 ? (uint8_t *)w->stage : w->raw;
 	const size_t len = (size_t)n * it->src_row_bytes;
 	const uint64_t off = f->offset + (uint64_t)a * it->src_row_bytes;
+	/* (an offset that is not a multiple of 4, possible with a GGUF alignment below 4, reads to the start) */
+	uint8_t *dst = (it->j.file->dtype == MUSE_DT_F32 ? (uint8_t *)w->stage : w->raw) + (off % 4 ? 0 : off % QS_PAGE);
 	for (size_t got = 0; got < len;) {
 		ssize_t r = pread(f->fd, dst + got, len - got, (off_t)(off + got));
 		if (r < 0 && errno == EINTR)
@@ -179,8 +186,11 @@ static muse_status read_rows(const qs_item *it, qs_worker *w, int64_t a, int64_t
 					    " failed: %s", a, a + n - 1, off + got, r < 0 ? strerror(errno) : "file shrank");
 		got += (size_t)r;
 	}
-	if (f->dtype == MUSE_DT_F32)
+	if (f->dtype == MUSE_DT_F32) {
+		*x = (const float *)(const void *)dst;
 		return MUSE_OK;
+	}
+	*x = w->stage;
 	size_t ne = (size_t)(n * it->j.n_per_row);
 	if (muse_dtype_info(f->dtype)->is_quant)
 		return muse_dequantize(f->dtype, dst, w->stage, (int64_t)ne, err);
@@ -199,13 +209,13 @@ static muse_status run_task(const qs_item *it, qs_worker *w, int64_t k, uint8_t 
 	const float *x;
 	if (j->file || !j->f32) {
 		const size_t fl = (size_t)it->trows * (size_t)npr * sizeof(float);
-		if (!grow((void **)&w->stage, &w->stage_cap, fl) ||
+		if (!grow((void **)&w->stage, &w->stage_cap, fl + QS_PAGE) ||
 		    (j->file && j->file->dtype != MUSE_DT_F32 &&
-		     !grow((void **)&w->raw, &w->raw_cap, (size_t)it->trows * it->src_row_bytes)))
+		     !grow((void **)&w->raw, &w->raw_cap, (size_t)it->trows * it->src_row_bytes + QS_PAGE)))
 			return muse_err_set(err, MUSE_ERR_NOMEM, "quantize: out of memory");
-		if ((st = j->file ? read_rows(it, w, a, n, err) : j->rows(j->rows_ctx, a, n, w->stage, err)))
-			return st;
 		x = w->stage;
+		if ((st = j->file ? read_rows(it, w, a, n, &x, err) : j->rows(j->rows_ctx, a, n, w->stage, err)))
+			return st;
 	} else {
 		x = j->f32 + a * npr;
 	}
