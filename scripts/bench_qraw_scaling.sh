@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # bench_qraw_scaling.sh: the quantize session's wall time against reading its input (dd), on a machine with many
 # cores, warm page cache: Q8_0 and Q4_0, 1..N threads, best of 3; outputs removed and synced before every run.
-# Needs only a static build of tests/bench/bench_qraw.c (made by this script when gcc is here, else BQ=path).
-# usage: scripts/bench_qraw_scaling.sh [DIR [GB [THREADS...]]]   (default: build/bench, 2 GB, 1 2 4 8 16)
+# Needs only tests/bench/bench_qraw.c: `make bench`'s build, or a static one this script makes (BQ=build/dev/bench_qraw),
+# which travels to a machine without muse's libraries (the numbers in README.md were taken so on a 16-core machine).
+# usage: scripts/bench_qraw_scaling.sh [DIR [GB [THREADS...]]]   (default: build/bench, 1 GB, 1 2 4 ... up to nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-build/bench}
-GB=${2:-2}
+GB=${2:-1}
 shift $(( $# < 2 ? $# : 2 ))
-THREADS=${*:-1 2 4 8 16}
-BQ=${BQ:-build/dev/bench_qraw}
+def=""
+for ((t = 1; t <= $(nproc); t *= 2)); do def="$def $t"; done
+THREADS=${*:-$def}
+BQ=${BQ:-build/rel/bench/bench_qraw}
+[ -x "$BQ" ] || BQ=build/dev/bench_qraw
 mkdir -p "$DIR"
 if [ ! -x "$BQ" ]; then
 	mkdir -p "$(dirname "$BQ")"
@@ -34,7 +38,7 @@ best() {
 		t0=$(now)
 		"$@" >/dev/null 2>&1
 		t1=$(now)
-		W=$(echo "$t1 - $t0" | bc -l | awk -v w="$W" '{print ($1 < w) ? $1 : w}')
+		W=$(awk -v a="$t0" -v b="$t1" -v w="$W" 'BEGIN { d = b - a; print (d < w) ? d : w }')
 	done
 }
 best dd if="$IN" of=/dev/null bs=1M
@@ -49,7 +53,7 @@ for T in Q8_0 Q4_0; do
 		best "$BQ" quant "$IN" "$NPR" "$T" "$th" "$DIR/qraw_out.bin"
 		w=$W
 		"$BQ" quant "$IN" "$NPR" "$T" "$th" "$DIR/qraw_out.bin"
-		echo "| $T | $th | $(printf '%.3f' "$w") s | $(printf '%.2f' "$(echo "$w / $rd" | bc -l)") | $("$BQ" sum "$DIR/qraw_out.bin") |"
+		echo "| $T | $th | $(printf '%.3f' "$w") s | $(awk -v a="$w" -v b="$rd" 'BEGIN { printf "%.2f", a / b }') | $("$BQ" sum "$DIR/qraw_out.bin") |"
 	done
 done
 rm -f "$DIR/qraw_out.bin"
