@@ -92,3 +92,15 @@ expect_rc fallback-ok 0 quantize "$M" "$O" --type Q4_K_M -q
 expect_rc fallback-inspect 0 inspect "$O"
 expect_out fallback-types 'blk\.0\.attn_q\.weight +Q5_0'
 rm -f "$O"
+
+# a full disk fails before any tensor is quantized, naming the output and the bytes it needs, and leaves nothing
+# (a 64 KiB tmpfs: needs root, as CI runs; elsewhere skipped)
+mkdir -p "$TMP/small"
+if mount -t tmpfs -o size=64k tmpfs "$TMP/small" 2>/dev/null; then
+	expect_fail_line disk-full "small/q\.gguf: cannot reserve [0-9]+ bytes: No space left on device" \
+		quantize "$M" "$TMP/small/q.gguf" --type Q8_0
+	if [ -z "$(ls -A "$TMP/small")" ]; then pass disk-full-nothing-left; else fail disk-full-nothing-left "$(ls -A "$TMP/small")"; fi
+	umount "$TMP/small"
+else
+	skip disk-full "cannot mount a small tmpfs here (not root)"
+fi
