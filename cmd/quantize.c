@@ -38,7 +38,7 @@
  */
 
 static const char *const quantize_usage[] = {
-	"muse quantize IN OUT --type TYPE [--pure] [--imatrix FILE] [--tensor-type REGEX=TYPE]... [--threads N]",
+	"muse quantize IN OUT --type TYPE [--pure] [--imatrix FILE] [--tensor-type REGEX=TYPE]... [--override-kv KEY=TYPE:VALUE]... [--threads N]",
 	"muse quantize IN OUT --method rtn|awq|gptq ...",
 	NULL,
 };
@@ -58,7 +58,7 @@ typedef struct qplan {
 
 typedef struct qopts {
 	const char *in, *out, *type, *imatrix, *out_type, *embd_type;
-	muse_strlist rules;
+	muse_strlist rules, overrides;
 	bool pure, leave_output, allow_requantize, keep_split, dry_run, quiet;
 	long threads;
 } qopts;
@@ -101,6 +101,38 @@ static muse_status set_u32_last(muse_meta *m, const char *key, uint32_t v)
 	return muse_meta_set_u32(m, key, v);
 }
 
+/*
+ * One --override-kv KEY=TYPE:VALUE into m, read as llama.cpp's string_parse_kv_override reads it and written as
+ * llama-quantize writes it: the key moves to the end (removed, then appended); int is stored as the u32 of its
+ * absolute value (llama.cpp PR 14182), float as f32, bool is true or false, str at most 127 bytes.
+ */
+static muse_status apply_override(muse_meta *m, const char *a, muse_err *err)
+{
+	const char *eq = strchr(a, '=');
+	if (!eq || eq - a >= 128)
+		return muse_err_set(err, MUSE_ERR_USAGE, "--override-kv '%s': want KEY=TYPE:VALUE, KEY under 128 bytes", a);
+	char key[128];
+	memcpy(key, a, (size_t)(eq - a));
+	key[eq - a] = 0;
+	const char *v = eq + 1;
+	muse_status st;
+	muse_meta_remove(m, key);
+	if (!strncmp(v, "int:", 4)) {
+		long long x = strtoll(v + 4, NULL, 10);
+		st = muse_meta_set_u32(m, key, (uint32_t)(x < 0 ? -(unsigned long long)x : (unsigned long long)x));
+	} else if (!strncmp(v, "float:", 6)) {
+		st = muse_meta_set_f32(m, key, (float)strtod(v + 6, NULL));
+	} else if (!strncmp(v, "bool:", 5) && (!strcmp(v + 5, "true") || !strcmp(v + 5, "false"))) {
+		st = muse_meta_set_bool(m, key, v[5] == 't');
+	} else if (!strncmp(v, "str:", 4) && strlen(v + 4) <= 127) {
+		st = muse_meta_set_str(m, key, v + 4);
+	} else {
+		return muse_err_set(err, MUSE_ERR_USAGE, "--override-kv '%s': want int:, float:, bool:true|false or "
+				    "str: (at most 127 bytes) after the '='", a);
+	}
+	return st ? muse_err_set(err, st, "--override-kv '%s': cannot set it", a) : MUSE_OK;
+}
+
 /* The output metadata, as llama_model_quantize_impl builds it. */
 static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype ft, const muse_imatrix *im,
 			      muse_meta *out, muse_err *err)
@@ -113,6 +145,11 @@ static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype f
 	muse_meta_remove(out, "split.no");
 	muse_meta_remove(out, "split.count");
 	muse_meta_remove(out, "split.tensors.count");
+	/* llama-quantize applies the user's overrides, then the imatrix keys it adds to the same list */
+	muse_status s;
+	for (size_t i = 0; i < o->overrides.n; i++)
+		if ((s = apply_override(out, o->overrides.v[i], err)))
+			return s;
 	if (im) {
 		if (set_str127(out, "quantize.imatrix.file", o->imatrix))
 			goto nomem;
@@ -671,6 +708,8 @@ int cmd_quantize(int argc, const char **argv)
 		{ MUSE_OPT_BOOL, 0, "leave-output-tensor", &o.leave_output, NULL, "keep output.weight as it is" },
 		{ MUSE_OPT_BOOL, 0, "allow-requantize", &o.allow_requantize, NULL, "dequantize quantized tensors and quantize them again" },
 		{ MUSE_OPT_BOOL, 0, "keep-split", &o.keep_split, NULL, "write one output shard per input shard" },
+		{ MUSE_OPT_LIST, 0, "override-kv", &o.overrides, "KEY=TYPE:VALUE",
+		  "set a metadata key in the output (TYPE: int, float, bool, str), as llama-quantize" },
 		{ MUSE_OPT_INT, 0, "threads", &o.threads, "N", "quantizer threads (default: all cores)" },
 		{ MUSE_OPT_BOOL, 0, "dry-run", &o.dry_run, NULL, "print each tensor's name, type and new type; write nothing" },
 		{ MUSE_OPT_BOOL, 'q', "quiet", &o.quiet, NULL, "no progress display" },
@@ -697,5 +736,6 @@ int cmd_quantize(int argc, const char **argv)
 		rc = run_quantize(&o);
 	}
 	muse_strlist_free(&o.rules);
+	muse_strlist_free(&o.overrides);
 	return rc;
 }

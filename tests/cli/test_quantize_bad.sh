@@ -86,6 +86,12 @@ expect_rc missing-type 2 quantize "$M" "$O"
 expect_rc bad-tensor-type 2 quantize "$M" "$O" --type Q8_0 --tensor-type "attn_q"
 expect_rc bad-regex 2 quantize "$M" "$O" --type Q8_0 --tensor-type "attn_(q=q8_0"
 no_output bad-regex
+expect_rc override-no-type 2 quantize "$M" "$O" --type Q8_0 --override-kv "general.name=oops"
+no_output override-no-type
+expect_rc override-bad-bool 2 quantize "$M" "$O" --type Q8_0 --override-kv "a.b=bool:yes"
+no_output override-bad-bool
+expect_rc override-no-eq 2 quantize "$M" "$O" --type Q8_0 --override-kv "general.name"
+no_output override-no-eq
 
 # the good path under ASan: without --pure the 96-wide rows fall back as in llama.cpp, and the file reads back
 expect_rc fallback-ok 0 quantize "$M" "$O" --type Q4_K_M -q

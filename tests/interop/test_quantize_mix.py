@@ -444,6 +444,24 @@ def test_qmoe_bytes(qmoe, work):
         assert_same_file(mo, lo)
 
 
+def test_override_kv(smol, work):
+    """--override-kv: an existing key replaced (moved to the end), new keys of every type, a negative int (written
+    as the u32 of its absolute value): the same file as llama-quantize --override-kv, and the values gguf-py reads."""
+    ov = ["general.name=str:muse override test", "muse.test.int=int:-7", "muse.test.float=float:0.1",
+          "muse.test.bool=bool:true", "tokenizer.ggml.add_bos_token=bool:false"]
+    extra = [a for o in ov for a in ("--override-kv", o)]
+    mo, lo = both(MUSE, smol, "Q8_0", str(work), "override", extra=extra)
+    assert_same_file(mo, lo)
+    f = gguf.GGUFReader(mo).fields
+    assert bytes(f["general.name"].parts[-1]).decode() == "muse override test"
+    assert int(f["muse.test.int"].parts[-1][0]) == 7
+    assert f["muse.test.int"].types == [gguf.GGUFValueType.UINT32]
+    assert abs(float(f["muse.test.float"].parts[-1][0]) - 0.1) < 1e-7
+    assert bool(f["muse.test.bool"].parts[-1][0]) is True
+    assert bool(f["tokenizer.ggml.add_bos_token"].parts[-1][0]) is False
+    assert list(f)[-5:] == [o.split("=")[0] for o in ov]
+
+
 @pytest.mark.parametrize("how", [["--split-max-tensors", 40], ["--split-max-size", "1M"],
                                  ["--split-max-size", "2M", "--no-tensor-first-split"]],
                          ids=["by-count", "by-size", "by-size-metadata-first"])
