@@ -58,7 +58,7 @@ typedef struct qplan {
 
 typedef struct qopts {
 	const char *in, *out, *type, *imatrix, *out_type, *embd_type;
-	muse_strlist rules, overrides;
+	muse_strlist rules, overrides, include_w, exclude_w;
 	bool pure, leave_output, allow_requantize, keep_split, dry_run, quiet;
 	long threads;
 } qopts;
@@ -132,6 +132,17 @@ static muse_status apply_override(muse_meta *m, const char *a, muse_err *err)
 	}
 	return st ? muse_err_set(err, st, "--override-kv '%s': cannot set it", a) : MUSE_OK;
 }
+
+static bool contains_any(const char *name, const muse_strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strstr(name, l->v[i]))
+			return true;
+	return false;
+}
+
+static bool keep_unexcluded(const char *name, void *ctx) { return !contains_any(name, ctx); }
+static bool keep_included(const char *name, void *ctx) { return contains_any(name, ctx); }
 
 /* The output metadata, as llama_model_quantize_impl builds it. */
 static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype ft, const muse_imatrix *im,
@@ -527,7 +538,17 @@ static int run_quantize(const qopts *o)
 	if (o->imatrix) {
 		if (muse_imatrix_read(o->imatrix, &im, &err))
 			goto fail;
-		mo.has_imatrix = im->n > 0;
+		/* --exclude-weights, then --include-weights: name substrings, as llama-quantize's prepare_imatrix; an
+		 * imatrix left empty is no imatrix (no quantize.imatrix.* keys), as there */
+		if (o->exclude_w.n)
+			muse_imatrix_keep(im, keep_unexcluded, (void *)&o->exclude_w);
+		if (o->include_w.n)
+			muse_imatrix_keep(im, keep_included, (void *)&o->include_w);
+		if (!im->n) {
+			muse_imatrix_free(im);
+			im = NULL;
+		}
+		mo.has_imatrix = im != NULL;
 	}
 	if (muse_mix_create(&mm, &mo, &mix, &err))
 		goto fail;
@@ -708,6 +729,10 @@ int cmd_quantize(int argc, const char **argv)
 		{ MUSE_OPT_BOOL, 0, "leave-output-tensor", &o.leave_output, NULL, "keep output.weight as it is" },
 		{ MUSE_OPT_BOOL, 0, "allow-requantize", &o.allow_requantize, NULL, "dequantize quantized tensors and quantize them again" },
 		{ MUSE_OPT_BOOL, 0, "keep-split", &o.keep_split, NULL, "write one output shard per input shard" },
+		{ MUSE_OPT_LIST, 0, "include-weights", &o.include_w, "NAME",
+		  "use the imatrix only for tensors whose name contains NAME (repeatable)" },
+		{ MUSE_OPT_LIST, 0, "exclude-weights", &o.exclude_w, "NAME",
+		  "do not use the imatrix for tensors whose name contains NAME (repeatable)" },
 		{ MUSE_OPT_LIST, 0, "override-kv", &o.overrides, "KEY=TYPE:VALUE",
 		  "set a metadata key in the output (TYPE: int, float, bool, str), as llama-quantize" },
 		{ MUSE_OPT_INT, 0, "threads", &o.threads, "N", "quantizer threads (default: all cores)" },
@@ -727,6 +752,9 @@ int cmd_quantize(int argc, const char **argv)
 	} else if (!o.type) {
 		fprintf(stderr, "muse: error: quantize: --type TYPE is required (or --method for AWQ/GPTQ/RTN)\n");
 		rc = MUSE_EXIT_USAGE;
+	} else if (o.include_w.n && o.exclude_w.n) {
+		fprintf(stderr, "muse: error: quantize: --include-weights and --exclude-weights exclude each other\n");
+		rc = MUSE_EXIT_USAGE;
 	} else if (o.threads < 0 || o.threads > 4096) {
 		fprintf(stderr, "muse: error: quantize: --threads %ld is not in 0..4096\n", o.threads);
 		rc = MUSE_EXIT_USAGE;
@@ -737,5 +765,7 @@ int cmd_quantize(int argc, const char **argv)
 	}
 	muse_strlist_free(&o.rules);
 	muse_strlist_free(&o.overrides);
+	muse_strlist_free(&o.include_w);
+	muse_strlist_free(&o.exclude_w);
 	return rc;
 }

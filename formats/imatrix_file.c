@@ -42,6 +42,18 @@ void muse_imatrix_free(muse_imatrix *im)
 	free(im);
 }
 
+void muse_imatrix_keep(muse_imatrix *im, bool (*keep)(const char *name, void *ctx), void *ctx)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < im->n; i++) {
+		if (keep(im->e[i].name, ctx))
+			im->e[k++] = im->e[i];
+		else
+			entry_free(&im->e[i]);
+	}
+	im->n = k;
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
 	return strcmp(((const muse_imatrix_entry *)a)->name, ((const muse_imatrix_entry *)b)->name);

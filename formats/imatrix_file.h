@@ -52,6 +52,8 @@ typedef struct muse_imatrix {
 muse_status muse_imatrix_read(const char *path, muse_imatrix **out, muse_err *err);
 void muse_imatrix_free(muse_imatrix *im); /* NULL is a no-op */
 
+/* Keeps the entries for which keep(name, ctx) is true (their order kept), frees the others. */
+void muse_imatrix_keep(muse_imatrix *im, bool (*keep)(const char *name, void *ctx), void *ctx);
 /* The entry for a tensor name, or NULL. */
 const muse_imatrix_entry *muse_imatrix_find(const muse_imatrix *im, const char *name);
 

@@ -92,6 +92,8 @@ expect_rc override-bad-bool 2 quantize "$M" "$O" --type Q8_0 --override-kv "a.b=
 no_output override-bad-bool
 expect_rc override-no-eq 2 quantize "$M" "$O" --type Q8_0 --override-kv "general.name"
 no_output override-no-eq
+expect_rc include-and-exclude 2 quantize "$M" "$O" --type Q8_0 --include-weights attn --exclude-weights ffn
+no_output include-and-exclude
 
 # the good path under ASan: without --pure the 96-wide rows fall back as in llama.cpp, and the file reads back
 expect_rc fallback-ok 0 quantize "$M" "$O" --type Q4_K_M -q

@@ -444,6 +444,19 @@ def test_qmoe_bytes(qmoe, work):
         assert_same_file(mo, lo)
 
 
+@pytest.mark.parametrize("flag,names", [("--include-weights", ["attn_v", "ffn_down"]), ("--exclude-weights", ["attn"]),
+                                        ("--exclude-weights", ["blk", "output"])],
+                         ids=["include", "exclude", "exclude-all"])
+def test_imatrix_include_exclude(smol, smol_imatrix, work, flag, names):
+    """--include-weights / --exclude-weights (name substrings) choose the imatrix entries as llama-quantize does; an
+    imatrix left empty is no imatrix (no quantize.imatrix.* keys): the same file as llama-quantize either way."""
+    extra = [a for n in names for a in (flag, n)]
+    mo, lo = both(MUSE, smol, "Q4_K_M", str(work), "w" + flag + "-".join(names), imatrix=smol_imatrix, extra=extra)
+    assert_same_file(mo, lo)
+    keys = list(gguf.GGUFReader(mo).fields)
+    assert ("quantize.imatrix.file" in keys) == (names != ["blk", "output"])
+
+
 def test_override_kv(smol, work):
     """--override-kv: an existing key replaced (moved to the end), new keys of every type, a negative int (written
     as the u32 of its absolute value): the same file as llama-quantize --override-kv, and the values gguf-py reads."""
