@@ -1,6 +1,5 @@
 /* quantize.c: `muse quantize IN OUT --type TYPE`: llama-quantize's GGUF file types and mixes, streamed one tensor at a time. */
 #include <ctype.h>
-#include <stdatomic.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -57,7 +56,7 @@ typedef struct qplan {
 } qplan;
 
 typedef struct qopts {
-	const char *in, *out, *type, *imatrix, *out_type, *embd_type;
+	const char *in, *out, *type, *imatrix, *out_type, *embd_type, *prune;
 	muse_strlist rules, overrides, include_w, exclude_w;
 	bool pure, leave_output, allow_requantize, keep_split, dry_run, quiet;
 	long threads;
@@ -146,7 +145,7 @@ static bool keep_included(const char *name, void *ctx) { return contains_any(nam
 
 /* The output metadata, as llama_model_quantize_impl builds it. */
 static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype ft, const muse_imatrix *im,
-			      muse_meta *out, muse_err *err)
+			      const char *arch, int64_t n_layer_kept, muse_meta *out, muse_err *err)
 {
 	for (size_t k = 0; k < r->meta.n; k++)
 		if (muse_meta_copy_kv(out, &r->meta.kv[k]))
@@ -171,9 +170,149 @@ static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype f
 		if (im->chunk_count > 0 && set_u32_last(out, "quantize.imatrix.chunks_count", im->chunk_count))
 			goto nomem;
 	}
+	if (n_layer_kept >= 0) { /* --prune-layers: the layers left */
+		char key[200];
+		snprintf(key, sizeof key, "%s.block_count", arch);
+		if (set_u32_last(out, key, (uint32_t)n_layer_kept))
+			goto nomem;
+	}
 	return MUSE_OK;
 nomem:
 	return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+}
+
+/* --prune-layers L0,L1,...: layer numbers as llama-quantize's parse_layer_prune reads them (std::stoi of each
+ * comma-separated field, so "3x" is 3), sorted, duplicates dropped. */
+static muse_status parse_prune(const char *s, int **out, int *n, muse_err *err)
+{
+	size_t cap = 1;
+	for (const char *c = s; *c; c++)
+		cap += *c == ',';
+	int *v = calloc(cap, sizeof *v);
+	if (!v)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	int k = 0;
+	for (const char *f = s;; f = strchr(f, ',') + 1) {
+		char *end;
+		errno = 0;
+		long x = strtol(f, &end, 10);
+		if (end == f || errno || x < 0 || x > INT32_MAX) {
+			free(v);
+			return muse_err_set(err, MUSE_ERR_USAGE, "--prune-layers '%s': invalid layer id at '%.*s'", s,
+					    (int)strcspn(f, ","), f);
+		}
+		v[k++] = (int)x;
+		if (!strchr(f, ','))
+			break;
+	}
+	for (int i = 1; i < k; i++) /* insertion sort: a few numbers */
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			int t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	int u = 0;
+	for (int i = 0; i < k; i++)
+		if (!u || v[u - 1] != v[i])
+			v[u++] = v[i];
+	*out = v;
+	*n = u;
+	return MUSE_OK;
+}
+
+/* The first "blk.N." in name: N, and where its digits start and end; -1 when there is none. */
+static long blk_number(const char *name, size_t *at, size_t *len)
+{
+	for (const char *p = strstr(name, "blk."); p; p = strstr(p + 1, "blk.")) {
+		const char *d = p + 4, *e = d;
+		while (*e >= '0' && *e <= '9')
+			e++;
+		if (e > d && *e == '.' && e - d < 10) {
+			*at = (size_t)(d - name);
+			*len = (size_t)(e - d);
+			return strtol(d, NULL, 10);
+		}
+	}
+	return -1;
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+	return (x > y) - (x < y);
+}
+
+/*
+ * Drops the tensors of the pruned layers from plan and renumbers the layers after the first pruned one
+ * consecutively, as llama-quantize's remap_layer does over its layer-sorted tensors: a layer below the first
+ * pruned keeps its number, every later kept layer takes the next free one. renamed[src] holds the new names;
+ * *kept the tensors left, *n_layers the layers left (the output's block_count).
+ */
+static muse_status prune_plan(qplan *plan, size_t n, const int *prune, int n_prune, char **renamed, size_t *kept,
+			      int *n_layers, muse_err *err)
+{
+	/* the layers present, ascending, and their new numbers (-1: pruned) */
+	long *layer = malloc((n ? n : 1) * sizeof *layer), *to = malloc((n ? n : 1) * sizeof *to);
+	if (!layer || !to) {
+		free(layer);
+		free(to);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	}
+	size_t nl = 0, at, len;
+	for (size_t i = 0; i < n; i++) {
+		long b = blk_number(plan[i].mt.name, &at, &len);
+		if (b >= 0)
+			layer[nl++] = b;
+	}
+	qsort(layer, nl, sizeof *layer, cmp_long);
+	size_t u = 0;
+	for (size_t i = 0; i < nl; i++)
+		if (!u || layer[u - 1] != layer[i])
+			layer[u++] = layer[i];
+	long next_id = 0;
+	for (size_t i = 0; i < u; i++) {
+		bool pruned = false;
+		for (int j = 0; j < n_prune; j++)
+			pruned = pruned || prune[j] == layer[i];
+		if (pruned) {
+			to[i] = -1;
+		} else if (layer[i] < prune[0]) {
+			to[i] = layer[i];
+			next_id = layer[i] + 1;
+		} else {
+			to[i] = next_id++;
+		}
+	}
+	muse_status st = MUSE_OK;
+	size_t k = 0;
+	for (size_t i = 0; i < n && !st; i++) {
+		qplan q = plan[i];
+		long b = blk_number(q.mt.name, &at, &len);
+		if (b >= 0) {
+			const long *f = bsearch(&b, layer, u, sizeof *layer, cmp_long);
+			long nb = to[f - layer];
+			if (nb < 0)
+				continue;
+			if (nb != b) {
+				const char *old = q.mt.name;
+				size_t cap = strlen(old) + 24;
+				char *nn = malloc(cap);
+				if (!nn) {
+					st = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+					break;
+				}
+				snprintf(nn, cap, "%.*s%ld%s", (int)at, old, nb, old + at + len);
+				renamed[q.src] = nn;
+				q.mt.name = nn;
+			}
+		}
+		plan[k++] = q;
+	}
+	free(layer);
+	free(to);
+	*kept = k;
+	*n_layers = (int)next_id;
+	return st;
 }
 
 /* Tensor i of the reader as the mix sees it (ggml order, trailing 1s trimmed as ggml_n_dims does). */
@@ -205,8 +344,9 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 			      size_t n, muse_err *err)
 {
 	size_t matched = 0;
+	/* imatrix entries carry the input's names (--prune-layers renumbers the output's) */
 	for (size_t i = 0; im && i < n; i++)
-		matched += muse_imatrix_find(im, p[i].mt.name) != NULL;
+		matched += muse_imatrix_find(im, r->tensors[p[i].src].name) != NULL;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = p[i].mt.name;
 		muse_dtype cur = p[i].mt.type, nt = p[i].ch.type;
@@ -227,7 +367,7 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 						    r->path, name, muse_dtype_name(cur));
 		}
 		if (im) {
-			const muse_imatrix_entry *e = muse_imatrix_find(im, name);
+			const muse_imatrix_entry *e = muse_imatrix_find(im, r->tensors[p[i].src].name);
 			if (e) {
 				uint64_t want = (uint64_t)p[i].mt.ne[0] * (uint64_t)p[i].mt.ne[2];
 				uint64_t have = e->n_per_row * e->n_mat;
@@ -450,6 +590,7 @@ static int run_quantize(const qopts *o)
 	muse_gguf_writer *w = NULL;
 	muse_qs_session *qs = NULL;
 	qstream_ctx *qcs = NULL;
+	char **renamed = NULL; /* --prune-layers: the output names that differ from the input's */
 	uint32_t *shard_of = NULL;
 	muse_meta meta;
 	float *stage = NULL;
@@ -573,11 +714,29 @@ static int run_quantize(const qopts *o)
 	bool keep_split = o->keep_split;
 	if (muse_mix_order(names, files, offs, n, keep_split, perm, &err))
 		goto fail;
-	for (size_t k = 0; k < n; k++) {
+	for (size_t k = 0; k < n; k++)
 		if (describe(r, perm[k], &plan[k], &err))
 			goto fail;
-		mts[k] = plan[k].mt;
+	/* --prune-layers: the pruned layers' tensors dropped, the layers after them renumbered */
+	int n_prune = 0, n_kept_layers = 0;
+	int *prune = NULL;
+	if (o->prune) {
+		if (parse_prune(o->prune, &prune, &n_prune, &err))
+			goto fail;
+		if (!(renamed = calloc(n ? n : 1, sizeof *renamed))) {
+			free(prune);
+			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+		size_t kept = 0;
+		muse_status ps = prune_plan(plan, n, prune, n_prune, renamed, &kept, &n_kept_layers, &err);
+		free(prune);
+		if (ps)
+			goto fail;
+		n = kept;
 	}
+	for (size_t k = 0; k < n; k++)
+		mts[k] = plan[k].mt;
 	size_t n_fallback = 0;
 	if (muse_mix_plan(mix, mts, n, choice, &n_fallback, &err)) {
 		muse_err_prefix(&err, "%s", o->in);
@@ -608,7 +767,7 @@ static int run_quantize(const qopts *o)
 		total_out += ob;
 		n_elem += t->nelements;
 	}
-	if (build_meta(r, o, ft, im, &meta, &err))
+	if (build_meta(r, o, ft, im, mm.arch, n_prune ? n_kept_layers : -1, &meta, &err))
 		goto fail;
 	/*
 	 * --keep-split: one output shard per input shard, with llama-quantize's names and split.* keys, each
@@ -688,6 +847,9 @@ done:
 		unlink(tmp_src);
 	muse_qs_close(qs); /* before the writer and the reader its sinks use */
 	free(qcs);
+	for (size_t i = 0; renamed && i < r->n_tensors; i++)
+		free(renamed[i]);
+	free(renamed);
 	free(shard_of);
 	muse_gguf_writer_free(w);
 	muse_meta_free(&meta);
@@ -733,6 +895,8 @@ int cmd_quantize(int argc, const char **argv)
 		  "use the imatrix only for tensors whose name contains NAME (repeatable)" },
 		{ MUSE_OPT_LIST, 0, "exclude-weights", &o.exclude_w, "NAME",
 		  "do not use the imatrix for tensors whose name contains NAME (repeatable)" },
+		{ MUSE_OPT_STRING, 0, "prune-layers", &o.prune, "L0,L1,...",
+		  "drop these layers and renumber the ones after them (block_count follows)" },
 		{ MUSE_OPT_LIST, 0, "override-kv", &o.overrides, "KEY=TYPE:VALUE",
 		  "set a metadata key in the output (TYPE: int, float, bool, str), as llama-quantize" },
 		{ MUSE_OPT_INT, 0, "threads", &o.threads, "N", "quantizer threads (default: all cores)" },

@@ -92,6 +92,10 @@ expect_rc override-bad-bool 2 quantize "$M" "$O" --type Q8_0 --override-kv "a.b=
 no_output override-bad-bool
 expect_rc override-no-eq 2 quantize "$M" "$O" --type Q8_0 --override-kv "general.name"
 no_output override-no-eq
+expect_rc prune-bad-id 2 quantize "$M" "$O" --type Q8_0 --prune-layers "1,x"
+no_output prune-bad-id
+expect_rc prune-negative 2 quantize "$M" "$O" --type Q8_0 --prune-layers "-1"
+no_output prune-negative
 expect_rc include-and-exclude 2 quantize "$M" "$O" --type Q8_0 --include-weights attn --exclude-weights ffn
 no_output include-and-exclude
 

@@ -457,6 +457,21 @@ def test_imatrix_include_exclude(smol, smol_imatrix, work, flag, names):
     assert ("quantize.imatrix.file" in keys) == (names != ["blk", "output"])
 
 
+@pytest.mark.parametrize("layers,imx", [("3,7,29,7", False), ("0,12", True)], ids=["plain", "imatrix"])
+def test_prune_layers(smol, smol_imatrix, work, layers, imx):
+    """--prune-layers: the pruned layers' tensors dropped, the later layers renumbered, block_count set, the mix
+    deciding over what is left and the imatrix entries found under the input's names: the same file as
+    llama-quantize --prune-layers."""
+    extra = ["--prune-layers", layers]
+    mo, lo = both(MUSE, smol, "Q4_K_M", str(work), "prune" + layers.replace(",", "_"),
+                  imatrix=smol_imatrix if imx else None, extra=extra)
+    assert_same_file(mo, lo)
+    r = gguf.GGUFReader(mo)
+    n = len(set(layers.split(",")))
+    assert int(r.fields["llama.block_count"].parts[-1][0]) == 30 - n
+    assert max(int(t.name.split(".")[1]) for t in r.tensors if t.name.startswith("blk.")) == 29 - n
+
+
 def test_override_kv(smol, work):
     """--override-kv: an existing key replaced (moved to the end), new keys of every type, a negative int (written
     as the u32 of its absolute value): the same file as llama-quantize --override-kv, and the values gguf-py reads."""
