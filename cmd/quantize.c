@@ -57,7 +57,7 @@ typedef struct qplan {
 
 typedef struct qopts {
 	const char *in, *out, *type, *imatrix, *out_type, *embd_type, *prune;
-	muse_strlist rules, overrides, include_w, exclude_w;
+	muse_strlist rules, type_files, overrides, include_w, exclude_w;
 	bool pure, leave_output, allow_requantize, keep_split, dry_run, quiet;
 	long threads;
 } qopts;
@@ -142,6 +142,46 @@ static bool contains_any(const char *name, const muse_strlist *l)
 
 static bool keep_unexcluded(const char *name, void *ctx) { return !contains_any(name, ctx); }
 static bool keep_included(const char *name, void *ctx) { return contains_any(name, ctx); }
+
+/*
+ * The --tensor-type rules, then every --tensor-type-file's words (NAME=TYPE separated by white space, as
+ * llama-quantize reads them with >>); *bufs holds the files' contents *v points into.
+ */
+static muse_status collect_rules(const qopts *o, const char ***v, size_t *n, char ***bufs, muse_err *err)
+{
+	*v = NULL;
+	*n = 0;
+	size_t cap = o->rules.n;
+	if (o->type_files.n && !(*bufs = calloc(o->type_files.n, sizeof **bufs)))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (size_t f = 0; f < o->type_files.n; f++) {
+		size_t len;
+		muse_status st = muse_read_small_file(o->type_files.v[f], (size_t)16 << 20, &(*bufs)[f], &len, err);
+		if (st)
+			return st;
+		for (char *c = (*bufs)[f]; *c; c++)
+			cap += !isspace((unsigned char)*c) && (c == (*bufs)[f] || isspace((unsigned char)c[-1]));
+	}
+	if (!cap)
+		return MUSE_OK;
+	if (!(*v = calloc(cap, sizeof **v)))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < o->rules.n; i++)
+		(*v)[(*n)++] = o->rules.v[i];
+	for (size_t f = 0; f < o->type_files.n; f++)
+		for (char *c = (*bufs)[f]; *c;) {
+			while (*c && isspace((unsigned char)*c))
+				c++;
+			if (!*c)
+				break;
+			(*v)[(*n)++] = c;
+			while (*c && !isspace((unsigned char)*c))
+				c++;
+			if (*c)
+				*c++ = 0;
+		}
+	return MUSE_OK;
+}
 
 /* The output metadata, as llama_model_quantize_impl builds it. */
 static muse_status build_meta(const muse_reader *r, const qopts *o, muse_ftype ft, const muse_imatrix *im,
@@ -591,6 +631,9 @@ static int run_quantize(const qopts *o)
 	muse_qs_session *qs = NULL;
 	qstream_ctx *qcs = NULL;
 	char **renamed = NULL; /* --prune-layers: the output names that differ from the input's */
+	const char **rule_v = NULL;
+	size_t n_rules = 0;
+	char **rule_bufs = NULL; /* the --tensor-type-file contents rule_v points into */
 	uint32_t *shard_of = NULL;
 	muse_meta meta;
 	float *stage = NULL;
@@ -616,15 +659,18 @@ static int run_quantize(const qopts *o)
 		goto fail;
 	if (o->embd_type && parse_ggml_type("--token-embedding-type", o->embd_type, &mo.token_embd_type, &err))
 		goto fail;
-	if (o->rules.n) {
-		rules = calloc(o->rules.n, sizeof *rules);
-		patterns = calloc(o->rules.n, sizeof *patterns);
+	/* the --tensor-type rules, then each --tensor-type-file's (NAME=TYPE separated by white space) */
+	if (collect_rules(o, &rule_v, &n_rules, &rule_bufs, &err))
+		goto fail;
+	if (n_rules) {
+		rules = calloc(n_rules, sizeof *rules);
+		patterns = calloc(n_rules, sizeof *patterns);
 		if (!rules || !patterns) {
 			muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
 			goto fail;
 		}
-		for (size_t i = 0; i < o->rules.n; i++) {
-			const char *a = o->rules.v[i], *eq = strchr(a, '=');
+		for (size_t i = 0; i < n_rules; i++) {
+			const char *a = rule_v[i], *eq = strchr(a, '=');
 			if (!eq || eq == a || !eq[1]) {
 				muse_err_set(&err, MUSE_ERR_USAGE, "--tensor-type '%s': want REGEX=TYPE", a);
 				goto fail;
@@ -641,7 +687,7 @@ static int run_quantize(const qopts *o)
 				goto fail;
 		}
 		mo.rules = rules;
-		mo.n_rules = o->rules.n;
+		mo.n_rules = n_rules;
 	}
 	if (!o->dry_run && same_file(o->in, o->out)) {
 		muse_err_set(&err, MUSE_ERR_IO, "%s: input and output are the same file", o->out);
@@ -845,6 +891,10 @@ fail:
 done:
 	if (tmp_src[0])
 		unlink(tmp_src);
+	free(rule_v);
+	for (size_t i = 0; rule_bufs && i < o->type_files.n; i++)
+		free(rule_bufs[i]);
+	free(rule_bufs);
 	muse_qs_close(qs); /* before the writer and the reader its sinks use */
 	free(qcs);
 	for (size_t i = 0; renamed && i < r->n_tensors; i++)
@@ -862,7 +912,7 @@ done:
 	free(files);
 	free(offs);
 	free(perm);
-	for (size_t i = 0; patterns && i < o->rules.n; i++)
+	for (size_t i = 0; patterns && i < n_rules; i++)
 		free(patterns[i]);
 	free(patterns);
 	free(rules);
@@ -886,6 +936,8 @@ int cmd_quantize(int argc, const char **argv)
 		{ MUSE_OPT_BOOL, 0, "pure", &o.pure, NULL, "one type for every quantized tensor, no mix rules" },
 		{ MUSE_OPT_STRING, 0, "imatrix", &o.imatrix, "FILE", "importance matrix (llama.cpp GGUF or legacy .dat)" },
 		{ MUSE_OPT_LIST, 0, "tensor-type", &o.rules, "REGEX=TYPE", "tensors whose name matches REGEX get TYPE (first match wins)" },
+		{ MUSE_OPT_LIST, 0, "tensor-type-file", &o.type_files, "FILE",
+		  "more REGEX=TYPE rules, separated by white space (after the --tensor-type ones)" },
 		{ MUSE_OPT_STRING, 0, "output-tensor-type", &o.out_type, "TYPE", "type of output.weight" },
 		{ MUSE_OPT_STRING, 0, "token-embedding-type", &o.embd_type, "TYPE", "type of token_embd.weight" },
 		{ MUSE_OPT_BOOL, 0, "leave-output-tensor", &o.leave_output, NULL, "keep output.weight as it is" },
@@ -929,6 +981,7 @@ int cmd_quantize(int argc, const char **argv)
 	}
 	muse_strlist_free(&o.rules);
 	muse_strlist_free(&o.overrides);
+	muse_strlist_free(&o.type_files);
 	muse_strlist_free(&o.include_w);
 	muse_strlist_free(&o.exclude_w);
 	return rc;

@@ -96,6 +96,11 @@ expect_rc prune-bad-id 2 quantize "$M" "$O" --type Q8_0 --prune-layers "1,x"
 no_output prune-bad-id
 expect_rc prune-negative 2 quantize "$M" "$O" --type Q8_0 --prune-layers "-1"
 no_output prune-negative
+printf 'attn_v=q8_0\nffn_down\n' >"$TMP/types.txt"
+expect_rc type-file-bad-entry 2 quantize "$M" "$O" --type Q8_0 --tensor-type-file "$TMP/types.txt"
+no_output type-file-bad-entry
+expect_fail_line type-file-missing "nope\.txt: cannot open" quantize "$M" "$O" --type Q8_0 --tensor-type-file "$TMP/nope.txt"
+no_output type-file-missing
 expect_rc include-and-exclude 2 quantize "$M" "$O" --type Q8_0 --include-weights attn --exclude-weights ffn
 no_output include-and-exclude
 

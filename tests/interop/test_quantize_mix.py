@@ -472,6 +472,17 @@ def test_prune_layers(smol, smol_imatrix, work, layers, imx):
     assert max(int(t.name.split(".")[1]) for t in r.tensors if t.name.startswith("blk.")) == 29 - n
 
 
+def test_tensor_type_file(smol, work):
+    """--tensor-type-file: NAME=TYPE words separated by spaces and newlines, after a --tensor-type rule: the same
+    file as llama-quantize with the same arguments."""
+    f = work / "types.txt"
+    f.write_text("attn_v=q8_0 ffn_down=Q5_K\n\n  blk\\.1[0-9]\\.attn_q=iq4_nl\toutput=q6_k\n")
+    extra = ["--tensor-type", "attn_k=q5_0", "--tensor-type-file", str(f)]
+    mo, lo = both(MUSE, smol, "Q4_K_M", str(work), "typefile", extra=extra)
+    assert_same_file(mo, lo)
+    assert dict(types_of(mo))["blk.12.attn_q.weight"] == "IQ4_NL"
+
+
 def test_override_kv(smol, work):
     """--override-kv: an existing key replaced (moved to the end), new keys of every type, a negative int (written
     as the u32 of its absolute value): the same file as llama-quantize --override-kv, and the values gguf-py reads."""
