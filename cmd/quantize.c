@@ -698,7 +698,10 @@ static int run_quantize(const qopts *o)
 	const char *in = o->in;
 	if (is_dir(in)) {
 		snprintf(tmp_src, sizeof tmp_src, "%s.muse-src-%ld.gguf", o->out, (long)getpid());
-		if (muse_hf2gguf(in, tmp_src, MUSE_DT_INVALID, 0, true, &err))
+		muse_out_set_scratch(true); /* deleted below: no fsync */
+		muse_status hs = muse_hf2gguf(in, tmp_src, MUSE_DT_INVALID, 0, true, &err);
+		muse_out_set_scratch(false);
+		if (hs)
 			goto fail;
 		in = tmp_src;
 	}
