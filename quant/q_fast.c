@@ -702,6 +702,24 @@ static TARGET void q45_search2(const float *const *x, int nmax, float rmin, floa
 	}
 }
 
+/* q_kquants.c's q45_requant: levels from the stored scales; a sub-block whose scale is zero keeps the search's. */
+static TARGET void q45_requant(const float *x, const lanes_i32 *Lfit, int nmax, uint8_t *L, const uint8_t *scales,
+			       uint16_t d16, uint16_t dmin16)
+{
+	const float dall = muse_f16_to_f32(d16), mall = muse_f16_to_f32(dmin16);
+	for (int j = 0; j < 8; j++) {
+		uint8_t s, m;
+		get_scale_min(j, scales, &s, &m);
+		const float d = dall * s;
+		if (!d) {
+			lanes_get(Lfit, 32, j, L + 32 * j);
+			continue;
+		}
+		const float dm = mall * m;
+		requant(x + 32 * j, 32, dm, d, 0, nmax, 0, L + 32 * j);
+	}
+}
+
 /* One super-block from its searched scales: q_kquants.c's q45_scales_ref tail and q45_requant. */
 static TARGET void q45_finish(const float *x, const float *scales, const float *mins, const lanes_i32 *Lfit, int nmax,
 			      uint8_t *L, uint8_t *scales_out, uint16_t *d16, uint16_t *dmin16)
@@ -722,18 +740,7 @@ static TARGET void q45_finish(const float *x, const float *scales, const float *
 	}
 	*d16 = muse_q_fp16(max_scale / 63.f);
 	*dmin16 = muse_q_fp16(max_min / 63.f);
-	const float dall = muse_f16_to_f32(*d16), mall = muse_f16_to_f32(*dmin16);
-	for (int j = 0; j < 8; j++) {
-		uint8_t s, m;
-		get_scale_min(j, scales_out, &s, &m);
-		const float d = dall * s;
-		if (!d) {
-			lanes_get(Lfit, 32, j, L + 32 * j);
-			continue;
-		}
-		const float dm = mall * m;
-		requant(x + 32 * j, 32, dm, d, 0, nmax, 0, L + 32 * j);
-	}
+	q45_requant(x, Lfit, nmax, L, scales_out, *d16, *dmin16);
 }
 
 static TARGET void q4_pack(const uint8_t *L, qf_block_q4 *y)
@@ -782,6 +789,170 @@ static TARGET void q4_rows(const float *src, void *dst, int64_t nb)
 static TARGET void q5_rows(const float *src, void *dst, int64_t nb)
 {
 	Q45_ROWS(qf_block_q5, 31, -0.5f, 0.1f, 15, q5_pack);
+}
+
+/*
+ * With importance (q_kquants.c's q45_scales_imp, ggml's quantize_row_q4_K_impl/q5_K_impl): weights
+ * qw * sqrt(sigma2 + x^2) with sigma2 = 2 * (sum of x^2 over the super-block) / 256, the same search
+ * with ggml's qkx3 parameters (-0.9, 0.05, 36 steps), then the eight scales and the eight mins
+ * quantized to 6 bits by make_qp_quants under the sub-blocks' weight sums.
+ */
+
+/* q_kquants.c's kq_fit_pos (ggml's make_qp_quants), copied in its operation order: once per super-block. */
+static float fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *qw)
+{
+	float max = 0;
+	for (int i = 0; i < n; i++)
+		max = KQ_MAX(max, x[i]);
+	if (max < KQ_EPS) {
+		memset(L, 0, (size_t)n);
+		return 0.f;
+	}
+	float iscale = nmax / max;
+	for (int i = 0; i < n; i++)
+		L[i] = (uint8_t)muse_q_nearest_int(iscale * x[i]);
+	float scale = 1 / iscale;
+	float best_mse = 0;
+	for (int i = 0; i < n; i++) {
+		float diff = x[i] - scale * L[i];
+		float w = qw[i];
+		best_mse += w * diff * diff;
+	}
+	for (int is = -4; is <= 4; is++) {
+		if (is == 0)
+			continue;
+		float iscale_is = (0.1f * is + nmax) / max;
+		float scale_is = 1 / iscale_is;
+		float mse = 0;
+		for (int i = 0; i < n; i++) {
+			int l = muse_q_nearest_int(iscale_is * x[i]);
+			l = KQ_MIN(nmax, l);
+			float diff = x[i] - scale_is * l;
+			float w = qw[i];
+			mse += w * diff * diff;
+		}
+		if (mse < best_mse) {
+			best_mse = mse;
+			iscale = iscale_is;
+		}
+	}
+	float sumlx = 0, suml2 = 0;
+	for (int i = 0; i < n; i++) {
+		int l = muse_q_nearest_int(iscale * x[i]);
+		l = KQ_MIN(nmax, l);
+		L[i] = (uint8_t)l;
+		float w = qw[i];
+		sumlx += w * x[i] * l;
+		suml2 += w * l * l;
+	}
+	for (int itry = 0; itry < 5; itry++) {
+		int changed = 0;
+		for (int i = 0; i < n; i++) {
+			float w = qw[i];
+			float slx = sumlx - w * x[i] * L[i];
+			float sl2 = suml2 - w * L[i] * L[i];
+			if (!(slx > 0 && sl2 > 0))
+				continue;
+			int nl = muse_q_nearest_int(x[i] * sl2 / slx);
+			nl = KQ_MIN(nmax, nl);
+			if (nl == L[i])
+				continue;
+			slx += w * x[i] * nl;
+			sl2 += w * nl * nl;
+			if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+				L[i] = (uint8_t)nl;
+				sumlx = slx;
+				suml2 = sl2;
+				changed++;
+			}
+		}
+		if (!changed)
+			break;
+	}
+	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* The weighted search of two super-blocks x[b] with importance qw[b]: sc, mn as q45_search2, sw the weight sums. */
+static TARGET void q45_search2_imp(const float *const *x, const float *const *qw, int nmax, float (*sc)[8],
+				   float (*mn)[8], float (*sw)[8], lanes_i32 *Lfit)
+{
+	__m256 X[2][32], W[2][32], scv[2], mnv[2];
+	__m256i Lv[2][32];
+	/* the super-blocks' sums of squares, each in element order (two independent chains) */
+	float s0 = 0, s1 = 0;
+	for (int j = 0; j < QK_K; j++) {
+		s0 += x[0][j] * x[0][j];
+		s1 += x[1][j] * x[1][j];
+	}
+	const float sigma2[2] = { 2 * s0 / QK_K, 2 * s1 / QK_K };
+	for (int b = 0; b < 2; b++) {
+		load_lanes(x[b], 32, X[b]);
+		load_lanes(qw[b], 32, W[b]);
+		const __m256 s2 = _mm256_set1_ps(sigma2[b]);
+		__m256 sumw = _mm256_setzero_ps();
+		for (int l = 0; l < 32; l++) {
+			W[b][l] = _mm256_mul_ps(W[b][l], _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(X[b][l], X[b][l]))));
+			sumw = _mm256_add_ps(sumw, W[b][l]);
+		}
+		_mm256_storeu_ps(sw[b], sumw);
+	}
+	fit_min8x2(32, nmax, (const __m256(*)[32])X, (const __m256(*)[32])W, Lv, scv, mnv, -0.9f, 0.05f, 36, false);
+	for (int b = 0; b < 2; b++) {
+		_mm256_storeu_ps(sc[b], scv[b]);
+		_mm256_storeu_ps(mn[b], mnv[b]);
+		lanes_keep(Lv[b], 32, &Lfit[b]);
+	}
+}
+
+/* One super-block from its weighted search: q45_scales_imp's tail (clamp63: Q5_K's clamp) and q45_requant. */
+static TARGET void q45_finish_imp(const float *x, const float *scales, const float *mins, const float *sw,
+				  const lanes_i32 *Lfit, int nmax, bool clamp63, uint8_t *L, uint8_t *scales_out,
+				  uint16_t *d16, uint16_t *dmin16)
+{
+	uint8_t Ls[8], Lm[8];
+	float d_block = fit_pos(8, 63, scales, Ls, sw);
+	float m_block = fit_pos(8, 63, mins, Lm, sw);
+	for (int j = 0; j < 8; j++) {
+		uint8_t ls = Ls[j], lm = Lm[j];
+		if (clamp63) {
+			ls = KQ_MIN(63, ls);
+			lm = KQ_MIN(63, lm);
+		}
+		put_scale_min(j, ls, lm, scales_out);
+	}
+	*d16 = muse_q_fp16(d_block);
+	*dmin16 = muse_q_fp16(m_block);
+	q45_requant(x, Lfit, nmax, L, scales_out, *d16, *dmin16);
+}
+
+/* Weighted Q4_K/Q5_K rows: block i of the run is block i % bpr of its row, whose weights are imp + 256 * that. */
+#define Q45_ROWS_IMP(blk, nmax, clamp63, pack)                                                               \
+	do {                                                                                                 \
+		blk *y = dst;                                                                                \
+		for (int64_t i = 0; i < nb; i += 2) {                                                        \
+			const int64_t i1 = i + 1 < nb ? i + 1 : i;                                           \
+			const float *x[2] = { src + QK_K * i, src + QK_K * i1 };                             \
+			const float *qw[2] = { imp + QK_K * (i % bpr), imp + QK_K * (i1 % bpr) };            \
+			float sc[2][8], mn[2][8], sw[2][8];                                                  \
+			lanes_i32 Lfit[2];                                                                   \
+			uint8_t L[QK_K];                                                                     \
+			q45_search2_imp(x, qw, nmax, sc, mn, sw, Lfit);                                      \
+			for (int b = 0; b < 2 && i + b < nb; b++) {                                          \
+				q45_finish_imp(x[b], sc[b], mn[b], sw[b], &Lfit[b], nmax, clamp63, L,         \
+					       y[i + b].scales, &y[i + b].d, &y[i + b].dmin);                \
+				pack(L, &y[i + b]);                                                          \
+			}                                                                                    \
+		}                                                                                            \
+	} while (0)
+
+static TARGET void q4_rows_imp(const float *src, void *dst, int64_t nb, int64_t bpr, const float *imp)
+{
+	Q45_ROWS_IMP(qf_block_q4, 15, false, q4_pack);
+}
+
+static TARGET void q5_rows_imp(const float *src, void *dst, int64_t nb, int64_t bpr, const float *imp)
+{
+	Q45_ROWS_IMP(qf_block_q5, 31, true, q5_pack);
 }
 
 /* ---- Q6_K ---- */
@@ -849,6 +1020,21 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 		return (size_t)nb * sizeof(blk);                                                            \
 	}
 
+/* Q4_K and Q5_K take importance on the vector path too. */
+#define KQ_FAST_IMP(name, blk, rows_fn, rows_imp_fn)                                                        \
+	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
+					   const float *importance)                                           \
+	{                                                                                                   \
+		if (!simd_wanted())                                                                         \
+			return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);          \
+		int64_t bpr = n_per_row / QK_K, nb = nrows * bpr;                                           \
+		if (importance)                                                                             \
+			rows_imp_fn(src, dst, nb, bpr, importance);                                         \
+		else                                                                                        \
+			rows_fn(src, dst, nb);                                                              \
+		return (size_t)nb * sizeof(blk);                                                            \
+	}
+
 /* Super-blocks one at a time. */
 #define EACH_BLOCK(fn_name, blk, block_fn)                                                                  \
 	static TARGET void fn_name(const float *src, void *dst, int64_t nb)                                 \
@@ -861,8 +1047,8 @@ EACH_BLOCK(q6_rows, qf_block_q6, q6_block)
 
 KQ_FAST(q2_k, qf_block_q2, q2_rows)
 KQ_FAST(q3_k, qf_block_q3, q3_rows)
-KQ_FAST(q4_k, qf_block_q4, q4_rows)
-KQ_FAST(q5_k, qf_block_q5, q5_rows)
+KQ_FAST_IMP(q4_k, qf_block_q4, q4_rows, q4_rows_imp)
+KQ_FAST_IMP(q5_k, qf_block_q5, q5_rows, q5_rows_imp)
 KQ_FAST(q6_k, qf_block_q6, q6_rows)
 
 /* ---- Q8_0 and Q4_0: one streaming pass ---- */

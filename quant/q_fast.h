@@ -12,7 +12,7 @@
  * whether the CPU runs AVX2+F16C and whether MUSE_NO_SIMD is set (to any
  * value but "" or "0"); without the vector path it calls the reference
  * function itself, so the fallback is the reference by construction.
- * Weighted (importance) rows of the k-quants also go to the reference for now.
+ * Weighted (importance) rows of Q2_K, Q3_K and Q6_K go to the reference for now.
  */
 #define MUSE_QF_DECL(name) \
 	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row, \

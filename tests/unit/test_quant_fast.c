@@ -126,6 +126,28 @@ done:
 	free(got);
 }
 
+static long imp_compared; /* Q4_K/Q5_K comparisons with importance */
+
+/* Importance weights for rows of npr, pattern p: imatrix-like, with zero stretches, or extreme. */
+static void fill_importance(float *imp, int64_t npr, int p)
+{
+	for (int64_t i = 0; i < npr; i++)
+		imp[i] = rng_unit() * rng_unit() * 4.f + (i % 7 == 0 ? 0.f : 1e-3f);
+	if (p % 3 == 1) {
+		/* a whole sub-block of 32 and, with two blocks or more, a whole super-block weightless */
+		int64_t at = (int64_t)(rng32() % (uint32_t)(npr / 32)) * 32;
+		memset(imp + at, 0, 32 * sizeof *imp);
+		if (npr >= 512)
+			memset(imp + 256 * (int64_t)(rng32() % (uint32_t)(npr / 256)), 0, 256 * sizeof *imp);
+	} else if (p % 3 == 2) {
+		/* huge (weighted sums overflow), tiny and subnormal weights */
+		for (int64_t i = 0; i < npr; i++) {
+			uint32_t r = rng32() % 8;
+			imp[i] = r == 0 ? 1e30f : r == 1 ? 1e-30f : r == 2 ? bits_f(rng32() & 0x007FFFFFu) : imp[i];
+		}
+	}
+}
+
 static void run_type(muse_dtype t, int shapes_per_kind)
 {
 	const muse_dtype_traits *dt = muse_dtype_info(t);
@@ -144,11 +166,17 @@ static void run_type(muse_dtype t, int shapes_per_kind)
 				return;
 			}
 			fill(x, nrows * npr, kind, npr);
-			for (int64_t i = 0; i < npr; i++)
-				imp[i] = rng_unit() * rng_unit() * 4.f + (i % 7 == 0 ? 0.f : 1e-3f);
+			fill_importance(imp, npr, s);
 			compare(t, x, nrows, npr, NULL, kind);
-			if (s == 0 && kind < 14) /* weighted rows: the slow reference search; a sample is enough */
+			/* weighted rows: the slow reference search; a sample is enough, except for the types whose
+			 * fast path takes importance itself (Q4_K, Q5_K): every kind and weight pattern there */
+			bool imp_fast = t == MUSE_DT_Q4_K || t == MUSE_DT_Q5_K;
+			if (imp_fast || (s == 0 && kind < 14)) {
+				long before = compared;
 				compare(t, x, nrows < 4 ? nrows : 4, npr, imp, kind);
+				if (imp_fast)
+					imp_compared += compared - before;
+			}
 			free(x);
 			free(imp);
 		}
@@ -254,7 +282,9 @@ int main(int argc, char **argv)
 	RUN(test_q4_k);
 	RUN(test_q5_k);
 	RUN(test_q6_k);
-	printf("#   %ld comparisons, %ld mismatched\n", compared, mismatched);
+	printf("#   %ld comparisons, %ld mismatched; Q4_K/Q5_K with importance: %ld on path %s\n", compared, mismatched,
+	       imp_compared, muse_quant_fast_path());
+	CHECK(imp_compared > 0);
 	fflush(stdout);
 	/* once more on the fallback path, in a child, so both paths run under every `make test` */
 	if (!getenv("MUSE_NO_SIMD") && argc == 1) {
