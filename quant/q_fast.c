@@ -31,6 +31,7 @@
 
 #include "../lib/dtype_simd.h" /* muse_cvt_simd_get: does this CPU run AVX2+F16C */
 #include "quant.h"
+#include "q_search.h"
 #include "quant_tables.h"
 
 static bool simd_wanted(void)
@@ -798,80 +799,6 @@ static TARGET void q5_rows(const float *src, void *dst, int64_t nb)
  * quantized to 6 bits by make_qp_quants under the sub-blocks' weight sums.
  */
 
-/* q_kquants.c's kq_fit_pos (ggml's make_qp_quants), copied in its operation order: once per super-block. */
-static float fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *qw)
-{
-	float max = 0;
-	for (int i = 0; i < n; i++)
-		max = KQ_MAX(max, x[i]);
-	if (max < KQ_EPS) {
-		memset(L, 0, (size_t)n);
-		return 0.f;
-	}
-	float iscale = nmax / max;
-	for (int i = 0; i < n; i++)
-		L[i] = (uint8_t)muse_q_nearest_int(iscale * x[i]);
-	float scale = 1 / iscale;
-	float best_mse = 0;
-	for (int i = 0; i < n; i++) {
-		float diff = x[i] - scale * L[i];
-		float w = qw[i];
-		best_mse += w * diff * diff;
-	}
-	for (int is = -4; is <= 4; is++) {
-		if (is == 0)
-			continue;
-		float iscale_is = (0.1f * is + nmax) / max;
-		float scale_is = 1 / iscale_is;
-		float mse = 0;
-		for (int i = 0; i < n; i++) {
-			int l = muse_q_nearest_int(iscale_is * x[i]);
-			l = KQ_MIN(nmax, l);
-			float diff = x[i] - scale_is * l;
-			float w = qw[i];
-			mse += w * diff * diff;
-		}
-		if (mse < best_mse) {
-			best_mse = mse;
-			iscale = iscale_is;
-		}
-	}
-	float sumlx = 0, suml2 = 0;
-	for (int i = 0; i < n; i++) {
-		int l = muse_q_nearest_int(iscale * x[i]);
-		l = KQ_MIN(nmax, l);
-		L[i] = (uint8_t)l;
-		float w = qw[i];
-		sumlx += w * x[i] * l;
-		suml2 += w * l * l;
-	}
-	for (int itry = 0; itry < 5; itry++) {
-		int changed = 0;
-		for (int i = 0; i < n; i++) {
-			float w = qw[i];
-			float slx = sumlx - w * x[i] * L[i];
-			float sl2 = suml2 - w * L[i] * L[i];
-			if (!(slx > 0 && sl2 > 0))
-				continue;
-			int nl = muse_q_nearest_int(x[i] * sl2 / slx);
-			nl = KQ_MIN(nmax, nl);
-			if (nl == L[i])
-				continue;
-			slx += w * x[i] * nl;
-			sl2 += w * nl * nl;
-			if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-				L[i] = (uint8_t)nl;
-				sumlx = slx;
-				suml2 = sl2;
-				changed++;
-			}
-		}
-		if (!changed)
-			break;
-	}
-	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
 /* The weighted search of two super-blocks x[b] with importance qw[b]: sc, mn as q45_search2, sw the weight sums. */
 static TARGET void q45_search2_imp(const float *const *x, const float *const *qw, int nmax, float (*sc)[8],
 				   float (*mn)[8], float (*sw)[8], lanes_i32 *Lfit)
@@ -910,8 +837,8 @@ static TARGET void q45_finish_imp(const float *x, const float *scales, const flo
 				  uint16_t *d16, uint16_t *dmin16)
 {
 	uint8_t Ls[8], Lm[8];
-	float d_block = fit_pos(8, 63, scales, Ls, sw);
-	float m_block = fit_pos(8, 63, mins, Lm, sw);
+	float d_block = muse_q_fit_pos(8, 63, scales, Ls, sw);
+	float m_block = muse_q_fit_pos(8, 63, mins, Lm, sw);
 	for (int j = 0; j < 8; j++) {
 		uint8_t ls = Ls[j], lm = Lm[j];
 		if (clamp63) {

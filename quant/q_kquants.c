@@ -188,84 +188,6 @@ static float kq_fit_q3(int n, int nmax, const float *x, int8_t *L)
 	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/*
- * Quantizes non-negative values (sub-block scales or mins) to [0, nmax] under weights (ggml's
- * make_qp_quants): best of 9 scales by weighted MSE, then coordinate-descent sweeps. The levels are
- * kept as uint8_t between steps while the sums use the unclamped-below int, exactly as ggml.
- */
-static float kq_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *qw)
-{
-	float max = 0;
-	for (int i = 0; i < n; i++)
-		max = KQ_MAX(max, x[i]);
-	if (max < KQ_EPS) {
-		memset(L, 0, (size_t)n);
-		return 0.f;
-	}
-	float iscale = nmax / max;
-	for (int i = 0; i < n; i++)
-		L[i] = (uint8_t)muse_q_nearest_int(iscale * x[i]);
-	float scale = 1 / iscale;
-	float best_mse = 0;
-	for (int i = 0; i < n; i++) {
-		float diff = x[i] - scale * L[i];
-		float w = qw[i];
-		best_mse += w * diff * diff;
-	}
-	for (int is = -4; is <= 4; is++) {
-		if (is == 0)
-			continue;
-		float iscale_is = (0.1f * is + nmax) / max;
-		float scale_is = 1 / iscale_is;
-		float mse = 0;
-		for (int i = 0; i < n; i++) {
-			int l = muse_q_nearest_int(iscale_is * x[i]);
-			l = KQ_MIN(nmax, l);
-			float diff = x[i] - scale_is * l;
-			float w = qw[i];
-			mse += w * diff * diff;
-		}
-		if (mse < best_mse) {
-			best_mse = mse;
-			iscale = iscale_is;
-		}
-	}
-	float sumlx = 0, suml2 = 0;
-	for (int i = 0; i < n; i++) {
-		int l = muse_q_nearest_int(iscale * x[i]);
-		l = KQ_MIN(nmax, l);
-		L[i] = (uint8_t)l;
-		float w = qw[i];
-		sumlx += w * x[i] * l;
-		suml2 += w * l * l;
-	}
-	for (int itry = 0; itry < 5; itry++) {
-		int changed = 0;
-		for (int i = 0; i < n; i++) {
-			float w = qw[i];
-			float slx = sumlx - w * x[i] * L[i];
-			float sl2 = suml2 - w * L[i] * L[i];
-			if (!(slx > 0 && sl2 > 0))
-				continue;
-			int nl = muse_q_nearest_int(x[i] * sl2 / slx);
-			nl = KQ_MIN(nmax, nl);
-			if (nl == L[i])
-				continue;
-			slx += w * x[i] * nl;
-			sl2 += w * nl * nl;
-			if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-				L[i] = (uint8_t)nl;
-				sumlx = slx;
-				suml2 = sl2;
-				changed++;
-			}
-		}
-		if (!changed)
-			break;
-	}
-	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
 /* Packs 2-bit levels: byte 32h + l holds elements 128h + l, +32, +64, +96 (Q2_K and Q3_K). */
 static void kq_pack2(const uint8_t *L, uint8_t *qs)
 {
@@ -393,8 +315,8 @@ static void q2_block_imp(const float *x, kq_block_q2 *y, const float *qw_block)
 			sw[j] += weight[l];
 		scales[j] = muse_q_fit_min(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
 	}
-	float dm = kq_fit_pos(QK_K / 16, 15, scales, Ls, sw);
-	float mm = kq_fit_pos(QK_K / 16, 15, mins, Lm, sw);
+	float dm = muse_q_fit_pos(QK_K / 16, 15, scales, Ls, sw);
+	float mm = muse_q_fit_pos(QK_K / 16, 15, mins, Lm, sw);
 	y->d = muse_q_fp16(dm);
 	y->dmin = muse_q_fp16(mm);
 	for (int j = 0; j < QK_K / 16; j++)
@@ -594,7 +516,7 @@ static void q45_scales_ref(const float *x, int nmax, float rmin, float rdelta, i
 }
 
 /*
- * With importance: weights imp * sqrt(2 mean x^2 + x^2), scales and mins quantized by kq_fit_pos.
+ * With importance: weights imp * sqrt(2 mean x^2 + x^2), scales and mins quantized by muse_q_fit_pos.
  * clamp63: Q5_K clamps the 6-bit levels to 63, Q4_K stores them as they come (they only exceed 63
  * for degenerate negative scales, where the two differ in ggml too).
  */
@@ -615,8 +537,8 @@ static void q45_scales_imp(const float *x, const float *qw_block, int nmax, bool
 		scales[j] = muse_q_fit_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
 				       false);
 	}
-	float d_block = kq_fit_pos(QK_K / 32, 63, scales, Ls, sw);
-	float m_block = kq_fit_pos(QK_K / 32, 63, mins, Lm, sw);
+	float d_block = muse_q_fit_pos(QK_K / 32, 63, scales, Ls, sw);
+	float m_block = muse_q_fit_pos(QK_K / 32, 63, mins, Lm, sw);
 	for (int j = 0; j < QK_K / 32; j++) {
 		uint8_t ls = Ls[j], lm = Lm[j];
 		if (clamp63) {

@@ -85,3 +85,81 @@ float muse_q_fit_min(int n, int nmax, const float *x, const float *weights, uint
 	*the_min = -min;
 	return scale;
 }
+
+/*
+ * Quantizes non-negative values (sub-block scales or mins) to [0, nmax] under weights (ggml's
+ * make_qp_quants): best of 9 scales by weighted MSE, then coordinate-descent sweeps. The levels are
+ * kept as uint8_t between steps while the sums use the unclamped-below int, exactly as ggml.
+ */
+float muse_q_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *qw)
+{
+	float max = 0;
+	for (int i = 0; i < n; i++)
+		max = Q_FIT_MAX(max, x[i]);
+	if (max < 1e-15f) {
+		memset(L, 0, (size_t)n);
+		return 0.f;
+	}
+	float iscale = nmax / max;
+	for (int i = 0; i < n; i++)
+		L[i] = (uint8_t)muse_q_nearest_int(iscale * x[i]);
+	float scale = 1 / iscale;
+	float best_mse = 0;
+	for (int i = 0; i < n; i++) {
+		float diff = x[i] - scale * L[i];
+		float w = qw[i];
+		best_mse += w * diff * diff;
+	}
+	for (int is = -4; is <= 4; is++) {
+		if (is == 0)
+			continue;
+		float iscale_is = (0.1f * is + nmax) / max;
+		float scale_is = 1 / iscale_is;
+		float mse = 0;
+		for (int i = 0; i < n; i++) {
+			int l = muse_q_nearest_int(iscale_is * x[i]);
+			l = Q_FIT_MIN(nmax, l);
+			float diff = x[i] - scale_is * l;
+			float w = qw[i];
+			mse += w * diff * diff;
+		}
+		if (mse < best_mse) {
+			best_mse = mse;
+			iscale = iscale_is;
+		}
+	}
+	float sumlx = 0, suml2 = 0;
+	for (int i = 0; i < n; i++) {
+		int l = muse_q_nearest_int(iscale * x[i]);
+		l = Q_FIT_MIN(nmax, l);
+		L[i] = (uint8_t)l;
+		float w = qw[i];
+		sumlx += w * x[i] * l;
+		suml2 += w * l * l;
+	}
+	for (int itry = 0; itry < 5; itry++) {
+		int changed = 0;
+		for (int i = 0; i < n; i++) {
+			float w = qw[i];
+			float slx = sumlx - w * x[i] * L[i];
+			float sl2 = suml2 - w * L[i] * L[i];
+			if (!(slx > 0 && sl2 > 0))
+				continue;
+			int nl = muse_q_nearest_int(x[i] * sl2 / slx);
+			nl = Q_FIT_MIN(nmax, nl);
+			if (nl == L[i])
+				continue;
+			slx += w * x[i] * nl;
+			sl2 += w * nl * nl;
+			if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+				L[i] = (uint8_t)nl;
+				sumlx = slx;
+				suml2 = sl2;
+				changed++;
+			}
+		}
+		if (!changed)
+			break;
+	}
+	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}

@@ -15,4 +15,11 @@
 float muse_q_fit_min(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
 		     uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
 
+/*
+ * Non-negative values (sub-block scales or mins) to levels in [0, nmax] under weights qw, as ggml's
+ * make_qp_quants: best of 9 scales by weighted squared error, then coordinate-descent sweeps. Returns
+ * the scale.
+ */
+float muse_q_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *qw);
+
 #endif
