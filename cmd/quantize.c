@@ -221,17 +221,34 @@ nomem:
 	return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 }
 
+static int cmp_long(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+	return (x > y) - (x < y);
+}
+
+/* Sorts v ascending and drops repeats; returns how many remain. */
+static size_t sort_unique(long *v, size_t n)
+{
+	qsort(v, n, sizeof *v, cmp_long);
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!u || v[u - 1] != v[i])
+			v[u++] = v[i];
+	return u;
+}
+
 /* --prune-layers L0,L1,...: layer numbers as llama-quantize's parse_layer_prune reads them (std::stoi of each
  * comma-separated field, so "3x" is 3), sorted, duplicates dropped. */
-static muse_status parse_prune(const char *s, int **out, int *n, muse_err *err)
+static muse_status parse_prune(const char *s, long **out, size_t *n, muse_err *err)
 {
 	size_t cap = 1;
 	for (const char *c = s; *c; c++)
 		cap += *c == ',';
-	int *v = calloc(cap, sizeof *v);
+	long *v = calloc(cap, sizeof *v);
 	if (!v)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	int k = 0;
+	size_t k = 0;
 	for (const char *f = s;; f = strchr(f, ',') + 1) {
 		char *end;
 		errno = 0;
@@ -241,22 +258,12 @@ static muse_status parse_prune(const char *s, int **out, int *n, muse_err *err)
 			return muse_err_set(err, MUSE_ERR_USAGE, "--prune-layers '%s': invalid layer id at '%.*s'", s,
 					    (int)strcspn(f, ","), f);
 		}
-		v[k++] = (int)x;
+		v[k++] = x;
 		if (!strchr(f, ','))
 			break;
 	}
-	for (int i = 1; i < k; i++) /* insertion sort: a few numbers */
-		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-			int t = v[j];
-			v[j] = v[j - 1];
-			v[j - 1] = t;
-		}
-	int u = 0;
-	for (int i = 0; i < k; i++)
-		if (!u || v[u - 1] != v[i])
-			v[u++] = v[i];
 	*out = v;
-	*n = u;
+	*n = sort_unique(v, k);
 	return MUSE_OK;
 }
 
@@ -276,20 +283,14 @@ static long blk_number(const char *name, size_t *at, size_t *len)
 	return -1;
 }
 
-static int cmp_long(const void *a, const void *b)
-{
-	long x = *(const long *)a, y = *(const long *)b;
-	return (x > y) - (x < y);
-}
-
 /*
  * Drops the tensors of the pruned layers from plan and renumbers the layers after the first pruned one
  * consecutively, as llama-quantize's remap_layer does over its layer-sorted tensors: a layer below the first
  * pruned keeps its number, every later kept layer takes the next free one. renamed[src] holds the new names;
  * *kept the tensors left, *n_layers the layers left (the output's block_count).
  */
-static muse_status prune_plan(qplan *plan, size_t n, const int *prune, int n_prune, char **renamed, size_t *kept,
-			      int *n_layers, muse_err *err)
+static muse_status prune_plan(qplan *plan, size_t n, const long *prune, size_t n_prune, char **renamed,
+			      size_t *kept, int *n_layers, muse_err *err)
 {
 	/* the layers present, ascending, and their new numbers (-1: pruned) */
 	long *layer = malloc((n ? n : 1) * sizeof *layer), *to = malloc((n ? n : 1) * sizeof *to);
@@ -304,17 +305,10 @@ static muse_status prune_plan(qplan *plan, size_t n, const int *prune, int n_pru
 		if (b >= 0)
 			layer[nl++] = b;
 	}
-	qsort(layer, nl, sizeof *layer, cmp_long);
-	size_t u = 0;
-	for (size_t i = 0; i < nl; i++)
-		if (!u || layer[u - 1] != layer[i])
-			layer[u++] = layer[i];
+	size_t u = sort_unique(layer, nl);
 	long next_id = 0;
 	for (size_t i = 0; i < u; i++) {
-		bool pruned = false;
-		for (int j = 0; j < n_prune; j++)
-			pruned = pruned || prune[j] == layer[i];
-		if (pruned) {
+		if (bsearch(&layer[i], prune, n_prune, sizeof *prune, cmp_long)) {
 			to[i] = -1;
 		} else if (layer[i] < prune[0]) {
 			to[i] = layer[i];
@@ -460,24 +454,16 @@ static muse_status to_f32(const muse_tensor *t, const uint8_t *src, int64_t n_pe
 	return muse_dtype_convert(MUSE_DT_F32, dst, t->dtype, p, n, err);
 }
 
-/* A tensor's place in the quantize session: its row source (rows of a tensor that no file holds as it is),
- * its sink, and its label for errors; lives until the session is drained. */
+/* A tensor's place in the quantize session: its sink and its label for errors; lives until the session is
+ * drained. */
 typedef struct {
 	const muse_tensor *t;
-	const uint8_t *src;
-	int64_t npr;
 	muse_gguf_writer *w;
 	muse_progress *pg;
 	uint64_t src_row;
-	const muse_map *m;   /* bytes items: the mapping the bytes come from */
+	const muse_map *m;   /* the file the tensor is in (bytes items: its pages dropped once written) */
 	char what[320];      /* "FILE: tensor 'NAME'" */
 } qstream_ctx;
-
-static muse_status stream_rows(void *ctx, int64_t r0, int64_t nr, float *dst, muse_err *err)
-{
-	qstream_ctx *c = ctx;
-	return to_f32(c->t, c->src, c->npr, r0, nr, dst, err);
-}
 
 static muse_status stream_sink(void *ctx, const void *buf, size_t n, int64_t rows, muse_err *err)
 {
@@ -496,8 +482,7 @@ static muse_status bytes_sink(void *ctx, const void *buf, size_t n, int64_t rows
 	muse_status s = muse_gguf_writer_write(c->w, buf, n, err);
 	if (!s) {
 		muse_progress_add(c->pg, n);
-		if (c->m)
-			muse_map_release(c->m, c->t->offset, c->t->nbytes);
+		muse_map_release(c->m, c->t->offset, c->t->nbytes);
 	}
 	return s;
 }
@@ -514,29 +499,26 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	const muse_tensor *t = &r->tensors[p->src];
 	const uint8_t *src = muse_reader_view(r, p->src);
 	muse_status s;
-	if (!src)
+	const muse_map *m = t->file < r->n_files ? &r->files[t->file] : NULL;
+	if (!src || !m)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': data not contiguous", r->path, t->name);
 	muse_dtype nt = p->ch.type;
 	const int64_t npr = p->mt.ne[0], rows_per_mat = p->mt.ne[1], nmat = p->mt.ne[2];
 	const int64_t nrows = rows_per_mat * nmat;
-	const muse_map *m = t->file < r->n_files ? &r->files[t->file] : NULL;
-	*qc = (qstream_ctx){ t, src, npr, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), m, "" };
+	*qc = (qstream_ctx){ t, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), m, "" };
 	snprintf(qc->what, sizeof qc->what, "%s: tensor '%s'", r->path, t->name);
 	if (t->dtype == nt) /* same type: the bytes as they are */
 		return muse_qs_submit_bytes(qs, src, (size_t)t->nbytes, bytes_sink, qc, err);
 	const muse_dtype_traits *dt = muse_dtype_info(nt);
 	if (dt->is_quant) {
 		/* each worker reads its rows from the file with pread into a buffer of its own (F32 used as read,
-		 * other types converted there; a tensor in no file: from the mapping); the session's writer
-		 * writes while the workers go on. Matrix m (expert) takes importance row m: a legacy entry is one
-		 * flat row of ne0*n_expert values, the same layout. */
-		const bool direct = t->dtype == MUSE_DT_F32 && (uintptr_t)src % sizeof(float) == 0;
-		muse_qs_file qf = { m ? m->fd : -1, t->offset, t->dtype, m ? m->path : r->path };
-		if (qf.fd >= 0)
-			muse_fd_advise_seq(qf.fd, t->offset, t->nbytes);
-		muse_qs_job job = { .type = nt, .nrows = nrows, .n_per_row = npr, .file = qf.fd >= 0 ? &qf : NULL,
-				    .f32 = direct ? (const float *)(const void *)src : NULL, .rows = stream_rows,
-				    .rows_ctx = qc, .importance = p->im ? p->im->w : NULL, .rows_per_mat = rows_per_mat,
+		 * other types converted there); the session's writer writes while the workers go on. Matrix m
+		 * (expert) takes importance row m: a legacy entry is one flat row of ne0*n_expert values, the same
+		 * layout. */
+		muse_qs_file qf = { m->fd, t->offset, t->dtype, m->path };
+		muse_fd_advise_seq(qf.fd, t->offset, t->nbytes);
+		muse_qs_job job = { .type = nt, .nrows = nrows, .n_per_row = npr, .file = &qf,
+				    .importance = p->im ? p->im->w : NULL, .rows_per_mat = rows_per_mat,
 				    .check_finite = true, .sink = stream_sink, .sink_ctx = qc, .what = qc->what };
 		return muse_qs_submit(qs, &job, err);
 	}
@@ -597,8 +579,7 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 		muse_progress_add(pg, (uint64_t)nr * src_row);
 		r0 += nr;
 	}
-	if (m)
-		muse_map_release(m, t->offset, t->nbytes);
+	muse_map_release(m, t->offset, t->nbytes);
 	return MUSE_OK;
 }
 
@@ -767,8 +748,9 @@ static int run_quantize(const qopts *o)
 		if (describe(r, perm[k], &plan[k], &err))
 			goto fail;
 	/* --prune-layers: the pruned layers' tensors dropped, the layers after them renumbered */
-	int n_prune = 0, n_kept_layers = 0;
-	int *prune = NULL;
+	size_t n_prune = 0;
+	int n_kept_layers = 0;
+	long *prune = NULL;
 	if (o->prune) {
 		if (parse_prune(o->prune, &prune, &n_prune, &err))
 			goto fail;

@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "quant.h"
@@ -97,7 +96,6 @@ typedef struct {
 
 typedef struct {
 	muse_qs_session *s;
-	int tid;
 	float *stage;                      /* trows F32 rows (from a row source or a file) */
 	uint8_t *raw;                      /* trows rows as a file holds them, when not F32 */
 	size_t stage_cap, raw_cap;
@@ -277,8 +275,9 @@ static void *worker_main(void *p)
 		muse_err e = { 0 };
 		int64_t pos = 0;
 		muse_status st = run_task(it, w, k, out, &pos, &e);
-		if (st && (it->j.what || it->j.file))
-			muse_err_prefix(&e, "%s", it->j.what ? it->j.what : it->f.path ? it->f.path : "input");
+		const char *pre = it->j.what ? it->j.what : it->j.file ? (it->f.path ? it->f.path : "input") : NULL;
+		if (st && pre)
+			muse_err_prefix(&e, "%s", pre);
 		pthread_mutex_lock(&s->mu);
 		s->busy--;
 		if (st)
@@ -291,25 +290,6 @@ static void *worker_main(void *p)
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return NULL;
-}
-
-/* Maps in the input rows of slab sl of a job that reads a mapping (its page tables filled by the writer,
- * off the workers' path), when the kernel knows MADV_POPULATE_READ (Linux 5.14); else the workers fault. */
-static void prefault(const qs_item *it, int64_t sl)
-{
-#ifdef MADV_POPULATE_READ
-	if (it->j.file || !it->j.f32 || sl >= it->nslab)
-		return;
-	const int64_t r0 = sl * it->slab, nr = slab_rows(it, sl);
-	uintptr_t a = (uintptr_t)(it->j.f32 + r0 * it->j.n_per_row);
-	uintptr_t e = a + (uintptr_t)nr * (uintptr_t)it->j.n_per_row * sizeof(float);
-	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-	a -= a % pg;
-	madvise((void *)a, e - a, MADV_POPULATE_READ); /* a hint: any failure leaves the faults to the workers */
-#else
-	(void)it;
-	(void)sl;
-#endif
 }
 
 /* The item at written is handed over in full; under mu. Its queue slot is free for the next submit, so no
@@ -327,7 +307,6 @@ static void item_written(muse_qs_session *s)
 static void *writer_main(void *p)
 {
 	muse_qs_session *s = p;
-	int64_t prefaulted = -1; /* the last slab number mapped in ahead */
 	pthread_setname_np(pthread_self(), "muse-write");
 	pthread_mutex_lock(&s->mu);
 	while (!s->stop) {
@@ -361,13 +340,6 @@ static void *writer_main(void *p)
 		const int64_t g = s->consumed;
 		const int b = (int)(g % QS_NBUF);
 		if (s->done[b] < slab_tasks(it, sl)) {
-			if (prefaulted < g + 1 && !it->j.file && it->j.f32) {
-				prefaulted = g + 1;
-				pthread_mutex_unlock(&s->mu);
-				prefault(it, sl + 1);
-				pthread_mutex_lock(&s->mu);
-				continue;
-			}
 			pthread_cond_wait(&s->cv, &s->mu);
 			continue;
 		}
@@ -414,7 +386,7 @@ muse_status muse_qs_open(int threads, muse_qs_session **out, muse_err *err)
 	}
 	s->writer_started = true;
 	for (int t = 0; t < nth; t++) {
-		s->w[t] = (qs_worker){ .s = s, .tid = t };
+		s->w[t] = (qs_worker){ .s = s };
 		if (pthread_create(&s->tids[t], NULL, worker_main, &s->w[t]))
 			break; /* fewer workers: the same bytes */
 		s->started++;
