@@ -12,7 +12,7 @@
 #include "options.h"
 
 static const char *const tokenize_usage[] = {
-	"muse tokenize MODEL (--text STR | --file F) [--no-special] [--parse-special] [--json] [--time]",
+	"muse tokenize MODEL (--text STR | --file F) [--no-special] [--no-parse-special] [--json] [--time]",
 	"  MODEL: a GGUF file (its tokenizer.* vocabulary) or an HF model directory (tokenizer.json, else tokenizer.model)",
 	NULL,
 };
@@ -44,13 +44,16 @@ static muse_status open_tokenizer(const char *model, muse_tokenizer **t, muse_er
 int cmd_tokenize(int argc, const char **argv)
 {
 	const char *text = NULL, *file = NULL;
-	bool no_special = false, parse_special = false, json = false, timing = false;
+	bool no_special = false, parse_special = false, no_parse_special = false, json = false, timing = false;
 	muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "text", &text, "STR", "the text to tokenize" },
 		{ MUSE_OPT_STRING, 0, "file", &file, "F", "tokenize the contents of file F (UTF-8)" },
 		{ MUSE_OPT_BOOL, 0, "no-special", &no_special, NULL, "do not add BOS/EOS as the tokenizer would" },
+		{ MUSE_OPT_BOOL, 0, "no-parse-special", &no_parse_special, NULL,
+		  "read special tokens written in the text (<|im_start|>) as plain text, as llama-tokenize "
+		  "--no-parse-special does (user-defined added tokens still match)" },
 		{ MUSE_OPT_BOOL, 0, "parse-special", &parse_special, NULL,
-		  "match special tokens written in the text (user-defined added tokens always match)" },
+		  "match special tokens written in the text as single ids (the default)" },
 		{ MUSE_OPT_BOOL, 0, "json", &json, NULL, "print {\"ids\": [...]} for machines" },
 		{ MUSE_OPT_BOOL, 0, "time", &timing, NULL, "print the encoding time and MB/s to stderr" },
 		MUSE_OPT_END_ROW,
@@ -63,6 +66,10 @@ int cmd_tokenize(int argc, const char **argv)
 	if (n != 1 || !text == !file) {
 		fprintf(stderr, "muse: error: tokenize: expected one MODEL and exactly one of --text or --file\n");
 		muse_usage(stderr, opts, tokenize_usage);
+		return MUSE_EXIT_USAGE;
+	}
+	if (parse_special && no_parse_special) {
+		fprintf(stderr, "muse: error: tokenize: --parse-special and --no-parse-special contradict each other\n");
 		return MUSE_EXIT_USAGE;
 	}
 	muse_err err = { 0 };
@@ -87,7 +94,12 @@ int cmd_tokenize(int argc, const char **argv)
 	}
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (muse_tokenizer_encode(t, src, len, !no_special, parse_special, &ids, &n_ids, &err)) {
+	/*
+	 * Special tokens in the text are single ids by default, as llama-tokenize (parse_special unless
+	 * --no-parse-special) and HF tokenizers' encode() (encode_special_tokens false) give them; eval and
+	 * calibration text are tokenized without, as llama-perplexity and llama-imatrix do.
+	 */
+	if (muse_tokenizer_encode(t, src, len, !no_special, !no_parse_special, &ids, &n_ids, &err)) {
 		/* name the input the offsets refer to */
 		muse_err_prefix(&err, "%s", file ? file : "--text");
 		rc = muse_cli_fail(&err);

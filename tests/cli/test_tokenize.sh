@@ -20,10 +20,15 @@ expect_rc no_special 0 tokenize "$D" --text "ab a" --no-special
 expect_out no_special_text '^2 0$'
 expect_rc json 0 tokenize "$D" --text "ba" --json
 expect_out json_text '^\{"ids": \[3, 1, 0\]\}$'
-expect_rc special_as_text 0 tokenize "$D" --text "<s>" --no-special
+# Issue 12 item 10: special tokens in the text are single ids by default (llama-tokenize, HF encode());
+# --no-parse-special (llama-tokenize's name) reads them as text; --parse-special stays accepted.
+expect_rc special_parsed_default 0 tokenize "$D" --text "<s>" --no-special
+expect_out special_parsed_default_ids '^3$'
+expect_rc special_as_text 0 tokenize "$D" --text "<s>" --no-special --no-parse-special
 expect_out special_as_text_ids '^4$'
 expect_rc special_parsed 0 tokenize "$D" --text "<s>" --no-special --parse-special
 expect_out special_parsed_ids '^3$'
+expect_rc special_both_flags 2 tokenize "$D" --text "<s>" --parse-special --no-parse-special
 expect_rc unk_fused 0 tokenize "$D" --text "xyz" --no-special
 expect_out unk_fused_ids '^4$'
 expect_rc empty_text 0 tokenize "$D" --text "" --no-special

@@ -5,9 +5,9 @@ llama-bpe, qwen2, gpt-2, smollm and deepseek-v3 pre-tokenizers).
 
 Oracles:
   - HF dirs: tokenizers.Tokenizer.from_file(tokenizer.json).encode(s) (special tokens in the text are matched, BOS/EOS
-    per the post-processor) == `muse tokenize DIR --text s --parse-special`; with add_special_tokens=False ==
-    --no-special; with encode_special_tokens=True (specials are plain text, added non-special tokens still match) ==
-    without --parse-special.
+    per the post-processor) == `muse tokenize DIR --text s` (special tokens are parsed by default, issue 12 item 10);
+    with add_special_tokens=False == --no-special; with encode_special_tokens=True (specials are plain text, added
+    non-special tokens still match) == --no-parse-special.
   - tokenizer.model alone: the sentencepiece package's SentencePieceProcessor.encode (BOS prepended as
     tokenizer_config asks), on the strings holding no control token (sentencepiece never matches those in text).
   - SmolLM2: only the GGUF exists, so the oracle is an HF Tokenizer built here from the GGUF's vocabulary and merges
@@ -82,22 +82,21 @@ def test_hf_parity(muse, dirs, kind):
     from tokenizers import Tokenizer
     d = _dir(dirs, kind)
     hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-    bad = _compare(muse, d, lambda s: hf.encode(s).ids, STRINGS, ["--parse-special"])
+    bad = _compare(muse, d, lambda s: hf.encode(s).ids, STRINGS)
     assert not bad, _fmt(bad, len(STRINGS))
 
 
 @pytest.mark.parametrize("kind", ["spm-json", "llama3", "qwen2"])
 def test_hf_parity_flags(muse, dirs, kind):
-    """--no-special == add_special_tokens=False; no --parse-special == encode_special_tokens=True."""
+    """--no-special == add_special_tokens=False; --no-parse-special == encode_special_tokens=True."""
     from tokenizers import Tokenizer
     d = _dir(dirs, kind)
     hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
     subset = [s for s in STRINGS if "<" in s or s in ("", "Hello world", " Hello world")]
-    bad = _compare(muse, d, lambda s: hf.encode(s, add_special_tokens=False).ids, subset,
-                   ["--parse-special", "--no-special"])
+    bad = _compare(muse, d, lambda s: hf.encode(s, add_special_tokens=False).ids, subset, ["--no-special"])
     assert not bad, _fmt(bad, len(subset))
     hf.encode_special_tokens = True
-    bad = _compare(muse, d, lambda s: hf.encode(s).ids, subset)
+    bad = _compare(muse, d, lambda s: hf.encode(s).ids, subset, ["--no-parse-special"])
     assert not bad, _fmt(bad, len(subset))
 
 
@@ -155,6 +154,39 @@ def test_smollm2(muse):
         bad = [(s, llamacpp.tokenize(gg, s), _ids(muse, gg, s, "--parse-special")) for s in STRINGS if s]
         bad = [b for b in bad if b[1] != b[2]]
         assert not bad, "llama.cpp vs muse: " + _fmt(bad, len(STRINGS))
+
+
+SPECIAL_STRINGS = ["<|im_start|>", "<|im_start|>user\nhi there<|im_end|>\n", "text<|endoftext|>more text",
+                   "<|im_end|><|im_start|>assistant", "a<|im_start|>", "<|endoftext|>"]
+
+
+def test_special_tokens_default(muse, dirs):
+    """Issue 12 item 10: with no flag, a special token written in the text is one id (<|im_start|> was 8 ids), as
+    HF tokenizers' encode() gives on an HF directory and llama-tokenize on SmolLM2's GGUF; --no-parse-special (llama-
+    tokenize's flag) == llama-tokenize --no-parse-special == encode_special_tokens=True."""
+    from tokenizers import Tokenizer
+    d = _dir(dirs, "smollm")
+    hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    assert len(hf.encode("<|im_start|>", add_special_tokens=False).ids) == 1
+    assert len(_ids(muse, d, "<|im_start|>", "--no-special")) == 1
+    bad = _compare(muse, d, lambda s: hf.encode(s).ids, SPECIAL_STRINGS)
+    assert not bad, _fmt(bad, len(SPECIAL_STRINGS))
+    hf.encode_special_tokens = True
+    bad = _compare(muse, d, lambda s: hf.encode(s).ids, SPECIAL_STRINGS, ["--no-parse-special"])
+    assert not bad, _fmt(bad, len(SPECIAL_STRINGS))
+    gg = _smollm2_gguf()
+    if not gg:
+        pytest.skip("SmolLM2 GGUF not in .venv")
+    assert len(_ids(muse, gg, "<|im_start|>", "--no-special")) == 1
+    hf = _oracle_from_gguf(gg)
+    bad = _compare(muse, gg, lambda s: hf.encode(s).ids, SPECIAL_STRINGS)
+    assert not bad, "GGUF oracle: " + _fmt(bad, len(SPECIAL_STRINGS))
+    if not os.access(llamacpp.tool("llama-tokenize"), os.X_OK):
+        pytest.skip("llama-tokenize not built")
+    for flags in ((), ("--no-parse-special",)):
+        bad = [(s, llamacpp.tokenize(gg, s, *flags), _ids(muse, gg, s, *flags)) for s in SPECIAL_STRINGS]
+        bad = [b for b in bad if b[1] != b[2]]
+        assert not bad, f"llama.cpp vs muse {flags}: " + _fmt(bad, len(SPECIAL_STRINGS))
 
 
 def _mixed_text(n_bytes):

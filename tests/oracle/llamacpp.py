@@ -161,8 +161,9 @@ def logits(model, tokens, threads=2, f16_kv=False):
         return np.fromfile(out, dtype="<f4").reshape(n_tok, n_vocab)
 
 
-def tokenize(model, text):
-    """Token ids llama.cpp's tokenizer gives for text, special tokens (BOS) added as the model asks."""
-    p = run([tool("llama-tokenize"), "-m", model, "-p", text, "--ids", "--log-disable"])
+def tokenize(model, text, *flags):
+    """Token ids llama.cpp's tokenizer gives for text, special tokens (BOS) added as the model asks; flags go to
+    llama-tokenize as they are (e.g. --no-parse-special)."""
+    p = run([tool("llama-tokenize"), "-m", model, "-p", text, "--ids", "--log-disable", *flags])
     line = p.stdout.strip().splitlines()[-1]
     return [int(t) for t in line.strip("[]").split(",") if t.strip()]
