@@ -969,10 +969,10 @@ static muse_status add_pre(muse_tokenizer *t, tk_pre p, muse_err *err)
 	return MUSE_OK;
 }
 
+/* JSON_ENCODE_ANY: a bare string or number is what most unsupported values are (without it: NULL). */
 static char *jdump(json_t *j)
 {
-	char *d = json_dumps(j, JSON_COMPACT);
-	return d;
+	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 }
 
 static muse_status unsupported(const char *path, const char *what, json_t *j, muse_err *err)
@@ -1198,10 +1198,13 @@ static muse_status from_hf_json(muse_tokenizer *t, json_t *tok, json_t *tcfg, co
 {
 	muse_status s;
 	json_t *model = json_object_get(tok, "model"), *vocab = json_object_get(model, "vocab");
-	json_t *at = json_object_get(tok, "added_tokens");
-	if (!jtype(model, "BPE") && !(json_is_object(model) && !json_object_get(model, "type") &&
-				      json_object_get(model, "merges")))
-		return unsupported(path, "model type", json_object_get(model, "type"), err);
+	json_t *at = json_object_get(tok, "added_tokens"), *ty = json_object_get(model, "type");
+	if (!jtype(model, "BPE") && !(json_is_object(model) && !ty && json_object_get(model, "merges")))
+		/* name the type (WordPiece, Unigram, WordLevel) and what would work instead */
+		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tokenizer model type '%.40s' is not supported (muse "
+				    "encodes BPE: tokenizer.json with model type BPE, a SentencePiece BPE tokenizer.model, "
+				    "GGUF tokenizer.ggml.model gpt2 or llama)", path,
+				    json_is_string(ty) ? json_string_value(ty) : ty ? "(not a string)" : "(none)");
 	if (!json_is_object(vocab))
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.vocab is not an object", path);
 	static const char *const nulls[] = { "continuing_subword_prefix", "end_of_word_suffix" };

@@ -46,7 +46,19 @@ B="$TMP/bad1"; mkdir -p "$B"
 sed 's/"merges": \["a b"\]/"merges": ["a u"]/' "$D/tokenizer.json" >"$B/tokenizer.json"
 expect_fail_line merge_not_token "tokenizer.json: merge 0 'a u'" tokenize "$B" --text a
 sed 's/"type": "BPE"/"type": "Unigram"/' "$D/tokenizer.json" >"$B/tokenizer.json"
-expect_fail_line unigram "tokenizer.json: model type not supported" tokenize "$B" --text a
+expect_fail_line unigram "tokenizer.json: tokenizer model type 'Unigram' is not supported \(muse encodes BPE" tokenize "$B" --text a
+# Issue 12 item 11: a WordPiece tokenizer.json as BERT models ship it (all-MiniLM-L6-v2) was "model type not supported: ?".
+W="$TMP/wordpiece"; mkdir -p "$W"
+cat >"$W/tokenizer.json" <<'JSON'
+{"version": "1.0", "truncation": null, "padding": null,
+ "added_tokens": [{"id": 0, "content": "[PAD]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+  {"id": 1, "content": "[UNK]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+ "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+ "pre_tokenizer": {"type": "BertPreTokenizer"}, "post_processor": null, "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+ "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100,
+   "vocab": {"[PAD]": 0, "[UNK]": 1, "hello": 2, "##s": 3}}}
+JSON
+expect_fail_line wordpiece "tokenizer.json: tokenizer model type 'WordPiece' is not supported \(muse encodes BPE: .*tokenizer.model.*gpt2 or llama\)" tokenize "$W" --text hello
 printf '{"model": ' >"$B/tokenizer.json"
 expect_fail_line truncated_json "tokenizer.json: byte [0-9]+" tokenize "$B" --text a
 sed 's/"behavior": "Removed"/"behavior": "Sideways"/' "$D/tokenizer.json" >"$B/tokenizer.json"
