@@ -416,11 +416,16 @@ static muse_status check_plan(const muse_reader *r, const qopts *o, muse_ftype f
 				}
 			}
 		}
-		if (!p[i].im && p[i].ch.requires_imatrix)
+		if (!p[i].im && p[i].ch.requires_imatrix) {
+			/* "IQ2_XXS needs ..." for a type, "Q2_K (from --type Q2_K_S) needs ..." where a mix chose it */
+			char how[64] = "";
+			if (strcmp(muse_ftype_name(ft), muse_dtype_name(nt)))
+				snprintf(how, sizeof how, " (from --type %s)", muse_ftype_name(ft));
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-					    "tensor '%s': %s %s needs an importance matrix%s (make one with muse imatrix "
-					    "or llama-imatrix, pass --imatrix)", name, muse_ftype_name(ft), muse_dtype_name(nt),
+					    "tensor '%s': %s%s needs an importance matrix%s (make one with muse imatrix "
+					    "or llama-imatrix, pass --imatrix)", name, muse_dtype_name(nt), how,
 					    im ? " and the imatrix has none for it" : "");
+		}
 		if (p[i].mt.ne[3] > 1)
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 					    "%s: tensor '%s': 4-D tensors are not quantized (llama.cpp neither)", r->path, name);
