@@ -77,7 +77,7 @@ int cmd_imatrix(int argc, const char **argv)
 		goto fail;
 	int64_t *expert_tokens = hp->n_expert ? calloc((size_t)hp->n_expert, sizeof *expert_tokens) : NULL;
 	muse_fwd_opts fo = { .hook = muse_stats_hook, .user = st, .all_experts = all_experts, .expert_tokens = expert_tokens };
-	muse_progress_start(&pg, "imatrix layers", (uint64_t)hp->n_layer, quiet);
+	muse_progress_start_count(&pg, "imatrix", (uint64_t)hp->n_layer, "layers", quiet);
 	pg_on = true;
 	for (int64_t il = 0; il < hp->n_layer; il++) {
 		muse_layer l;

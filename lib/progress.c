@@ -1,6 +1,7 @@
 /* progress.c: the progress bar and its plain-text fallback. */
 #include "progress.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,6 +53,28 @@ void muse_progress_start(muse_progress *p, const char *label, uint64_t total, bo
 	p->t_start = p->t_last = muse_now();
 }
 
+void muse_progress_start_count(muse_progress *p, const char *label, uint64_t total, const char *unit, bool quiet)
+{
+	muse_progress_start(p, label, total, quiet);
+	p->unit = unit;
+}
+
+/*
+ * "1.20 GB/2.00 GB" and "12.3 MB/s" for bytes; "12/30 layers" and "0.46 layers/s" for counts (a byte
+ * formatter made layers read "30 B in 00:26, 1 B/s").
+ */
+static void fmt_amount(const muse_progress *p, double rate, char *amount, size_t acap, char *speed, size_t scap)
+{
+	if (p->unit) {
+		snprintf(amount, acap, "%" PRIu64 "/%" PRIu64 " %s", p->done, p->total, p->unit);
+		snprintf(speed, scap, "%.3g %s/s", rate, p->unit);
+		return;
+	}
+	char d[32], t[32], r[32];
+	snprintf(amount, acap, "%s/%s", muse_fmt_bytes(p->done, d, sizeof d), muse_fmt_bytes(p->total, t, sizeof t));
+	snprintf(speed, scap, "%s/s", muse_fmt_bytes((uint64_t)rate, r, sizeof r));
+}
+
 static void draw(muse_progress *p, double now)
 {
 	double el = now - p->t_start;
@@ -59,20 +82,18 @@ static void draw(muse_progress *p, double now)
 	double frac = p->total ? (double)p->done / (double)p->total : 1;
 	if (frac > 1)
 		frac = 1;
-	char eta[32], d[32], t[32], r[32];
+	char eta[32], amount[96], speed[64];
 	fmt_time(rate > 0 ? (double)(p->total - (p->done < p->total ? p->done : p->total)) / rate : -1, eta, sizeof eta);
-	muse_fmt_bytes(p->done, d, sizeof d);
-	muse_fmt_bytes(p->total, t, sizeof t);
-	muse_fmt_bytes((uint64_t)rate, r, sizeof r);
+	fmt_amount(p, rate, amount, sizeof amount, speed, sizeof speed);
 	if (p->tty) {
 		char bar[31];
 		int fill = (int)(frac * 30);
 		for (int i = 0; i < 30; i++)
 			bar[i] = i < fill ? '#' : '.';
 		bar[30] = 0;
-		fprintf(p->out, "\r%s [%s] %3.0f%% %s/%s %s/s ETA %s\033[K", p->label, bar, frac * 100, d, t, r, eta);
+		fprintf(p->out, "\r%s [%s] %3.0f%% %s %s ETA %s\033[K", p->label, bar, frac * 100, amount, speed, eta);
 	} else {
-		fprintf(p->out, "%s: %3.0f%% %s/%s %s/s ETA %s\n", p->label, frac * 100, d, t, r, eta);
+		fprintf(p->out, "%s: %3.0f%% %s %s ETA %s\n", p->label, frac * 100, amount, speed, eta);
 	}
 	fflush(p->out);
 	p->drew = true;
@@ -95,12 +116,13 @@ void muse_progress_end(muse_progress *p)
 	if (!p->enabled)
 		return;
 	double el = muse_now() - p->t_start;
-	char d[32], r[32], t[32];
-	muse_fmt_bytes(p->done, d, sizeof d);
-	muse_fmt_bytes(el > 0 ? (uint64_t)((double)p->done / el) : 0, r, sizeof r);
+	char amount[96], speed[64], t[32];
+	fmt_amount(p, el > 0 ? (double)p->done / el : 0, amount, sizeof amount, speed, sizeof speed);
+	if (!p->unit) /* bytes: the total is known from the file sizes the user already sees */
+		muse_fmt_bytes(p->done, amount, sizeof amount);
 	fmt_time(el, t, sizeof t);
 	if (p->tty && p->drew)
 		fprintf(p->out, "\r\033[K");
-	fprintf(p->out, "%s: %s in %s (%.2f s, %s/s)\n", p->label, d, t, el, r);
+	fprintf(p->out, "%s: %s in %s (%.2f s, %s)\n", p->label, amount, t, el, speed);
 	fflush(p->out);
 }

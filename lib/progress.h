@@ -9,6 +9,7 @@
 typedef struct muse_progress {
 	FILE *out;          /* stderr by default */
 	const char *label;  /* borrowed */
+	const char *unit;   /* borrowed; NULL: bytes, shown as "1.23 GB"; else counted things, "12/30 layers" */
 	uint64_t total, done;
 	double t_start, t_last;
 	bool tty, enabled, drew;
@@ -21,6 +22,8 @@ typedef struct muse_progress {
  * terminal (or MUSE_PROGRESS=plain).
  */
 void muse_progress_start(muse_progress *p, const char *label, uint64_t total, bool quiet);
+/* The same for `total` counted things named by unit (plural, e.g. "layers"): "12/30 layers, 0.5 layers/s". */
+void muse_progress_start_count(muse_progress *p, const char *label, uint64_t total, const char *unit, bool quiet);
 /* Adds n units; redraws at most every interval. Cheap enough to call per chunk. */
 void muse_progress_add(muse_progress *p, uint64_t n);
 /* Final line with the elapsed time and average rate. */

@@ -134,7 +134,8 @@ muse_status muse_eval_run(muse_model *m, muse_model *ref, const int32_t *ids, si
 	if ((s = muse_model_load_head(m, &h, err)) || (ref && (s = muse_model_load_head(ref, &hr, err))))
 		goto done;
 	uint64_t steps = (uint64_t)((n_chunks + G - 1) / G) * (uint64_t)(hp->n_layer + (ref ? muse_model_hparams(ref)->n_layer : 0));
-	muse_progress_start(&pg, ref ? "eval+ref" : "eval", steps, o->quiet);
+	/* one step is one layer run over a group of chunks, of the model or of the reference */
+	muse_progress_start_count(&pg, ref ? "eval+ref" : "eval", steps, "layer passes", o->quiet);
 	for (int64_t c0 = 0; c0 < n_chunks; c0 += G) {
 		int64_t g = n_chunks - c0 < G ? n_chunks - c0 : G;
 		memcpy(tok, ids + (size_t)c0 * (size_t)ctx, (size_t)(g * ctx) * sizeof *tok);

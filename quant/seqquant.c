@@ -457,7 +457,8 @@ muse_status muse_seq_run(const char *path, const muse_seq_opts *o, muse_seq **ou
 		goto fail;
 	muse_fwd_opts fo = { .hook = hook, .user = S, .all_experts = o->gptq && !o->routed_only };
 	S->stage = -1;
-	muse_progress_start(&pg, o->gptq ? "gptq layers" : "awq calibration", (uint64_t)hp->n_layer, o->quiet || o->verbose);
+	muse_progress_start_count(&pg, o->gptq ? "gptq" : "awq", (uint64_t)hp->n_layer, "layers",
+				  o->quiet || o->verbose);
 	pg_on = true;
 	muse_progress_add(&pg, (uint64_t)start);
 	for (int64_t il = start; il < hp->n_layer; il++) {

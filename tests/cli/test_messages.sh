@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# test_messages.sh: issue 12 item 11, what commands print: progress of imatrix/eval in layers (not bytes), the --raw hint
+# only where the command has --raw, inspect of an HF directory (architecture from config.json, integer buffers not
+# counted as parameters, columns as wide as the longest name). Fixtures are written with the standard library only.
+. "$(dirname "$0")/lib.sh"
+
+PY=${PY:-$PWD/.venv/bin/python}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+# L: a 2-layer llama (f32) with a words-on-spaces tokenizer; B: a BERT-like directory muse has no table for, with
+# the I64 embeddings.position_ids buffer old BERT checkpoints (all-MiniLM-L6-v2) carry and one long tensor name.
+L="$TMP/llama"; B="$TMP/bert"
+mkdir -p "$L" "$B"
+"$PY" - "$L" "$B" <<'PYEOF' || { fail fixtures "python fixture maker failed"; exit 0; }
+import json, math, struct, sys
+ld, bd = sys.argv[1], sys.argv[2]
+
+def safetensors(path, tensors):
+    hdr, off, data = {}, 0, b""
+    for name, dt, shape, raw in tensors:
+        hdr[name] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        off += len(raw)
+        data += raw
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+
+def f32(shape, seed):
+    n = math.prod(shape)
+    return ("F32", list(shape), struct.pack(f"<{n}f", *[math.sin(seed * 7.1 + i * 1.3) * 0.5 for i in range(n)]))
+
+E, F, V, NL = 8, 16, 5, 2
+json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": E, "intermediate_size": F,
+           "num_hidden_layers": NL, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": V,
+           "rms_norm_eps": 1e-5, "max_position_embeddings": 64, "tie_word_embeddings": True, "bos_token_id": 3},
+          open(f"{ld}/config.json", "w"))
+shapes = {"model.embed_tokens.weight": (V, E), "model.norm.weight": (E,)}
+for l in range(NL):
+    p = f"model.layers.{l}."
+    shapes.update({p + "input_layernorm.weight": (E,), p + "post_attention_layernorm.weight": (E,),
+                   p + "self_attn.q_proj.weight": (E, E), p + "self_attn.k_proj.weight": (E, E),
+                   p + "self_attn.v_proj.weight": (E, E), p + "self_attn.o_proj.weight": (E, E),
+                   p + "mlp.gate_proj.weight": (F, E), p + "mlp.up_proj.weight": (F, E), p + "mlp.down_proj.weight": (E, F)})
+safetensors(f"{ld}/model.safetensors", [(n, *f32(s, i)) for i, (n, s) in enumerate(shapes.items())])
+json.dump({"version": "1.0", "added_tokens": [{"id": 3, "content": "<s>", "special": True, "normalized": False,
+           "lstrip": False, "rstrip": False, "single_word": False}], "normalizer": None,
+           "pre_tokenizer": {"type": "Split", "pattern": {"Regex": " "}, "behavior": "Removed", "invert": False},
+           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                              {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
+                              "special_tokens": {"<s>": {"id": "<s>", "ids": [3], "tokens": ["<s>"]}}},
+           "decoder": None, "model": {"type": "BPE", "dropout": None, "unk_token": "u", "fuse_unk": True,
+           "byte_fallback": False, "vocab": {"a": 0, "b": 1, "ab": 2, "u": 4}, "merges": ["a b"]}},
+          open(f"{ld}/tokenizer.json", "w"))
+
+json.dump({"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 4, "num_hidden_layers": 1,
+           "num_attention_heads": 1, "intermediate_size": 8, "vocab_size": 5}, open(f"{bd}/config.json", "w"))
+long = "encoder.layer.0.attention.self.a_module_name_far_longer_than_the_old_48_column_table.weight"
+safetensors(f"{bd}/model.safetensors", [("embeddings.position_ids", "I64", [1, 6], struct.pack("<6q", *range(6))),
+                                        ("embeddings.word_embeddings.weight", *f32((5, 4), 1)),
+                                        (long, *f32((4, 4), 2))])
+PYEOF
+
+words=$(for i in $(seq 1 20); do printf 'ab a b '; done)
+printf '%s' "$words" >"$TMP/c.txt"
+# expect_err NAME PATTERN: the last run's stderr matches PATTERN (grep -E).
+expect_err() {
+	if grep -qE -- "$2" "$TMP/err.txt"; then pass "$1"; else fail "$1" "stderr does not match '$2': $(head -c 400 "$TMP/err.txt")"; fi
+}
+expect_no_err() {
+	if grep -qE -- "$2" "$TMP/err.txt"; then fail "$1" "stderr matches '$2': $(head -c 400 "$TMP/err.txt")"; else pass "$1"; fi
+}
+
+# Progress counts layers: "imatrix: 2/2 layers in 00:00 (0.01 s, 150 layers/s)", never "2 B ... B/s".
+export MUSE_PROGRESS=plain
+expect_rc imatrix_runs 0 imatrix "$L" --calib "$TMP/c.txt" --samples 2 --seq-len 12 -o "$TMP/im.gguf"
+expect_err imatrix_progress_layers "^imatrix: 2/2 layers in [0-9:]+ \([0-9.]+ s, [0-9.e+-]+ layers/s\)$"
+expect_no_err imatrix_progress_not_bytes "[0-9] B(/s)? "
+expect_rc eval_runs 0 eval "$L" --text "$TMP/c.txt" --ctx 16
+expect_err eval_progress_layers "^eval: 2/2 layer passes in [0-9:]+ \([0-9.]+ s, [0-9.e+-]+ layer passes/s\)$"
+expect_no_err eval_progress_not_bytes "[0-9] B(/s)? "
+expect_rc eval_ref_runs 0 eval "$L" --ref "$L" --text "$TMP/c.txt" --ctx 16
+expect_err eval_ref_progress_layers "^eval\+ref: 4/4 layer passes in "
+# convert still counts bytes
+expect_rc convert_runs 0 convert "$L/model.safetensors" "$TMP/l16.safetensors" --outtype f16
+expect_err convert_progress_bytes "^convert: [0-9.]+ [kM]?B in [0-9:]+ \([0-9.]+ s, [0-9.]+ [kMG]?B/s\)$"
+unset MUSE_PROGRESS
+
