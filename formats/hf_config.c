@@ -182,8 +182,8 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 		char list[512];
 		muse_arch_list(list, sizeof list);
 		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-				 "%s: architecture '%s' is not supported (supported: %s); use --raw to copy tensors "
-				 "with their names unchanged", path, json_string_value(a0), list);
+				 "%s: architecture '%s' is not supported (supported: %s)", path, json_string_value(a0),
+				 list);
 		goto done;
 	}
 	const char *an = cfg->arch->gguf_name;
@@ -493,5 +493,33 @@ muse_status muse_hf_config_fp8(const muse_hf_config *cfg, const char *dir, int *
 		block[i] = (uint64_t)d;
 	}
 	*mode = 1;
+	return MUSE_OK;
+}
+
+muse_status muse_hf_config_class(const char *dir, char *cls, size_t cls_cap, char *model_type, size_t mt_cap,
+				 const muse_arch **arch, muse_err *err)
+{
+	char path[4096];
+	json_error_t je;
+	if (cls_cap)
+		cls[0] = 0;
+	if (mt_cap)
+		model_type[0] = 0;
+	*arch = NULL;
+	if ((size_t)snprintf(path, sizeof path, "%s/config.json", dir) >= sizeof path)
+		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: path too long", dir);
+	json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
+	if (!root)
+		return muse_err_at(err, MUSE_ERR_FORMAT, path, (uint64_t)(je.position > 0 ? je.position : 0),
+				   "config.json: %s", je.text);
+	json_t *a0 = json_array_get(json_object_get(root, "architectures"), 0);
+	json_t *mt = json_object_get(root, "model_type");
+	if (json_is_string(a0)) {
+		snprintf(cls, cls_cap, "%s", json_string_value(a0));
+		*arch = muse_arch_find(json_string_value(a0));
+	}
+	if (json_is_string(mt))
+		snprintf(model_type, mt_cap, "%s", json_string_value(mt));
+	json_decref(root);
 	return MUSE_OK;
 }

@@ -42,6 +42,13 @@ muse_status muse_hf_config_arch_keys(const muse_hf_config *cfg, muse_meta *meta,
 /* quantization_config of an FP8 checkpoint: *mode -1 when it is not one (no quant_method "fp8"), 0 for per-tensor
  * or per-row scales, 1 for block scales of block[0] x block[1] (weight_block_size). dir names the config in errors. */
 muse_status muse_hf_config_fp8(const muse_hf_config *cfg, const char *dir, int *mode, uint64_t block[2], muse_err *err);
+/*
+ * Only the model class config.json names ("architectures"[0]) and its model_type, each "" when absent,
+ * truncated to the buffer; *arch is muse's table for the class, NULL when it has none. For displays and
+ * hints (inspect, convert's --raw hint), so an unmapped class is no error here.
+ */
+muse_status muse_hf_config_class(const char *dir, char *cls, size_t cls_cap, char *model_type, size_t mt_cap,
+				 const muse_arch **arch, muse_err *err);
 /* Frees what load allocated (rope_freqs, the JSON); safe on a zeroed or failed cfg. */
 void muse_hf_config_free(muse_hf_config *cfg);
 

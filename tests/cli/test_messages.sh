@@ -85,3 +85,13 @@ expect_rc convert_runs 0 convert "$L/model.safetensors" "$TMP/l16.safetensors" -
 expect_err convert_progress_bytes "^convert: [0-9.]+ [kM]?B in [0-9:]+ \([0-9.]+ s, [0-9.]+ [kMG]?B/s\)$"
 unset MUSE_PROGRESS
 
+# --raw is convert's: its hint appears there and nowhere else for the same unmapped architecture.
+expect_fail_line convert_raw_hint "architecture 'BertModel' is not supported \(supported: .*\); use --raw to copy tensors" \
+	convert "$B" "$TMP/b.gguf"
+for c in "quantize $B $TMP/b.gguf --type Q8_0" "eval $B --text $TMP/c.txt" "imatrix $B --calib $TMP/c.txt -o $TMP/b.imatrix"; do
+	name=${c%% *}
+	# shellcheck disable=SC2086
+	expect_fail_line "${name}_unmapped_arch" "architecture 'BertModel' is not supported \(supported: [A-Za-z0-9, ]+\)$" $c
+	expect_no_err "${name}_no_raw_hint" "--raw"
+done
+
