@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
+#include "../formats/hf_config.h"
 #include "../formats/reader.h"
 #include "../lib/utf8.h"
 #include "cmds.h"
@@ -115,25 +118,73 @@ static void human(uint64_t n, char *buf, size_t cap)
 }
 
 typedef struct dtype_total {
-	uint64_t count, bytes, params;
+	uint64_t count, bytes, elements;
 } dtype_total;
 
-static void totals(const muse_reader *r, dtype_total *tot, uint64_t *params, uint64_t *bytes)
+typedef struct model_totals {
+	dtype_total by_dtype[MUSE_DT_COUNT];
+	uint64_t params, bytes;
+	uint64_t int_elements, int_tensors; /* integer/bool tensors: buffers (position_ids), packed weights, indices */
+} model_totals;
+
+/*
+ * Parameters as transformers' num_parameters() counts them: float (and GGUF block) tensors only. An
+ * integer tensor cannot be a torch Parameter; it is a buffer such as BERT's I64 position_ids, or packed
+ * GPTQ/AWQ words, so it is reported beside the count, not in it.
+ */
+static void totals(const muse_reader *r, model_totals *m)
 {
-	memset(tot, 0, sizeof(dtype_total) * MUSE_DT_COUNT);
-	*params = *bytes = 0;
+	memset(m, 0, sizeof *m);
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
-		tot[t->dtype].count++;
-		tot[t->dtype].bytes += t->nbytes;
-		tot[t->dtype].params += t->nelements;
-		*params += t->nelements;
-		*bytes += t->nbytes;
+		const muse_dtype_traits *dt = muse_dtype_info(t->dtype);
+		m->by_dtype[t->dtype].count++;
+		m->by_dtype[t->dtype].bytes += t->nbytes;
+		m->by_dtype[t->dtype].elements += t->nelements;
+		m->bytes += t->nbytes;
+		if (dt && dt->is_int) {
+			m->int_elements += t->nelements;
+			m->int_tensors++;
+		} else {
+			m->params += t->nelements;
+		}
 	}
 }
 
-static int print_text(const muse_reader *r, bool tensors)
+static bool is_int_dtype(int d)
 {
+	const muse_dtype_traits *dt = muse_dtype_info((muse_dtype)d);
+	return dt && dt->is_int;
+}
+
+/* The model's architecture: config.json's class and model_type for an HF directory, general.architecture in GGUF. */
+typedef struct arch_info {
+	char cls[128], model_type[64];
+	bool mapped; /* muse's tables know the HF class */
+} arch_info;
+
+static void find_arch(const muse_reader *r, const char *arg, arch_info *a)
+{
+	struct stat st;
+	memset(a, 0, sizeof *a);
+	/* arg, what the user named: the reader's path of a one-file directory is its model.safetensors */
+	if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode)) {
+		const muse_arch *m = NULL;
+		muse_err ignored = { 0 }; /* no or bad config.json: the tensors are still worth showing */
+		if (!muse_hf_config_class(arg, a->cls, sizeof a->cls, a->model_type, sizeof a->model_type, &m,
+					  &ignored))
+			a->mapped = m != NULL;
+		return;
+	}
+	const char *g = muse_meta_get_str(&r->meta, "general.architecture");
+	if (g)
+		snprintf(a->cls, sizeof a->cls, "%s", g);
+}
+
+static int print_text(const muse_reader *r, const char *arg, bool tensors)
+{
+	arch_info arch;
+	find_arch(r, arg, &arch);
 	printf("path:       %s\n", r->path);
 	printf("format:     %s", r->format);
 	if (r->version)
@@ -141,6 +192,11 @@ static int print_text(const muse_reader *r, bool tensors)
 	if (r->alignment)
 		printf(" (alignment %u)", r->alignment);
 	printf("\n");
+	if (arch.cls[0] && arch.model_type[0])
+		printf("architecture: %s (model_type %s%s)\n", arch.cls, arch.model_type,
+		       arch.mapped ? "" : "; not in muse's architecture tables");
+	else if (arch.cls[0])
+		printf("architecture: %s\n", arch.cls);
 	printf("files:      %u\n", r->n_files);
 	for (uint32_t i = 0; i < r->n_files && r->n_files > 1; i++)
 		printf("  [%u] %s (%" PRIu64 " bytes)\n", i, r->files[i].path, r->files[i].size);
@@ -149,31 +205,46 @@ static int print_text(const muse_reader *r, bool tensors)
 		print_kv(stdout, &r->meta.kv[i]);
 	printf("tensors:    %zu\n", r->n_tensors);
 	if (tensors && r->n_tensors) {
-		printf("  %-48s %-8s %-24s %14s %14s\n", "name", "dtype", "shape", "bytes", "offset");
+		/* columns as wide as their longest entry: a fixed 48 let long names push the rest out of line */
+		int wn = 4, wd = 5, ws = 5;
+		char shp[256];
 		for (size_t i = 0; i < r->n_tensors; i++) {
 			const muse_tensor *t = &r->tensors[i];
-			char shp[256];
+			int ln = (int)strlen(t->name), ld = (int)strlen(muse_dtype_name(t->dtype));
 			shape_str(t, shp, sizeof shp);
-			printf("  %-48s %-8s %-24s %14" PRIu64 " %14" PRIu64 "%s\n", t->name, muse_dtype_name(t->dtype),
-			       shp, t->nbytes, t->offset, t->strided ? " (strided view)" : "");
+			int ls = (int)strlen(shp);
+			wn = ln > wn ? ln : wn;
+			wd = ld > wd ? ld : wd;
+			ws = ls > ws ? ls : ws;
+		}
+		printf("  %-*s %-*s %-*s %14s %14s\n", wn, "name", wd, "dtype", ws, "shape", "bytes", "offset");
+		for (size_t i = 0; i < r->n_tensors; i++) {
+			const muse_tensor *t = &r->tensors[i];
+			shape_str(t, shp, sizeof shp);
+			printf("  %-*s %-*s %-*s %14" PRIu64 " %14" PRIu64 "%s\n", wn, t->name, wd,
+			       muse_dtype_name(t->dtype), ws, shp, t->nbytes, t->offset, t->strided ? " (strided view)" : "");
 		}
 	}
-	dtype_total tot[MUSE_DT_COUNT];
-	uint64_t params, bytes;
-	totals(r, tot, &params, &bytes);
+	model_totals m;
+	totals(r, &m);
 	printf("totals by dtype:\n");
 	for (int d = 1; d < MUSE_DT_COUNT; d++) {
-		if (!tot[d].count)
+		const dtype_total *tot = &m.by_dtype[d];
+		if (!tot->count)
 			continue;
 		char hp[32];
-		human(tot[d].params, hp, sizeof hp);
-		printf("  %-8s %8" PRIu64 " tensors %16" PRIu64 " bytes %14" PRIu64 " params (%s)\n",
-		       muse_dtype_name((muse_dtype)d), tot[d].count, tot[d].bytes, tot[d].params, hp);
+		human(tot->elements, hp, sizeof hp);
+		printf("  %-8s %8" PRIu64 " tensors %16" PRIu64 " bytes %14" PRIu64 " %s (%s)\n",
+		       muse_dtype_name((muse_dtype)d), tot->count, tot->bytes, tot->elements,
+		       is_int_dtype(d) ? "elements, not parameters" : "params", hp);
 	}
 	char hp[32];
-	human(params, hp, sizeof hp);
-	printf("parameters: %" PRIu64 " (%s)\n", params, hp);
-	printf("bytes:      %" PRIu64 "\n", bytes);
+	human(m.params, hp, sizeof hp);
+	printf("parameters: %" PRIu64 " (%s)", m.params, hp);
+	if (m.int_tensors)
+		printf(", not counting %" PRIu64 " elements in %" PRIu64 " integer tensor%s (buffers such as "
+		       "position_ids, packed weights)", m.int_elements, m.int_tensors, m.int_tensors == 1 ? "" : "s");
+	printf("\nbytes:      %" PRIu64 "\n", m.bytes);
 	return 0;
 }
 
@@ -268,12 +339,22 @@ static void jkv(FILE *o, const muse_kv *kv)
 	fputc('}', o);
 }
 
-static int print_json(const muse_reader *r, bool tensors)
+static int print_json(const muse_reader *r, const char *arg, bool tensors)
 {
 	FILE *o = stdout;
+	arch_info arch;
+	find_arch(r, arg, &arch);
 	fputs("{\n \"path\": ", o);
 	jstr(o, r->path, strlen(r->path));
 	fprintf(o, ",\n \"format\": \"%s\"", r->format);
+	if (arch.cls[0]) {
+		fputs(",\n \"architecture\": ", o);
+		jstr(o, arch.cls, strlen(arch.cls));
+	}
+	if (arch.model_type[0]) {
+		fputs(",\n \"model_type\": ", o);
+		jstr(o, arch.model_type, strlen(arch.model_type));
+	}
 	if (r->version)
 		fprintf(o, ",\n \"version\": %u", r->version);
 	if (r->alignment)
@@ -306,20 +387,21 @@ static int print_json(const muse_reader *r, bool tensors)
 		}
 		fputs(r->n_tensors ? "\n ],\n" : "],\n", o);
 	}
-	dtype_total tot[MUSE_DT_COUNT];
-	uint64_t params, bytes;
-	totals(r, tot, &params, &bytes);
+	model_totals m;
+	totals(r, &m);
 	fputs(" \"totals\": {", o);
 	bool first = true;
 	for (int d = 1; d < MUSE_DT_COUNT; d++) {
-		if (!tot[d].count)
+		const dtype_total *tot = &m.by_dtype[d];
+		if (!tot->count)
 			continue;
-		fprintf(o, "%s\"%s\": {\"tensors\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"parameters\": %" PRIu64 "}",
-			first ? "" : ", ", muse_dtype_name((muse_dtype)d), tot[d].count, tot[d].bytes, tot[d].params);
+		fprintf(o, "%s\"%s\": {\"tensors\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"elements\": %" PRIu64
+			", \"parameters\": %" PRIu64 "}", first ? "" : ", ", muse_dtype_name((muse_dtype)d), tot->count,
+			tot->bytes, tot->elements, is_int_dtype(d) ? 0 : tot->elements);
 		first = false;
 	}
-	fprintf(o, "},\n \"n_tensors\": %zu,\n \"parameters\": %" PRIu64 ",\n \"bytes\": %" PRIu64 "\n}\n",
-		r->n_tensors, params, bytes);
+	fprintf(o, "},\n \"n_tensors\": %zu,\n \"parameters\": %" PRIu64 ",\n \"integer_elements\": %" PRIu64
+		",\n \"bytes\": %" PRIu64 "\n}\n", r->n_tensors, m.params, m.int_elements, m.bytes);
 	return 0;
 }
 
@@ -345,7 +427,7 @@ int cmd_inspect(int argc, const char **argv)
 	muse_reader *r = NULL;
 	if (muse_reader_open(argv[0], &r, &err))
 		return muse_cli_fail(&err);
-	int rc = json ? print_json(r, !no_tensors) : print_text(r, !no_tensors);
+	int rc = json ? print_json(r, argv[0], !no_tensors) : print_text(r, argv[0], !no_tensors);
 	muse_reader_free(r);
 	return rc ? MUSE_EXIT_FAIL : MUSE_EXIT_OK;
 }

@@ -95,3 +95,17 @@ for c in "quantize $B $TMP/b.gguf --type Q8_0" "eval $B --text $TMP/c.txt" "imat
 	expect_no_err "${name}_no_raw_hint" "--raw"
 done
 
+# inspect of an HF directory
+expect_rc inspect_bert 0 inspect "$B"
+expect_out inspect_architecture "^architecture: BertModel \(model_type bert; not in muse's architecture tables\)$"
+expect_out inspect_parameters_no_buffer "^parameters: 36 \(36\), not counting 6 elements in 1 integer tensor"
+# every row's dtype column starts where the header's does
+col=$(awk '/^  name /{print index($0, " dtype ")}' "$TMP/out.txt")
+bad=$(awk -v c="$col" '/^  (embeddings|encoder)\./{ if (substr($0, c, 1) != " " || substr($0, c + 1, 1) == " ") n++ } END{print n + 0}' "$TMP/out.txt")
+if [ -n "$col" ] && [ "$col" -gt 0 ] && [ "$bad" = 0 ]; then pass inspect_columns_aligned; else fail inspect_columns_aligned "dtype column at $col, $bad rows out of line: $(cat "$TMP/out.txt")"; fi
+expect_rc inspect_bert_json 0 inspect --json "$B"
+expect_out inspect_json_architecture '"architecture": "BertModel"'
+expect_out inspect_json_parameters '"parameters": 36,'
+expect_out inspect_json_integer '"integer_elements": 6,'
+expect_rc inspect_llama 0 inspect "$L" --no-tensors
+expect_out inspect_llama_architecture "^architecture: LlamaForCausalLM \(model_type llama\)$"
