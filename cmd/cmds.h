@@ -24,5 +24,11 @@ int cmd_version(int argc, const char **argv);
 
 /* Prints "muse: error: <msg>" and returns MUSE_EXIT_FAIL (MUSE_EXIT_USAGE for MUSE_ERR_USAGE). */
 int muse_cli_fail(const muse_err *err);
+/*
+ * When err is an MUSE_ERR_UNSUPPORTED failure on the HF directory dir whose config.json names a class
+ * muse has no table for, appends "; <hint>": each command says what works for it (convert: --raw), since
+ * the library's message is shared by commands with different options.
+ */
+void muse_cli_hint_unmapped(const char *dir, muse_err *err, const char *hint);
 
 #endif

@@ -8,7 +8,6 @@
 
 #include "../formats/gguf2hf.h"
 #include "../formats/hf2gguf.h"
-#include "../formats/hf_config.h"
 #include "../formats/model_writer.h"
 #include "../formats/reader.h"
 #include "../lib/progress.h"
@@ -278,21 +277,6 @@ static int run_convert(const char *in, const char *out, muse_out_format fmt, mus
 	return convert_stream(in, out, fmt, want, shard, quiet, NULL, &err) ? muse_cli_fail(&err) : MUSE_EXIT_OK;
 }
 
-/*
- * An HF class muse has no table for: the library's message (shared with quantize and eval, which have no
- * --raw) gets convert's way out appended.
- */
-static void raw_hint(const char *dir, muse_err *err)
-{
-	char cls[128], mt[64];
-	const muse_arch *a;
-	muse_err ignored = { 0 };
-	size_t n = strlen(err->msg);
-	if (err->code == MUSE_ERR_UNSUPPORTED &&
-	    !muse_hf_config_class(dir, cls, sizeof cls, mt, sizeof mt, &a, &ignored) && cls[0] && !a)
-		snprintf(err->msg + n, sizeof err->msg - n, "; use --raw to copy tensors with their names unchanged");
-}
-
 int cmd_convert(int argc, const char **argv)
 {
 	const char *to = NULL, *outtype = NULL;
@@ -369,7 +353,7 @@ int cmd_convert(int argc, const char **argv)
 		muse_hf2gguf_opts o = { .want = want, .shard_bytes = shard, .quiet = quiet,
 					.quantize = q8 ? muse_quantize_q8_0_ref : NULL };
 		if (muse_hf2gguf_ex(argv[0], argv[1], &o, &err)) {
-			raw_hint(argv[0], &err);
+			muse_cli_hint_unmapped(argv[0], &err, "use --raw to copy tensors with their names unchanged");
 			return muse_cli_fail(&err);
 		}
 		return MUSE_EXIT_OK;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/hf_config.h"
 #include "../lib/outfile.h"
 #include "cmds.h"
 
@@ -45,6 +46,17 @@ int muse_cli_fail(const muse_err *err)
 {
 	fprintf(stderr, "muse: error: %s\n", err->msg);
 	return err->code == MUSE_ERR_USAGE ? MUSE_EXIT_USAGE : MUSE_EXIT_FAIL;
+}
+
+void muse_cli_hint_unmapped(const char *dir, muse_err *err, const char *hint)
+{
+	char cls[128], mt[64];
+	const muse_arch *a;
+	muse_err ignored = { 0 };
+	size_t n = strlen(err->msg);
+	if (err->code == MUSE_ERR_UNSUPPORTED &&
+	    !muse_hf_config_class(dir, cls, sizeof cls, mt, sizeof mt, &a, &ignored) && cls[0] && !a)
+		snprintf(err->msg + n, sizeof err->msg - n, "; %s", hint);
 }
 
 int cmd_version(int argc, const char **argv)

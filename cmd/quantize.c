@@ -687,8 +687,11 @@ static int run_quantize(const qopts *o)
 		muse_out_set_scratch(true); /* deleted below: no fsync */
 		muse_status hs = muse_hf2gguf(in, tmp_src, MUSE_DT_INVALID, 0, true, &err);
 		muse_out_set_scratch(false);
-		if (hs)
+		if (hs) {
+			muse_cli_hint_unmapped(in, &err, "llama.cpp's convert_hf_to_gguf.py may convert it, and muse "
+					       "quantize --type takes a GGUF of any architecture");
 			goto fail;
+		}
 		in = tmp_src;
 	}
 	if (muse_reader_open(in, &r, &err))

@@ -85,10 +85,14 @@ expect_rc convert_runs 0 convert "$L/model.safetensors" "$TMP/l16.safetensors" -
 expect_err convert_progress_bytes "^convert: [0-9.]+ [kM]?B in [0-9:]+ \([0-9.]+ s, [0-9.]+ [kMG]?B/s\)$"
 unset MUSE_PROGRESS
 
-# --raw is convert's: its hint appears there and nowhere else for the same unmapped architecture.
+# --raw is convert's: its hint appears there and nowhere else for the same unmapped architecture; quantize --type
+# points at what works for it (it takes a GGUF of any architecture), eval and imatrix list what they run.
 expect_fail_line convert_raw_hint "architecture 'BertModel' is not supported \(supported: .*\); use --raw to copy tensors" \
 	convert "$B" "$TMP/b.gguf"
-for c in "quantize $B $TMP/b.gguf --type Q8_0" "eval $B --text $TMP/c.txt" "imatrix $B --calib $TMP/c.txt -o $TMP/b.imatrix"; do
+expect_fail_line quantize_hint "architecture 'BertModel' is not supported \(supported: .*\); llama\.cpp's convert_hf_to_gguf\.py may convert it, and muse quantize --type takes a GGUF of any architecture$" \
+	quantize "$B" "$TMP/b.gguf" --type Q8_0
+expect_no_err quantize_no_raw_hint "--raw"
+for c in "eval $B --text $TMP/c.txt" "imatrix $B --calib $TMP/c.txt -o $TMP/b.imatrix"; do
 	name=${c%% *}
 	# shellcheck disable=SC2086
 	expect_fail_line "${name}_unmapped_arch" "architecture 'BertModel' is not supported \(supported: [A-Za-z0-9, ]+\)$" $c
