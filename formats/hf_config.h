@@ -45,7 +45,7 @@ muse_status muse_hf_config_fp8(const muse_hf_config *cfg, const char *dir, int *
 /*
  * Only the model class config.json names ("architectures"[0]) and its model_type, each "" when absent,
  * truncated to the buffer; *arch is muse's table for the class, NULL when it has none. For displays and
- * hints (inspect, convert's --raw hint), so an unmapped class is no error here.
+ * hints (inspect, muse_cli_hint_unmapped), so an unmapped class is no error here.
  */
 muse_status muse_hf_config_class(const char *dir, char *cls, size_t cls_cap, char *model_type, size_t mt_cap,
 				 const muse_arch **arch, muse_err *err);
