@@ -211,8 +211,7 @@ def quantize(muse, src, out, fmt, bits=4, group=32, sym=False, extra=()):
     dq = f"{out}.dequant.safetensors"
     args = ["quantize", src, out, "--method", "rtn", "--bits", bits, "--group-size", group, "--format", fmt,
             "--dequant-out", dq, "-q", *extra]
-    if sym:
-        args.append("--sym")
+    args.append("--sym" if sym else "--asym")  # the default grid depends on the method (issue 12 item 5)
     muse(*args)
     return load_file(os.path.join(out, "model.safetensors")), load_file(dq), json.load(open(os.path.join(out, "config.json")))
 
@@ -342,8 +341,7 @@ def run_gptq(muse, tmp, W, H, fmt, bits, group, sym, extra=()):
     out = str(tmp / "out")
     args = ["quantize", src, out, "--method", "gptq", "--hessians", hs, "--bits", bits, "--group-size", group,
             "--format", fmt, "--dequant-out", out + ".dq.safetensors", "-q", *extra]
-    if sym:
-        args.append("--sym")
+    args.append("--sym" if sym else "--asym")  # the default grid depends on the method (issue 12 item 5)
     muse(*args)
     t = load_file(os.path.join(out, "model.safetensors"))
     return t, load_file(out + ".dq.safetensors")["model.layers.0.mlp.down_proj.weight"]
