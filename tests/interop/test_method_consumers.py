@@ -224,7 +224,7 @@ def test_item5_refused_combinations_warn_once(muse, tiny, calib, tmp_path):
     assert p.returncode == 2 and "--asym" in p.stderr
 
 
-def test_item5_gptqmodel_torch_kernel_loads_gptq_output(muse, tiny, calib, tmp_path):
+def test_item5_gptqmodel_torch_kernel_loads_gptq_output(muse, tiny, calib, tmp_path, caplog):
     """Issue 12 item 5: GPTQModel's CPU torch kernel loads muse's default GPTQ output and computes what muse's own
     dequantization computes. GPTQModel is not a pinned test dependency (see the skip reason)."""
     try:
@@ -237,16 +237,24 @@ def test_item5_gptqmodel_torch_kernel_loads_gptq_output(muse, tiny, calib, tmp_p
     out = tmp_path / "gptq"
     dq = tmp_path / "gptq.dq.safetensors"
     quantize(muse, tiny, out, "gptq", "gptq", "--dequant-out", dq, calib=calib)
-    model = GPTQModel.load(str(out), backend=BACKEND.TORCH, device="cpu")
+    with caplog.at_level(logging.WARNING):
+        model = GPTQModel.load(str(out), backend=BACKEND.TORCH, device="cpu")
+    # accelerate's load_checkpoint_in_model warned "does not contain metadata" before item 7's "format": "pt"
+    assert not [r for r in caplog.records if "metadata" in r.getMessage()]
     ref = load_file(str(dq))
-    x = torch.randn(3, 64, dtype=torch.float16)
     mods = dict(model.model.named_modules())
+    torch.manual_seed(0)
+    worst = 0.0
     for name, w in ref.items():
         m = mods[name[: -len(".weight")]]
+        x = torch.randn(3, w.shape[1], dtype=torch.float16)
         with torch.no_grad():
             y = m(x).float().numpy()
         want = x.float().numpy() @ w.T
-        assert np.allclose(y, want, rtol=2e-2, atol=2e-2), name
+        err = float(np.abs(y - want).max() / np.abs(want).max())
+        worst = max(worst, err)
+        assert err < 1e-2, (name, err)  # fp16 activations and accumulation in the torch kernel
+    print(f"\nGPTQModel TorchLinear vs muse's dequantization: max relative error {worst:.1e} over {len(ref)} layers")
 
 
 # ---------------------------------------------------------------- item 6
@@ -332,20 +340,38 @@ def test_item7_model_card_and_format_pt(muse, tiny, calib, tmp_path, fmt):
                  "muse version"):
         assert want in body, want
     assert f"{rep['quantized_params']} of {rep['total_params']}" in body
-    for f in st_files(out, dq):
+    check_format_pt(st_files(out, dq))
+
+
+def check_format_pt(files):
+    """safetensors' own reader sees {"format": "pt"}; accelerate (when installed) loads without its warning."""
+    try:
+        from accelerate.utils.modeling import load_state_dict
+    except ImportError:
+        load_state_dict = None
+    n = 0
+    for f in files:
         with safe_open(f, "np") as h:
             assert h.metadata() == {"format": "pt"}, f
+        if load_state_dict:
+            logs = []
+            handler = logging.Handler()
+            handler.emit = lambda r: logs.append(r.getMessage())
+            logging.getLogger("accelerate").addHandler(handler)
+            try:
+                load_state_dict(f)
+            finally:
+                logging.getLogger("accelerate").removeHandler(handler)
+            assert not logs, logs
+        n += 1
+    return n
 
 
 def test_item7_every_safetensors_writer_says_pt(muse, tiny, tmp_path):
     """Issue 12 item 7: convert's outputs (one file, shards) carry "format": "pt" too; rtn's card says no data."""
     muse("convert", tiny, tmp_path / "f16", "--outtype", "f16")
     muse("convert", tiny, tmp_path / "sh", "--outtype", "f32", "--shard-size", "100K")
-    files = list(st_files(tmp_path / "f16", tmp_path / "sh"))
-    assert len(files) >= 3
-    for f in files:
-        with safe_open(f, "np") as h:
-            assert h.metadata() == {"format": "pt"}, f
+    assert check_format_pt(st_files(tmp_path / "f16", tmp_path / "sh")) >= 3
     quantize(muse, tiny, tmp_path / "rtn", "rtn", "compressed-tensors")
     assert "| calibration | none (round-to-nearest reads no data) |" in (tmp_path / "rtn" / "README.md").read_text()
 
