@@ -52,7 +52,7 @@ int cmd_quantize_method(int argc, const char **argv)
 		{ MUSE_OPT_INT, 0, "bits", &bits, "N", "bits per weight: 2, 3, 4 or 8 (default 4)" },
 		{ MUSE_OPT_INT, 0, "group-size", &group, "N", "columns per scale group, -1 for one per output row (default 128)" },
 		{ MUSE_OPT_BOOL, 0, "sym", &sym, NULL, "symmetric grid, no zero points (default, except for awq)" },
-		{ MUSE_OPT_BOOL, 0, "asym", &asym, NULL, "asymmetric grid with zero points (default for awq: AutoAWQ's zero_point)" },
+		{ MUSE_OPT_BOOL, 0, "asym", &asym, NULL, "asymmetric grid with zero points (default for awq outside the gptq layout: AutoAWQ's zero_point)" },
 		{ MUSE_OPT_BOOL, 0, "act-order", &act_order, NULL, "gptq: quantize columns by descending activation energy (desc_act)" },
 		{ MUSE_OPT_BOOL, 0, "static-groups", &static_groups, NULL, "gptq with --act-order: fix group grids first (monotonic g_idx)" },
 		{ MUSE_OPT_STRING, 0, "format", &format, "FORMAT", "awq, gptq, compressed-tensors or gguf:TYPE (e.g. gguf:Q4_K)" },
@@ -155,9 +155,11 @@ int cmd_quantize_method(int argc, const char **argv)
 	}
 	/*
 	 * The default grid is what each method's own tools default to: symmetric for GPTQ and RTN (GPTQModel's
-	 * QuantizeConfig sym=True, llm-compressor's W4A16 preset), asymmetric for AWQ (AutoAWQ's zero_point=True).
+	 * QuantizeConfig sym=True, llm-compressor's W4A16 preset), asymmetric for AWQ (AutoAWQ's zero_point=True),
+	 * and always symmetric in the GPTQ layout, the only grid its consumers all load.
 	 */
-	o.sym = sym || (!asym && o.method != MUSE_METHOD_AWQ && (o.gguf || o.kind != MUSE_PACKED_AWQ));
+	bool awq_like = o.method == MUSE_METHOD_AWQ || (!o.gguf && o.kind == MUSE_PACKED_AWQ);
+	o.sym = sym || (!asym && ((!o.gguf && o.kind == MUSE_PACKED_GPTQ) || !awq_like));
 	/*
 	 * One script can run rtn, gptq and awq with the same flags: round-to-nearest reads no calibration data,
 	 * so the calibration options are accepted and dropped, with one note.

@@ -179,6 +179,11 @@ def test_item5_default_gptq_and_awq_pass_vllm_rules(muse, tiny, calib, tmp_path)
     vllm_awq_check(qc, load_file(str(out / "model.safetensors")), np.float16)
     assert qc["zero_point"] is True  # AutoAWQ's default, which vLLM's awq and awq_marlin take
     assert not warnings_of(p), p.stderr
+    # AWQ's scales in the GPTQ layout: symmetric there too, so vLLM loads it
+    out = tmp_path / "awq-gptq"
+    p = quantize(muse, tiny, out, "awq", "gptq", calib=calib)
+    vllm_gptq_check(qconfig(out), load_file(str(out / "model.safetensors")), np.float16)
+    assert not warnings_of(p), p.stderr
 
 
 def test_item5_act_order_static_groups_is_the_plain_layout(muse, tiny, calib, tmp_path):
