@@ -1,5 +1,6 @@
 /* quantize_method.c: `muse quantize IN OUT --method rtn|gptq|awq ...`: integer weight quantization into AutoAWQ, GPTQ, compressed-tensors or GGUF block types. */
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,24 +11,48 @@
 #include "options.h"
 
 static const char *const method_usage[] = {
-	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym] [--act-order] [--static-groups]",
+	"muse quantize IN OUT --method rtn|awq|gptq --bits 2|3|4|8 --group-size N [--sym|--asym] [--act-order] [--static-groups]",
 	"        --format awq|gptq|compressed-tensors|gguf:TYPE [--calib FILE [--samples N] [--seq-len N] [--seed N] [--min-tokens N]] [--hessians FILE] [--damp-percent X]",
 	"        [--no-resume] [-v] [--routed-only] [--true-sequential]",
 	NULL,
 };
 
+/*
+ * A GPTQ checkpoint some named consumer refuses is still written (the user asked for it), with one line per
+ * refusal naming the consumer and what loads instead. The rules: vLLM's GPTQ path (gptq_marlin.py,
+ * GPTQMarlinConfig.TYPE_MAP) takes symmetric 4- and 8-bit and refuses desc_act true by default; GPTQModel's
+ * loader (models/loader.py) refuses sym false in format gptq unless meta.quantizer names gptqmodel >= 0.9.
+ */
+static void warn_gptq_consumers(const muse_pack_opts *o)
+{
+	if (o->gguf || o->kind != MUSE_PACKED_GPTQ)
+		return;
+	if (!o->sym)
+		fprintf(stderr, "muse: warning: --format gptq with --asym: vLLM loads only symmetric GPTQ and GPTQModel "
+				"refuses sym: false from other quantizers; use --sym, or --format compressed-tensors, "
+				"which carries zero points that vLLM loads\n");
+	else if (o->bits != 4 && o->bits != 8)
+		fprintf(stderr, "muse: warning: --format gptq --bits %d: vLLM's GPTQ loader takes 4 and 8 bits only; "
+				"use --bits 4 or 8 for vLLM\n", o->bits);
+	if (o->act_order && !o->static_groups && o->group_size > 0)
+		fprintf(stderr, "muse: warning: --act-order without --static-groups writes desc_act: true, which vLLM "
+				"refuses by default; add --static-groups (desc_act: false, plain g_idx), or use "
+				"--format compressed-tensors with --static-groups\n");
+}
+
 int cmd_quantize_method(int argc, const char **argv)
 {
 	const char *method = NULL, *format = NULL, *calib = NULL, *hessians = NULL, *damp = NULL, *dequant = NULL, *acts = NULL;
-	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = 512, min_tokens = 16, seed = 0;
+	long bits = 4, group = 128, threads = 0, samples = 0, seq_len = LONG_MIN, min_tokens = 16, seed = 0;
 	const char *calib_kind = NULL;
-	bool sym = false, act_order = false, static_groups = false, quiet = false, verbose = false, no_resume = false;
+	bool sym = false, asym = false, act_order = false, static_groups = false, quiet = false, verbose = false, no_resume = false;
 	bool routed_only = false, true_seq = false;
 	muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "method", &method, "METHOD", "rtn, gptq or awq" },
 		{ MUSE_OPT_INT, 0, "bits", &bits, "N", "bits per weight: 2, 3, 4 or 8 (default 4)" },
 		{ MUSE_OPT_INT, 0, "group-size", &group, "N", "columns per scale group, -1 for one per output row (default 128)" },
-		{ MUSE_OPT_BOOL, 0, "sym", &sym, NULL, "symmetric grid (no zero points)" },
+		{ MUSE_OPT_BOOL, 0, "sym", &sym, NULL, "symmetric grid, no zero points (default, except for awq)" },
+		{ MUSE_OPT_BOOL, 0, "asym", &asym, NULL, "asymmetric grid with zero points (default for awq outside the gptq layout: AutoAWQ's zero_point)" },
 		{ MUSE_OPT_BOOL, 0, "act-order", &act_order, NULL, "gptq: quantize columns by descending activation energy (desc_act)" },
 		{ MUSE_OPT_BOOL, 0, "static-groups", &static_groups, NULL, "gptq with --act-order: fix group grids first (monotonic g_idx)" },
 		{ MUSE_OPT_STRING, 0, "format", &format, "FORMAT", "awq, gptq, compressed-tensors or gguf:TYPE (e.g. gguf:Q4_K)" },
@@ -124,9 +149,28 @@ int cmd_quantize_method(int argc, const char **argv)
 		fprintf(stderr, "muse: error: quantize: --hessians applies to --method gptq\n");
 		return MUSE_EXIT_USAGE;
 	}
-	if (o.method == MUSE_METHOD_RTN && calib) {
-		fprintf(stderr, "muse: error: quantize: --method rtn uses no calibration data (drop --calib)\n");
+	if (sym && asym) {
+		fprintf(stderr, "muse: error: quantize: --sym and --asym exclude each other\n");
 		return MUSE_EXIT_USAGE;
+	}
+	/*
+	 * The default grid is what each method's own tools default to: symmetric for GPTQ and RTN (GPTQModel's
+	 * QuantizeConfig sym=True, llm-compressor's W4A16 preset), asymmetric for AWQ (AutoAWQ's zero_point=True),
+	 * and always symmetric in the GPTQ layout, the only grid its consumers all load.
+	 */
+	bool awq_like = o.method == MUSE_METHOD_AWQ || (!o.gguf && o.kind == MUSE_PACKED_AWQ);
+	o.sym = sym || (!asym && ((!o.gguf && o.kind == MUSE_PACKED_GPTQ) || !awq_like));
+	/*
+	 * One script can run rtn, gptq and awq with the same flags: round-to-nearest reads no calibration data,
+	 * so the calibration options are accepted and dropped, with one note.
+	 */
+	if (o.method == MUSE_METHOD_RTN && (calib || samples || seq_len != LONG_MIN || seed || calib_kind)) {
+		fprintf(stderr, "muse: note: --method rtn ignores %s (round-to-nearest needs no calibration data)\n",
+			calib ? "--calib" : "the calibration options");
+		o.calib = calib = NULL;
+		calib_kind = NULL;
+		samples = seed = 0;
+		seq_len = LONG_MIN;
 	}
 	if (acts && o.method != MUSE_METHOD_AWQ) {
 		fprintf(stderr, "muse: error: quantize: --activations applies to --method awq\n");
@@ -136,6 +180,8 @@ int cmd_quantize_method(int argc, const char **argv)
 		fprintf(stderr, "muse: error: quantize: --method %s needs --calib FILE\n", method);
 		return MUSE_EXIT_USAGE;
 	}
+	if (seq_len == LONG_MIN)
+		seq_len = 512;
 	if (samples < 0 || seed < 0 || seq_len < 2 || seq_len > (1 << 20)) {
 		fprintf(stderr, "muse: error: quantize: --seq-len must be 2..1048576, --samples and --seed non-negative\n");
 		return MUSE_EXIT_USAGE;
@@ -167,7 +213,7 @@ int cmd_quantize_method(int argc, const char **argv)
 			 "version=%s\nmethod=%d\nbits=%ld\ngroup=%ld\nsym=%d\nact_order=%d\nstatic_groups=%d\nformat=%s\n"
 			 "kind=%s\nsamples=%ld\nseq_len=%ld\nseed=%ld\nmin_tokens=%ld\ndamp=%.17g\ndequant=%d\n"
 			 "routed_only=%d\ntrue_seq=%d\n",
-			 MUSE_VERSION, (int)o.method, bits, group, sym, act_order, static_groups, format,
+			 MUSE_VERSION, (int)o.method, bits, group, o.sym, act_order, static_groups, format,
 			 calib_kind ? calib_kind : "", samples, seq_len, seed, min_tokens, o.damp_percent, dequant != NULL,
 			 routed_only, true_seq);
 		if (muse_journal_fingerprint(o.in, calib, text, fp, &err))
@@ -175,6 +221,7 @@ int cmd_quantize_method(int argc, const char **argv)
 		o.journal = jdir;
 		o.fingerprint = fp;
 	}
+	warn_gptq_consumers(&o);
 	if (muse_pack_model(&o, &err))
 		return muse_cli_fail(&err);
 	/* Published: the journal has served its purpose. */

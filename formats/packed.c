@@ -623,10 +623,14 @@ muse_status muse_packed_config_json(const muse_packed_config *c, char **json, mu
 		json_object_set_new(o, "quant_method", json_string("gptq"));
 		json_object_set_new(o, "bits", json_integer(c->bits));
 		json_object_set_new(o, "group_size", json_integer(c->group_size));
-		json_object_set_new(o, "desc_act", json_boolean(c->desc_act));
+		/*
+		 * With static groups (or one group per row) every column keeps group k / group: the checkpoint is the plain layout and
+		 * desc_act true would only make loaders take their act-order path (vLLM's default path refuses it).
+		 */
+		json_object_set_new(o, "desc_act", json_boolean(c->desc_act && !c->static_groups && c->group_size > 0));
 		json_object_set_new(o, "sym", json_boolean(c->sym));
 		json_object_set_new(o, "damp_percent", json_real(c->damp_percent));
-		json_object_set_new(o, "true_sequential", json_true());
+		json_object_set_new(o, "true_sequential", json_boolean(c->true_sequential));
 		json_object_set_new(o, "static_groups", json_boolean(c->static_groups));
 		json_object_set_new(o, "lm_head", json_false());
 		json_object_set_new(o, "checkpoint_format", json_string("gptq"));
@@ -635,6 +639,10 @@ muse_status muse_packed_config_json(const muse_packed_config *c, char **json, mu
 		json_t *meta = json_object();
 		json_object_set_new(meta, "quantizer", json_pack("[s]", "muse:" MUSE_VERSION));
 		json_object_set_new(meta, "method", json_string(c->method ? c->method : "gptq"));
+		/* GPTQModel's QuantizeConfig.from_quant_config reads these from meta. */
+		json_object_set_new(meta, "damp_percent", json_real(c->damp_percent));
+		json_object_set_new(meta, "true_sequential", json_boolean(c->true_sequential));
+		json_object_set_new(meta, "static_groups", json_boolean(c->static_groups));
 		json_object_set_new(o, "meta", meta);
 		break;
 	}

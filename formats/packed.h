@@ -113,8 +113,9 @@ typedef struct muse_packed_config {
 	int bits;
 	int64_t group_size;       /* -1 per-channel */
 	bool sym;
-	bool desc_act;            /* act-order (GPTQ desc_act; compressed-tensors actorder "weight", static groups only) */
-	bool static_groups;
+	bool desc_act;            /* act-order was used (GPTQ desc_act unless static_groups; compressed-tensors actorder "weight") */
+	bool static_groups;       /* act-order with group grids fixed first: g_idx stays k / group, so GPTQ writes desc_act false */
+	bool true_sequential;     /* gptq: q/k/v, o, gate/up, down measured in turn (--true-sequential) */
 	double damp_percent;
 	const char *method;       /* "rtn", "gptq", "awq": recorded in meta/quantizer fields */
 	const char *const *ignore; /* module names kept in high precision (lm_head, routers), n_ignore of them */

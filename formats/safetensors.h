@@ -18,7 +18,8 @@
  * padded with spaces to a multiple of 8. One difference: the reference keeps
  * __metadata__ in a hash map (random key order); muse writes the keys in the
  * order they were set, so files agree byte for byte when there is at most
- * one metadata key (transformers writes just {"format": "pt"}).
+ * one metadata key (transformers writes just {"format": "pt"}). Every file
+ * carries "format": "pt" unless set_meta replaces it.
  *
  * Sharding follows huggingface_hub's split_state_dict_into_shards: greedy in
  * declaration order on tensor bytes; a tensor above the limit gets a shard of

@@ -180,6 +180,11 @@ muse_status muse_st_writer_create(muse_st_writer **out, const char *path, uint64
 	w->max_shard_bytes = max_shard_bytes;
 	muse_strmap_init(&w->names);
 	muse_meta_init(&w->meta);
+	/* What save_pretrained writes: accelerate warns and "defaults to 'pt'" when it is missing. */
+	if (muse_meta_set_str(&w->meta, "format", "pt")) {
+		muse_st_writer_free(w);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: out of memory", path);
+	}
 	*out = w;
 	return MUSE_OK;
 }

@@ -11,6 +11,7 @@
 
 #include "../formats/hf2gguf.h"
 #include "../formats/model_writer.h"
+#include "../formats/quant_card.h"
 #include "../formats/reader.h"
 #include "../lib/checked.h"
 #include "../lib/mapfile.h"
@@ -61,6 +62,11 @@ static bool keep_by_design(const char *name, bool gguf)
 	if (gguf)
 		return !strncmp(name, "token_embd", 10) || !strcmp(name, "output.weight") || strstr(name, "rope_freqs");
 	return strstr(name, "embed") || strstr(name, "lm_head") || strstr(name, "wte.") || strstr(name, "word_embeddings");
+}
+
+static bool is_embedding(const char *name)
+{
+	return strstr(name, "embed") || strstr(name, "wte.") || strstr(name, "wpe.") || strstr(name, "word_embeddings");
 }
 
 static bool is_linear(const muse_tensor *t, bool gguf)
@@ -416,12 +422,41 @@ static muse_status mkdir_p(const char *dir, muse_err *err)
 /* Files of an HF directory that travel unchanged (tokenizer, generation config, chat template, ...). */
 static bool copy_aux(const char *n)
 {
+	/* README.md is the source's model card: the output gets its own (formats/quant_card.h). */
 	return strcmp(n, "config.json") && strcmp(n, "quantize_config.json") && strcmp(n, "quant_report.json") &&
+	       strcmp(n, "README.md") &&
 	       !ends_with(n, ".safetensors") && !ends_with(n, ".bin") && !ends_with(n, ".pt") && !ends_with(n, ".pth") &&
 	       !ends_with(n, ".index.json") && !ends_with(n, ".gguf") && n[0] != '.';
 }
 
-static muse_status write_hf_files(run *R, const char *const *ignore, size_t n_ignore, muse_err *err)
+/* Whether the checkpoint stores no output head although the model has one (tied embeddings in a *ForCausalLM). */
+static bool head_is_tied(const run *R, json_t *cfg)
+{
+	for (size_t i = 0; i < R->r->n_tensors; i++)
+		if (!strcmp(R->r->tensors[i].name, "lm_head.weight"))
+			return false;
+	const char *a = json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0));
+	return a && ends_with(a, "ForCausalLM");
+}
+
+/* README.md: a card for the quantized directory, from the run's options and its calibration record. */
+static muse_status write_card(run *R, muse_err *err)
+{
+	const muse_pack_opts *o = R->o;
+	json_t *c = json_object_get(R->report, "calibration");
+	muse_quant_card qc = { .method = method_name(o->method), .format = muse_packed_kind_name(o->kind),
+			       .bits = o->bits, .group_size = o->group_size, .sym = o->sym,
+			       .act_order = o->act_order && o->method == MUSE_METHOD_GPTQ,
+			       .static_groups = o->static_groups && o->method == MUSE_METHOD_GPTQ,
+			       .calib_file = json_string_value(json_object_get(c, "file")),
+			       .calib_sha256 = json_string_value(json_object_get(c, "sha256")),
+			       .samples = (int64_t)json_integer_value(json_object_get(c, "samples")),
+			       .seq_len = (int64_t)json_integer_value(json_object_get(c, "seq_len")),
+			       .seed = o->seed, .quantized_params = R->q_params, .total_params = R->all_params };
+	return muse_quant_card_write(o->in, o->out, &qc, err);
+}
+
+static muse_status write_hf_files(run *R, const char *const *ignore_in, size_t n_ignore, muse_err *err)
 {
 	const muse_pack_opts *o = R->o;
 	char path[4096];
@@ -433,9 +468,24 @@ static muse_status write_hf_files(run *R, const char *const *ignore, size_t n_ig
 		json_decref(cfg);
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
 	}
-	muse_packed_config pc = { o->kind, o->bits, o->group_size, o->sym, o->act_order && o->method == MUSE_METHOD_GPTQ,
-				  o->static_groups, o->damp_percent, method_name(o->method), ignore, n_ignore,
-				  R->scale_dt };
+	/*
+	 * A tied head has no tensor of its own, but transformers builds lm_head as a Linear, which
+	 * compressed-tensors' "Linear" target would expect quantized: name it with the rest.
+	 */
+	const char **ignore = calloc(n_ignore + 1, sizeof *ignore);
+	if (!ignore) {
+		json_decref(cfg);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	}
+	memcpy(ignore, ignore_in, n_ignore * sizeof *ignore);
+	if (o->kind == MUSE_PACKED_CT && head_is_tied(R, cfg))
+		ignore[n_ignore++] = "lm_head";
+	muse_packed_config pc = { .kind = o->kind, .bits = o->bits, .group_size = o->group_size, .sym = o->sym,
+				  .desc_act = o->act_order && o->method == MUSE_METHOD_GPTQ,
+				  .static_groups = o->static_groups && o->method == MUSE_METHOD_GPTQ,
+				  .true_sequential = o->true_seq && R->seq && o->method == MUSE_METHOD_GPTQ,
+				  .damp_percent = o->damp_percent, .method = method_name(o->method), .ignore = ignore,
+				  .n_ignore = n_ignore, .scale_dtype = R->scale_dt };
 	char *qc = NULL;
 	if ((s = muse_packed_config_json(&pc, &qc, err)))
 		goto done;
@@ -495,8 +545,11 @@ static muse_status write_hf_files(run *R, const char *const *ignore, size_t n_ig
 	}
 	if (dir)
 		closedir(dir);
+	if (!s)
+		s = write_card(R, err);
 done:
 	free(qc);
+	free(ignore);
 	json_decref(cfg);
 	return s;
 }
@@ -957,8 +1010,11 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 					 R.r->path, t->name, (unsigned long long)t->nelements);
 			goto fail;
 		}
-		if (t->ndim == 2 && ends_with(t->name, ".weight") && keep_by_design(t->name, R.gguf_in) &&
-		    !strstr(t->name, "embed") && !R.gguf_in) {
+		/*
+		 * Every Linear left in high precision is named for the loaders: compressed-tensors targets every
+		 * Linear that "ignore" does not list. Embeddings are nn.Embedding and norms are 1-D.
+		 */
+		if (t->ndim == 2 && ends_with(t->name, ".weight") && !is_embedding(t->name) && !R.gguf_in) {
 			ignore[n_ignore] = strndup(t->name, strlen(t->name) - 7);
 			if (!ignore[n_ignore]) {
 				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
@@ -1050,6 +1106,8 @@ fail:
 			snprintf(p2, sizeof p2, "%s/config.json", o->out);
 			unlink(p2);
 			snprintf(p2, sizeof p2, "%s/quantize_config.json", o->out);
+			unlink(p2);
+			snprintf(p2, sizeof p2, "%s/README.md", o->out);
 			unlink(p2);
 		}
 	}

@@ -211,8 +211,7 @@ def quantize(muse, src, out, fmt, bits=4, group=32, sym=False, extra=()):
     dq = f"{out}.dequant.safetensors"
     args = ["quantize", src, out, "--method", "rtn", "--bits", bits, "--group-size", group, "--format", fmt,
             "--dequant-out", dq, "-q", *extra]
-    if sym:
-        args.append("--sym")
+    args.append("--sym" if sym else "--asym")  # the default grid depends on the method (issue 12 item 5)
     muse(*args)
     return load_file(os.path.join(out, "model.safetensors")), load_file(dq), json.load(open(os.path.join(out, "config.json")))
 
@@ -342,8 +341,7 @@ def run_gptq(muse, tmp, W, H, fmt, bits, group, sym, extra=()):
     out = str(tmp / "out")
     args = ["quantize", src, out, "--method", "gptq", "--hessians", hs, "--bits", bits, "--group-size", group,
             "--format", fmt, "--dequant-out", out + ".dq.safetensors", "-q", *extra]
-    if sym:
-        args.append("--sym")
+    args.append("--sym" if sym else "--asym")  # the default grid depends on the method (issue 12 item 5)
     muse(*args)
     t = load_file(os.path.join(out, "model.safetensors"))
     return t, load_file(out + ".dq.safetensors")["model.layers.0.mlp.down_proj.weight"]
@@ -646,3 +644,23 @@ def test_bad_statistics_files_fail_cleanly(muse, tmp_path, case):
     p = muse("quantize", src, out, "--method", "awq", "--activations", tmp_path / "h.safetensors", "--format", "gptq",
              "--group-size", 32, check=False)
     assert p.returncode == 1 and "h.safetensors" in p.stderr and not out.exists(), p.stderr
+
+
+def test_item6_smollm2_tied_compressed_tensors_logits(muse, smol, tmp_path):
+    """Issue 12 item 6 on SmolLM2-135M (tied embeddings): transformers 5.23 + compressed-tensors 0.20 load muse's
+    compressed-tensors output ("ignore": ["lm_head"]) and its logits equal those of the dequantized reference (muse's
+    unpacked weights in the F32 model) within 2e-3 of the logit range."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from test_method_consumers import dequantized_reference
+    out = tmp_path / "ct"
+    _, dq, cfg = quantize(muse, smol, str(out), "compressed-tensors", 4, 64, True)
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    assert cfg["quantization_config"]["ignore"] == ["lm_head"]
+    ref = dequantized_reference(smol, str(out), dq)
+    ids = torch.tensor([[1, 504, 3458, 314, 260, 1345, 30, 906]])
+    with torch.no_grad():
+        got, want = model(ids).logits, ref(ids).logits
+    err, scale = float((got - want).abs().max()), float(want.abs().max())
+    print(f"\nSmolLM2 compressed-tensors vs dequantized F32 reference: max |dlogit| {err:.2e} (range {scale:.1f})")
+    assert err <= 2e-3 * scale, (err, scale)
