@@ -148,6 +148,30 @@ def test_same_as_convert_hf_to_gguf(muse, work, name, outtype):
         assert types["output_norm.weight"] == "F32"
 
 
+@pytest.mark.parametrize("name", ["mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3_moe"])
+def test_head_dim_default_of_config_class(muse, work, name):
+    """issue 12 item 8: config.json without head_dim (as transformers 4.x saved them). convert_hf_to_gguf.py
+    reads the config through AutoConfig, so it writes key_length/value_length exactly when the config class
+    defaults head_dim (MistralConfig: hidden_size / num_attention_heads; Mixtral, Qwen2 and the Qwen MoE classes:
+    none). Checked against transformers' AutoConfig directly, without running the slow converter per arch
+    (test_hf2gguf.py::test_config_without_head_dim does, for llama)."""
+    from transformers import AutoConfig
+    d = work["tmp"] / "nohd" / name
+    if not d.exists():
+        shutil.copytree(_model(work, name), d)
+        c = json.load(open(d / "config.json"))
+        c.pop("head_dim", None)  # Qwen2's class has none, its fixture neither
+        json.dump(c, open(d / "config.json", "w"), indent=2)
+    want = AutoConfig.from_pretrained(d).to_dict().get("head_dim")
+    out = str(work["tmp"] / f"nohd-{name}.gguf")
+    muse("convert", d, out, "--outtype", "f32", "-q")
+    _, kv = _fields(out)
+    arch = kv["general.architecture"][1]
+    for k in ("key_length", "value_length"):
+        got = kv.get(f"{arch}.attention.{k}")
+        assert (got[1] if got else None) == want, (name, k, got, want)
+
+
 def _hf_logits(d, tokens):
     import torch
     from transformers import AutoModelForCausalLM
