@@ -150,54 +150,87 @@ int muse_hf_config_u64(const muse_hf_config *cfg, const char *key, uint64_t *out
 /*
  * convert_hf_to_gguf.py reads config.json through transformers'
  * AutoConfig(...).to_dict(), so a key the file lacks takes its config
- * class's default. head_dim is the one whose default reaches the GGUF
- * (attention.key_length/value_length, rope dimensions) for the classes
- * muse converts: per model_type, as transformers 5.23's
- * configuration_<type>.py sets it. Types not listed have no head_dim
- * unless the file gives one.
+ * class's default, and the GGUF gets it. The defaults that reach the GGUF
+ * for the classes muse converts, per model_type, as transformers 5.23's
+ * configuration_<type>.py sets them (older files lack head_dim most
+ * often). Types not listed get no defaults.
  */
-enum { HD_PER_HEAD, HD_FIXED, HD_ROPE };
-static const struct head_dim_rule {
+enum { HD_NONE, HD_PER_HEAD, HD_FIXED, HD_ROPE };
+static const struct config_defaults {
 	const char *model_type;
-	int kind;      /* HD_PER_HEAD: hidden_size / num_attention_heads when absent; HD_FIXED: v when absent;
-			  HD_ROPE: always qk_rope_head_dim (v when that is absent) */
-	uint32_t v;
-} head_dim_rules[] = {
-	{ "llama", HD_PER_HEAD, 0 },
-	{ "mistral", HD_PER_HEAD, 0 },
-	{ "qwen3", HD_FIXED, 128 },
-	{ "deepseek_v2", HD_ROPE, 64 },
-	{ "deepseek_v3", HD_ROPE, 64 },
+	double n_ctx, rms_eps, theta;
+	int head_dim;    /* HD_NONE: none unless given; HD_PER_HEAD: hidden_size / num_attention_heads when absent;
+			    HD_FIXED: head_dim_v when absent; HD_ROPE: always qk_rope_head_dim (head_dim_v when absent) */
+	double head_dim_v;
+} config_defaults[] = {
+	{ "llama", 2048, 1e-6, 10000, HD_PER_HEAD, 0 },
+	{ "mistral", 131072, 1e-6, 10000, HD_PER_HEAD, 0 },
+	{ "mixtral", 131072, 1e-5, 1000000, HD_NONE, 0 },
+	{ "qwen2", 32768, 1e-6, 10000, HD_NONE, 0 },
+	{ "qwen3", 32768, 1e-6, 10000, HD_FIXED, 128 },
+	{ "qwen2_moe", 32768, 1e-6, 10000, HD_NONE, 0 },
+	{ "qwen3_moe", 32768, 1e-6, 10000, HD_NONE, 0 },
+	{ "deepseek_v2", 2048, 1e-6, 10000, HD_ROPE, 64 },
+	{ "deepseek_v3", 4096, 1e-6, 10000, HD_ROPE, 64 },
 };
 
-static muse_status default_head_dim(const char *path, json_t *root, muse_err *err)
+static int absent(json_t *obj, const char *key)
+{
+	json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+	return !v || json_is_null(v);
+}
+
+static muse_status set_default(json_t *root, const char *key, double v, muse_err *err)
+{
+	if (!absent(root, key))
+		return MUSE_OK;
+	return json_object_set_new(root, key, json_real(v)) ? muse_err_set(err, MUSE_ERR_NOMEM, "out of memory") : MUSE_OK;
+}
+
+static muse_status apply_class_defaults(const char *path, json_t *root, muse_err *err)
 {
 	json_t *mt = json_object_get(root, "model_type");
-	const struct head_dim_rule *r = NULL;
-	for (size_t i = 0; json_is_string(mt) && i < sizeof head_dim_rules / sizeof *head_dim_rules; i++)
-		if (!strcmp(json_string_value(mt), head_dim_rules[i].model_type))
-			r = &head_dim_rules[i];
-	json_t *hd = json_object_get(root, "head_dim");
-	if (!r || (r->kind != HD_ROPE && hd && !json_is_null(hd)))
+	const struct config_defaults *d = NULL;
+	for (size_t i = 0; json_is_string(mt) && i < sizeof config_defaults / sizeof *config_defaults; i++)
+		if (!strcmp(json_string_value(mt), config_defaults[i].model_type))
+			d = &config_defaults[i];
+	if (!d)
 		return MUSE_OK;
-	double v = r->v;
-	if (r->kind == HD_PER_HEAD) {
+	muse_status s;
+	if ((s = set_default(root, "max_position_embeddings", d->n_ctx, err)) ||
+	    (s = set_default(root, "rms_norm_eps", d->rms_eps, err)))
+		return s;
+	/* transformers 5 moves a top-level rope_theta into rope_parameters; with neither, the class's theta */
+	if (absent(root, "rope_theta") && absent(json_object_get(root, "rope_parameters"), "rope_theta") &&
+	    absent(json_object_get(root, "rope_scaling"), "rope_theta") &&
+	    (s = set_default(root, "rope_theta", d->theta, err)))
+		return s;
+	double hd = d->head_dim_v;
+	switch (d->head_dim) {
+	case HD_NONE:
+		return MUSE_OK;
+	case HD_PER_HEAD: {
 		static const char *const embd[] = { "hidden_size", NULL }, *const heads[] = { "num_attention_heads", NULL };
 		uint64_t e, h;
 		int f1, f2;
-		muse_status s = get_u32(path, root, embd, 0, &e, &f1, err);
-		if (!s)
-			s = get_u32(path, root, heads, 0, &h, &f2, err);
-		if (s || !f1 || !f2 || !h)
-			return s; /* the required-key checks below name what is wrong */
-		v = (double)(e / h);
-	} else if (r->kind == HD_ROPE) {
+		if ((s = get_u32(path, root, embd, 0, &e, &f1, err)) || (s = get_u32(path, root, heads, 0, &h, &f2, err)))
+			return s;
+		if (!f1 || !f2 || !h)
+			return MUSE_OK; /* the required-key checks that follow name what is wrong */
+		hd = (double)(e / h);
+		break;
+	}
+	case HD_ROPE: {
 		json_t *rope = json_object_get(root, "qk_rope_head_dim");
 		if (json_is_real(rope))
-			v = json_real_value(rope);
+			hd = json_real_value(rope);
+		return json_object_set_new(root, "head_dim", json_real(hd)) ? muse_err_set(err, MUSE_ERR_NOMEM, "out of memory")
+									   : MUSE_OK;
 	}
-	return json_object_set_new(root, "head_dim", json_real(v)) ? muse_err_set(err, MUSE_ERR_NOMEM, "out of memory")
-								    : MUSE_OK;
+	default:
+		break;
+	}
+	return set_default(root, "head_dim", hd, err);
 }
 
 muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err)
@@ -250,7 +283,7 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 		goto done;
 	if (!f && (s = get_u32(path, root, n_head0, 0, &cfg->n_head_kv_src, &f, err)))
 		goto done;
-	if ((s = default_head_dim(path, root, err)))
+	if ((s = apply_class_defaults(path, root, err)))
 		goto done;
 	/* Converter overrides of config values (DeepseekV2Model: MLA as MQA, a default epsilon). */
 	for (const muse_arch_hparam *h = cfg->arch->hparams; h && h->kind != MUSE_HP_END; h++) {

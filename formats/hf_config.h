@@ -31,9 +31,11 @@ typedef struct muse_hf_config {
  * embedding_length, feed_forward_length, attention.head_count,
  * head_count_kv, rope scaling, rope.freq_base, layer_norm_rms_epsilon,
  * layer_norm_epsilon, expert counts, expert groups and gating function,
- * key/value_length (when head_dim is given, or its config class in
- * transformers defaults it, as AutoConfig does for convert_hf_to_gguf.py),
- * after applying the architecture's config overrides (MUSE_HP_CFG_* rows).
+ * key/value_length (when head_dim is given), after applying the
+ * architecture's config overrides (MUSE_HP_CFG_* rows). A key the file
+ * lacks takes its transformers config class's default where that reaches
+ * the GGUF (context length, RMS epsilon, rope theta, head_dim), as
+ * AutoConfig gives them to convert_hf_to_gguf.py.
  * The converter then writes general.file_type and calls
  * muse_hf_config_arch_keys; general.* is the caller's.
  */

@@ -153,17 +153,20 @@ def test_name_from_directory(muse, work, dirname):
 
 def test_config_without_head_dim(muse, work):
     """issue 12 item 8: a config.json without head_dim (as transformers 4.x saved Llama configs, SmolLM2's
-    among them): convert_hf_to_gguf.py writes key_length/value_length = hidden_size / num_attention_heads
-    (LlamaConfig's default, through AutoConfig); so must muse. Before: both keys missing."""
+    among them), and without the other keys whose class default reaches the GGUF (max_position_embeddings,
+    rms_norm_eps, rope parameters): convert_hf_to_gguf.py writes LlamaConfig's defaults (through AutoConfig),
+    key_length/value_length = hidden_size / num_attention_heads; so must muse. Before: those keys missing."""
     d = work["tmp"] / "nohd" / "llama"
     if not d.exists():
         shutil.copytree(work["models"]["f32"], d)
         cfg = json.load(open(d / "config.json"))
-        del cfg["head_dim"]
+        for k in ("head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters"):
+            del cfg[k]
         json.dump(cfg, open(d / "config.json", "w"), indent=2)
     work["models"]["nohd"] = str(d)
     rm, kv = _compare(_muse(muse, work, "nohd", "f32"), _reference(work, "nohd", "f32"))
     assert kv["llama.attention.key_length"][1] == kv["llama.attention.value_length"][1] == 16
+    assert kv["llama.context_length"][1] == 2048 and kv["llama.rope.freq_base"][1] == 10000
 
 
 def test_auto_keeps_source_precision(muse, work):
