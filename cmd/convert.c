@@ -352,7 +352,7 @@ int cmd_convert(int argc, const char **argv)
 	muse_option opts[] = {
 		{ MUSE_OPT_BOOL, 0, "raw", &raw, NULL, "copy tensors with their names unchanged (no architecture mapping)" },
 		{ MUSE_OPT_STRING, 0, "to", &to, "FORMAT", "gguf or safetensors (default: from OUT's extension)" },
-		{ MUSE_OPT_STRING, 0, "outtype", &outtype, "TYPE", "f32, f16, bf16, q8_0 (HF -> GGUF only) or auto (keep the source type)" },
+		{ MUSE_OPT_STRING, 0, "outtype", &outtype, "TYPE", "f32, f16, bf16 (block tensors dequantized), q8_0 (HF -> GGUF only) or auto (keep the source type)" },
 		{ MUSE_OPT_SIZE, 0, "shard-size", &shard, "SIZE", "split the output into shards of at most SIZE (e.g. 5GB)" },
 		{ MUSE_OPT_BOOL, 'q', "quiet", &quiet, NULL, "no progress display" },
 		MUSE_OPT_END_ROW,
