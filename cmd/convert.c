@@ -3,14 +3,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
-#include <jansson.h>
 #include <sys/stat.h>
 
 #include "../formats/gguf2hf.h"
 #include "../formats/hf2gguf.h"
+#include "../formats/hf_config.h"
 #include "../formats/model_writer.h"
 #include "../formats/reader.h"
+#include "../lib/mapfile.h"
 #include "../lib/progress.h"
+#include "../quant/mix.h"
 #include "../quant/quant.h"
 #include "cmds.h"
 #include "options.h"
@@ -24,13 +26,56 @@ static const char *const convert_usage[] = {
 	NULL,
 };
 
-/* The dtype a tensor is written as: plain float tensors follow --outtype, everything else keeps its type. */
-static muse_dtype out_dtype(muse_dtype src, muse_dtype want)
+/*
+ * The type tensor t is written as. Plain float and block tensors follow an
+ * explicit --outtype (blocks are dequantized); with auto they keep their
+ * type, except blocks bound for safetensors, which has none: they become
+ * F32, as GGUF -> HF does. In GGUF, whatever llama-quantize would not
+ * quantize (1-D tensors, norms, biases, routers; quant/mix.c's rule) is
+ * F32 under an explicit --outtype, as convert_hf_to_gguf.py writes it:
+ * llama.cpp's CPU kernels refuse an F16 norm.
+ */
+static muse_dtype out_dtype(const muse_tensor *t, const char *arch, muse_out_format fmt, muse_dtype want)
 {
-	const muse_dtype_traits *tr = muse_dtype_info(src);
-	if (want == MUSE_DT_INVALID || !tr->is_float || tr->blck != 1)
-		return src;
+	const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
+	if (!tr->is_quant && !(tr->is_float && tr->blck == 1))
+		return t->dtype;
+	if (want == MUSE_DT_INVALID)
+		return tr->is_quant && fmt == MUSE_OUT_SAFETENSORS ? MUSE_DT_F32 : t->dtype;
+	if (fmt == MUSE_OUT_GGUF) {
+		muse_mix_tensor mt = { .name = t->name, .type = t->dtype, .ne = { 1, 1, 1, 1 } };
+		for (int d = 0; d < t->ndim && d < 4; d++)
+			mt.ne[d] = (int64_t)t->shape[t->ndim - 1 - d];
+		if (t->ndim > 4 || !muse_mix_allows_quantization(arch, &mt))
+			return MUSE_DT_F32;
+	}
 	return want;
+}
+
+#define DEQUANT_ELEMS (1u << 20) /* block-quantized elements decoded per step: whole blocks of every type */
+
+/* A block-quantized tensor written as a float type: decoded a chunk at a time, then cast like any F32 source. */
+static muse_status put_dequantized(muse_model_writer *w, size_t i, const muse_tensor *t, const uint8_t *src,
+				   muse_dtype dt, muse_cast_buf *cb, muse_progress *pg, muse_err *err)
+{
+	const muse_dtype_traits *tr = muse_dtype_info(t->dtype);
+	if (!t->nelements)
+		return muse_model_writer_put(w, i, t->name, src, MUSE_DT_F32, 0, dt, cb, pg, err);
+	float *f = malloc(DEQUANT_ELEMS * sizeof *f);
+	if (!f)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "tensor '%s': out of memory", t->name);
+	muse_status s = MUSE_OK;
+	for (uint64_t off = 0; off < t->nelements && !s; off += DEQUANT_ELEMS) {
+		uint64_t n = t->nelements - off < DEQUANT_ELEMS ? t->nelements - off : DEQUANT_ELEMS;
+		const uint8_t *blocks = src + off / tr->blck * tr->block_bytes;
+		s = muse_dequantize(t->dtype, blocks, f, (int64_t)n, err);
+		if (!s)
+			s = muse_model_writer_put(w, i, t->name, (const uint8_t *)f, MUSE_DT_F32, n, dt, cb, NULL, err);
+		if (!s && pg)
+			muse_progress_add(pg, n / tr->blck * tr->block_bytes);
+	}
+	free(f);
+	return s;
 }
 
 /* Contiguous tensors stream from the map; strided ones (PyTorch views) are materialized once. */
@@ -38,15 +83,18 @@ static muse_status write_tensor(muse_reader *r, size_t i, muse_dtype dt, muse_mo
 				muse_progress *pg, muse_err *err)
 {
 	const muse_tensor *t = &r->tensors[i];
+	bool dequant = muse_dtype_info(t->dtype)->is_quant && dt != t->dtype;
 	const uint8_t *view = muse_reader_view(r, i);
 	if (view)
-		return muse_model_writer_put(w, i, t->name, view, t->dtype, t->nelements, dt, cb, pg, err);
+		return dequant ? put_dequantized(w, i, t, view, dt, cb, pg, err)
+			       : muse_model_writer_put(w, i, t->name, view, t->dtype, t->nelements, dt, cb, pg, err);
 	uint8_t *dense = t->nbytes <= SIZE_MAX ? malloc(t->nbytes ? (size_t)t->nbytes : 1) : NULL;
 	if (!dense)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", r->path, t->name);
 	muse_status s = muse_reader_read(r, i, dense, err);
 	if (!s)
-		s = muse_model_writer_put(w, i, t->name, dense, t->dtype, t->nelements, dt, cb, pg, err);
+		s = dequant ? put_dequantized(w, i, t, dense, dt, cb, pg, err)
+			    : muse_model_writer_put(w, i, t->name, dense, t->dtype, t->nelements, dt, cb, pg, err);
 	free(dense);
 	return s;
 }
@@ -105,36 +153,26 @@ static int is_weights(const char *name)
 	return 0;
 }
 
-/* config.json with its dtype keys following --outtype (the other keys and their order kept). */
+/* config.json with its dtype following --outtype; every other byte of the file kept (formats/hf_config.c). */
 static muse_status copy_config(const muse_outdir *d, const char *src, muse_dtype want, muse_err *err)
 {
 	if (want == MUSE_DT_INVALID)
 		return muse_outdir_copy(d, src, "config.json", err);
-	json_error_t je;
-	json_t *j = json_load_file(src, JSON_DECODE_INT_AS_REAL, &je);
-	if (!json_is_object(j)) {
-		json_decref(j);
-		return muse_outdir_copy(d, src, "config.json", err); /* not ours to judge: kept as it is */
-	}
+	char *txt = NULL, *edited = NULL;
+	size_t n = 0, en = 0;
+	muse_status s = muse_read_small_file(src, 64u << 20, &txt, &n, err);
+	if (s)
+		return s;
 	const char *name = want == MUSE_DT_F16 ? "float16" : want == MUSE_DT_BF16 ? "bfloat16" : "float32";
-	int set = 0;
-	for (int i = 0; i < 2; i++) {
-		const char *k = i ? "dtype" : "torch_dtype";
-		if (json_object_get(j, k)) {
-			json_object_set_new(j, k, json_string(name));
-			set = 1;
-		}
-	}
-	if (!set)
-		json_object_set_new(j, "torch_dtype", json_string(name));
-	char *txt = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
-	json_decref(j);
-	if (!txt)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	size_t n = strlen(txt);
-	txt[n] = '\n'; /* replaces the NUL; n + 1 bytes written */
-	muse_status s = muse_outdir_write(d, "config.json", txt, n + 1, err);
+	muse_err e2 = { 0 };
+	if (muse_hf_config_set_dtype(src, txt, n, name, &edited, &en, &e2) == MUSE_ERR_FORMAT)
+		s = muse_outdir_copy(d, src, "config.json", err); /* not ours to judge: kept as it is */
+	else if (e2.code)
+		s = muse_err_set(err, e2.code, "%s", e2.msg);
+	else
+		s = muse_outdir_write(d, "config.json", edited, en, err);
 	free(txt);
+	free(edited);
 	return s;
 }
 
@@ -189,13 +227,29 @@ fail:
 	return muse_cli_fail(&err);
 }
 
-/* GGUF's general.file_type follows the float type all float tensors were cast to. */
-static muse_status fix_file_type(muse_meta *m, muse_dtype want)
+/*
+ * GGUF's general.file_type describes what was written: the source's value
+ * while every tensor keeps its type, else the type llama.cpp's loader
+ * infers from the tensors (quant/mix.c), as for a file without the key.
+ */
+static muse_status set_file_type(muse_meta *m, const muse_reader *r, const muse_dtype *dts, muse_err *err)
 {
-	if (!muse_meta_find(m, "general.file_type") || want == MUSE_DT_INVALID)
+	size_t changed = 0;
+	for (size_t i = 0; i < r->n_tensors; i++)
+		changed += dts[i] != r->tensors[i].dtype;
+	if (!changed)
 		return MUSE_OK;
-	uint32_t ft = want == MUSE_DT_F32 ? 0 : want == MUSE_DT_F16 ? 1 : 32;
-	return muse_meta_set_u32(m, "general.file_type", ft);
+	const char **names = malloc((r->n_tensors ? r->n_tensors : 1) * sizeof *names);
+	if (!names)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < r->n_tensors; i++)
+		names[i] = r->tensors[i].name;
+	muse_ftype ft;
+	muse_status s = muse_ftype_of_tensors(names, dts, r->n_tensors, &ft, err);
+	free(names);
+	if (!s && muse_meta_set_u32(m, "general.file_type", (uint32_t)ft))
+		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	return s;
 }
 
 /* Streams every tensor of in into the file(s) out; the one path for --raw, GGUF -> GGUF and safetensors resharding. */
@@ -206,6 +260,7 @@ static muse_status convert_stream(const char *in, const char *out, muse_out_form
 	muse_reader *r = NULL;
 	muse_model_writer *w = NULL;
 	muse_cast_buf cb = { 0 };
+	muse_dtype *dts = NULL;
 	muse_meta meta;
 	muse_meta_init(&meta);
 	char path[4096];
@@ -219,6 +274,13 @@ static muse_status convert_stream(const char *in, const char *out, muse_out_form
 	else
 		snprintf(path, sizeof path, "%s", out);
 
+	const char *arch = muse_meta_get_str(&r->meta, "general.architecture");
+	if (!(dts = malloc((r->n_tensors ? r->n_tensors : 1) * sizeof *dts))) {
+		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < r->n_tensors; i++)
+		dts[i] = out_dtype(&r->tensors[i], arch ? arch : "", fmt, want);
 	/* Metadata travels only between files of the same format; GGUF's file_type follows the cast. */
 	if (!strcmp(r->format, fmt == MUSE_OUT_GGUF ? "gguf" : "safetensors"))
 		for (size_t k = 0; k < r->meta.n; k++)
@@ -226,20 +288,24 @@ static muse_status convert_stream(const char *in, const char *out, muse_out_form
 				muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
 				goto fail;
 			}
-	if (fmt == MUSE_OUT_GGUF && fix_file_type(&meta, want)) {
-		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
+	if (fmt == MUSE_OUT_GGUF && !strcmp(r->format, "gguf") && set_file_type(&meta, r, dts, &err))
 		goto fail;
-	}
 	if (muse_model_writer_create(&w, fmt, path, shard, &err) || muse_model_writer_set_meta(w, &meta, NULL, &err))
 		goto fail;
 	uint64_t total = 0;
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
-		muse_dtype dt = out_dtype(t->dtype, want);
+		muse_dtype dt = dts[i];
+		const muse_quant_traits *q = muse_quant_traits_of(t->dtype);
+		if (q && dt != t->dtype && !q->dequantize) {
+			muse_err_set(&err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': muse cannot decode %s tensors yet", in,
+				     t->name, muse_dtype_name(t->dtype));
+			goto fail;
+		}
 		if (!muse_model_writer_supports(fmt, dt)) {
 			muse_err_set(&err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': %s cannot be stored in %s%s", in,
 				     t->name, muse_dtype_name(dt), fmt == MUSE_OUT_GGUF ? "GGUF" : "safetensors",
-				     muse_dtype_info(dt)->is_float ? "; choose --outtype" : "");
+				     muse_dtype_info(dt)->is_float ? "; choose --outtype f32, f16 or bf16" : "");
 			goto fail;
 		}
 		if (muse_model_writer_add_tensor(w, t->name, dt, t->ndim, t->shape, &err))
@@ -251,7 +317,7 @@ static muse_status convert_stream(const char *in, const char *out, muse_out_form
 	muse_progress pg;
 	muse_progress_start(&pg, "convert", total, quiet);
 	for (size_t i = 0; i < r->n_tensors; i++)
-		if (write_tensor(r, i, out_dtype(r->tensors[i].dtype, want), w, &cb, &pg, &err))
+		if (write_tensor(r, i, dts[i], w, &cb, &pg, &err))
 			goto fail;
 	if (muse_model_writer_finish(w, &err))
 		goto fail;
@@ -266,6 +332,7 @@ done:
 	muse_model_writer_free(w);
 	muse_reader_free(r);
 	muse_meta_free(&meta);
+	free(dts);
 	free(cb.p);
 	return rc == MUSE_EXIT_OK ? MUSE_OK : err.code ? err.code : MUSE_ERR_IO;
 }
@@ -285,7 +352,7 @@ int cmd_convert(int argc, const char **argv)
 	muse_option opts[] = {
 		{ MUSE_OPT_BOOL, 0, "raw", &raw, NULL, "copy tensors with their names unchanged (no architecture mapping)" },
 		{ MUSE_OPT_STRING, 0, "to", &to, "FORMAT", "gguf or safetensors (default: from OUT's extension)" },
-		{ MUSE_OPT_STRING, 0, "outtype", &outtype, "TYPE", "f32, f16, bf16, q8_0 (HF -> GGUF only) or auto (keep the source type)" },
+		{ MUSE_OPT_STRING, 0, "outtype", &outtype, "TYPE", "f32, f16, bf16 (block tensors dequantized), q8_0 (HF -> GGUF only) or auto (keep the source type)" },
 		{ MUSE_OPT_SIZE, 0, "shard-size", &shard, "SIZE", "split the output into shards of at most SIZE (e.g. 5GB)" },
 		{ MUSE_OPT_BOOL, 'q', "quiet", &quiet, NULL, "no progress display" },
 		MUSE_OPT_END_ROW,
@@ -358,5 +425,8 @@ int cmd_convert(int argc, const char **argv)
 		}
 		return MUSE_EXIT_OK;
 	}
+	/* --raw into a directory that does not exist yet (OUT without .safetensors): created whole, as HF -> HF does. */
+	if (fmt == MUSE_OUT_SAFETENSORS && !is_dir(argv[1]) && !ends_with(argv[1], ".safetensors"))
+		return run_reshard_dir(argv[0], argv[1], want, shard, quiet);
 	return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
 }

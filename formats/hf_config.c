@@ -147,6 +147,92 @@ int muse_hf_config_u64(const muse_hf_config *cfg, const char *key, uint64_t *out
 #define KEY(buf, arch, suffix) (snprintf(buf, sizeof buf, "%s.%s", arch, suffix), buf)
 #define NOMEM(x) do { if (x) { s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory"); goto done; } } while (0)
 
+/*
+ * convert_hf_to_gguf.py reads config.json through transformers'
+ * AutoConfig(...).to_dict(), so a key the file lacks takes its config
+ * class's default, and the GGUF gets it. The defaults that reach the GGUF
+ * for the classes muse converts, per model_type, as transformers 5.23's
+ * configuration_<type>.py sets them (older files lack head_dim most
+ * often). Types not listed get no defaults.
+ */
+enum { HD_NONE, HD_PER_HEAD, HD_FIXED, HD_ROPE };
+static const struct config_defaults {
+	const char *model_type;
+	double n_ctx, rms_eps, theta;
+	int head_dim;    /* HD_NONE: none unless given; HD_PER_HEAD: hidden_size / num_attention_heads when absent;
+			    HD_FIXED: head_dim_v when absent; HD_ROPE: always qk_rope_head_dim (head_dim_v when absent) */
+	double head_dim_v;
+} config_defaults[] = {
+	{ "llama", 2048, 1e-6, 10000, HD_PER_HEAD, 0 },
+	{ "mistral", 131072, 1e-6, 10000, HD_PER_HEAD, 0 },
+	{ "mixtral", 131072, 1e-5, 1000000, HD_NONE, 0 },
+	{ "qwen2", 32768, 1e-6, 10000, HD_NONE, 0 },
+	{ "qwen3", 32768, 1e-6, 10000, HD_FIXED, 128 },
+	{ "qwen2_moe", 32768, 1e-6, 10000, HD_NONE, 0 },
+	{ "qwen3_moe", 32768, 1e-6, 10000, HD_NONE, 0 },
+	{ "deepseek_v2", 2048, 1e-6, 10000, HD_ROPE, 64 },
+	{ "deepseek_v3", 4096, 1e-6, 10000, HD_ROPE, 64 },
+};
+
+static int absent(json_t *obj, const char *key)
+{
+	json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+	return !v || json_is_null(v);
+}
+
+static muse_status set_default(json_t *root, const char *key, double v, muse_err *err)
+{
+	if (!absent(root, key))
+		return MUSE_OK;
+	return json_object_set_new(root, key, json_real(v)) ? muse_err_set(err, MUSE_ERR_NOMEM, "out of memory") : MUSE_OK;
+}
+
+static muse_status apply_class_defaults(const char *path, json_t *root, muse_err *err)
+{
+	json_t *mt = json_object_get(root, "model_type");
+	const struct config_defaults *d = NULL;
+	for (size_t i = 0; json_is_string(mt) && i < sizeof config_defaults / sizeof *config_defaults; i++)
+		if (!strcmp(json_string_value(mt), config_defaults[i].model_type))
+			d = &config_defaults[i];
+	if (!d)
+		return MUSE_OK;
+	muse_status s;
+	if ((s = set_default(root, "max_position_embeddings", d->n_ctx, err)) ||
+	    (s = set_default(root, "rms_norm_eps", d->rms_eps, err)))
+		return s;
+	/* transformers 5 moves a top-level rope_theta into rope_parameters; with neither, the class's theta */
+	if (absent(root, "rope_theta") && absent(json_object_get(root, "rope_parameters"), "rope_theta") &&
+	    absent(json_object_get(root, "rope_scaling"), "rope_theta") &&
+	    (s = set_default(root, "rope_theta", d->theta, err)))
+		return s;
+	double hd = d->head_dim_v;
+	switch (d->head_dim) {
+	case HD_NONE:
+		return MUSE_OK;
+	case HD_PER_HEAD: {
+		static const char *const embd[] = { "hidden_size", NULL }, *const heads[] = { "num_attention_heads", NULL };
+		uint64_t e, h;
+		int f1, f2;
+		if ((s = get_u32(path, root, embd, 0, &e, &f1, err)) || (s = get_u32(path, root, heads, 0, &h, &f2, err)))
+			return s;
+		if (!f1 || !f2 || !h)
+			return MUSE_OK; /* the required-key checks that follow name what is wrong */
+		hd = (double)(e / h);
+		break;
+	}
+	case HD_ROPE: {
+		json_t *rope = json_object_get(root, "qk_rope_head_dim");
+		if (json_is_real(rope))
+			hd = json_real_value(rope);
+		return json_object_set_new(root, "head_dim", json_real(hd)) ? muse_err_set(err, MUSE_ERR_NOMEM, "out of memory")
+									   : MUSE_OK;
+	}
+	default:
+		break;
+	}
+	return set_default(root, "head_dim", hd, err);
+}
+
 muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err)
 {
 	char path[4096], k[256];
@@ -196,6 +282,8 @@ muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta 
 	if ((s = get_u32(path, root, n_kv0, 0, &cfg->n_head_kv_src, &f, err)))
 		goto done;
 	if (!f && (s = get_u32(path, root, n_head0, 0, &cfg->n_head_kv_src, &f, err)))
+		goto done;
+	if ((s = apply_class_defaults(path, root, err)))
 		goto done;
 	/* Converter overrides of config values (DeepseekV2Model: MLA as MQA, a default epsilon). */
 	for (const muse_arch_hparam *h = cfg->arch->hparams; h && h->kind != MUSE_HP_END; h++) {
@@ -521,5 +609,164 @@ muse_status muse_hf_config_class(const char *dir, char *cls, size_t cls_cap, cha
 	if (json_is_string(mt))
 		snprintf(model_type, mt_cap, "%s", json_string_value(mt));
 	json_decref(root);
+	return MUSE_OK;
+}
+
+/* ---- editing config.json in place: a few values replaced, every other byte kept ---- */
+
+static const char *js_ws(const char *p, const char *e)
+{
+	while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* p at an opening quote: just past the closing one (e when unterminated). */
+static const char *js_str_end(const char *p, const char *e)
+{
+	for (p++; p < e; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return e;
+}
+
+/* Just past the value starting at p: a string, a container (brackets counted outside strings) or a scalar. */
+static const char *js_value_end(const char *p, const char *e)
+{
+	if (p < e && *p == '"')
+		return js_str_end(p, e);
+	if (p < e && (*p == '{' || *p == '[')) {
+		int depth = 0;
+		while (p < e) {
+			if (*p == '"') {
+				p = js_str_end(p, e);
+				continue;
+			}
+			if (*p == '{' || *p == '[')
+				depth++;
+			else if ((*p == '}' || *p == ']') && --depth == 0)
+				return p + 1;
+			p++;
+		}
+		return e;
+	}
+	while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+		p++;
+	return p;
+}
+
+#define MAX_DTYPE_EDITS 64
+
+typedef struct dtype_edits {
+	const char *at[MAX_DTYPE_EDITS][2]; /* value spans to replace, in text order */
+	size_t n;
+	int top_found;         /* the top level has torch_dtype or dtype */
+	const char *top_last;  /* end of the top level's last member value, NULL when empty */
+	const char *indent[2]; /* the whitespace before the top level's first key */
+} dtype_edits;
+
+static int key_is(const char *k, const char *kend, const char *name)
+{
+	size_t n = strlen(name);
+	return (size_t)(kend - k) == n + 2 && !memcmp(k + 1, name, n);
+}
+
+/* Walks the object at p (depth 0: the top level; 1: a sub-model's *_config) collecting the dtype values. */
+static int scan_dtype_object(const char *p, const char *e, int depth, dtype_edits *ed)
+{
+	p = js_ws(p + 1, e);
+	if (depth == 0) {
+		ed->indent[0] = NULL;
+		ed->top_last = NULL;
+	}
+	while (p < e && *p == '"') {
+		const char *k = p, *kend = js_str_end(p, e);
+		if (depth == 0 && !ed->indent[0]) {
+			const char *w = k;
+			while (w > ed->indent[1] && (w[-1] == ' ' || w[-1] == '\t' || w[-1] == '\n' || w[-1] == '\r'))
+				w--;
+			ed->indent[0] = w;
+			ed->indent[1] = k;
+		}
+		p = js_ws(kend, e);
+		if (p >= e || *p != ':')
+			return -1;
+		const char *v = js_ws(p + 1, e), *vend = js_value_end(v, e);
+		if (key_is(k, kend, "torch_dtype") || key_is(k, kend, "dtype")) {
+			if (ed->n == MAX_DTYPE_EDITS)
+				return -1;
+			ed->at[ed->n][0] = v;
+			ed->at[ed->n++][1] = vend;
+			if (depth == 0)
+				ed->top_found = 1;
+		} else if (depth == 0 && *v == '{' && kend - k > 9 && !memcmp(kend - 8, "_config\"", 8) &&
+			   !key_is(k, kend, "quantization_config") && scan_dtype_object(v, e, 1, ed)) {
+			return -1;
+		}
+		if (depth == 0)
+			ed->top_last = vend;
+		p = js_ws(vend, e);
+		if (p < e && *p == ',')
+			p = js_ws(p + 1, e);
+	}
+	return p < e && *p == '}' ? 0 : -1;
+}
+
+muse_status muse_hf_config_set_dtype(const char *path, const char *text, size_t n, const char *dtype_name, char **out,
+				     size_t *out_n, muse_err *err)
+{
+	*out = NULL;
+	*out_n = 0;
+	json_error_t je;
+	json_t *j = json_loadb(text, n, 0, &je);
+	int is_obj = json_is_object(j);
+	json_decref(j);
+	if (!is_obj)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: not a JSON object", path);
+	const char *e = text + n, *p = js_ws(text, e);
+	dtype_edits ed = { .indent = { NULL, p } };
+	if (scan_dtype_object(p, e, 0, &ed))
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: cannot find the members of the JSON object", path);
+	char val[64];
+	int vn = snprintf(val, sizeof val, "\"%s\"", dtype_name);
+	if (vn < 0 || (size_t)vn >= sizeof val)
+		return muse_err_set(err, MUSE_ERR_USAGE, "dtype name '%s' too long", dtype_name);
+	size_t indent_n = ed.indent[0] ? (size_t)(ed.indent[1] - ed.indent[0]) : 0;
+	size_t cap = n + (ed.n + 1) * (size_t)vn + indent_n + 32;
+	char *o = malloc(cap), *q = o;
+	if (!o)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	const char *from = text;
+	for (size_t i = 0; i < ed.n; i++) {
+		memcpy(q, from, (size_t)(ed.at[i][0] - from));
+		q += ed.at[i][0] - from;
+		memcpy(q, val, (size_t)vn);
+		q += vn;
+		from = ed.at[i][1];
+	}
+	if (!ed.top_found) {
+		/* a new last member, indented like the first one (compact files stay compact) */
+		const char *at = ed.top_last ? ed.top_last : js_ws(p + 1, e);
+		memcpy(q, from, (size_t)(at - from));
+		q += at - from;
+		if (ed.top_last)
+			*q++ = ',';
+		if (ed.top_last && indent_n) {
+			memcpy(q, ed.indent[0], indent_n);
+			q += indent_n;
+		} else if (ed.top_last) {
+			*q++ = ' ';
+		}
+		q += sprintf(q, "\"torch_dtype\": %s", val);
+		from = at;
+	}
+	memcpy(q, from, (size_t)(e - from));
+	q += e - from;
+	*q = '\0';
+	*out = o;
+	*out_n = (size_t)(q - o);
 	return MUSE_OK;
 }

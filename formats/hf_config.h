@@ -32,9 +32,12 @@ typedef struct muse_hf_config {
  * head_count_kv, rope scaling, rope.freq_base, layer_norm_rms_epsilon,
  * layer_norm_epsilon, expert counts, expert groups and gating function,
  * key/value_length (when head_dim is given), after applying the
- * architecture's config overrides (MUSE_HP_CFG_* rows). The converter then
- * writes general.file_type and calls muse_hf_config_arch_keys; general.*
- * is the caller's.
+ * architecture's config overrides (MUSE_HP_CFG_* rows). A key the file
+ * lacks takes its transformers config class's default where that reaches
+ * the GGUF (context length, RMS epsilon, rope theta, head_dim), as
+ * AutoConfig gives them to convert_hf_to_gguf.py.
+ * The converter then writes general.file_type and calls
+ * muse_hf_config_arch_keys; general.* is the caller's.
  */
 muse_status muse_hf_config_load(const char *dir, muse_hf_config *cfg, muse_meta *meta, muse_err *err);
 /* Appends the architecture's own keys (its muse_arch_hparam rows) to meta, in table order. */
@@ -61,5 +64,18 @@ int muse_hf_config_has(const muse_hf_config *cfg, const char *key);
 int muse_hf_config_u64(const muse_hf_config *cfg, const char *key, uint64_t *out);
 /* A config value as a finite number; false when absent, null or not a number. */
 int muse_hf_config_num(const muse_hf_config *cfg, const char *key, double *out);
+
+/*
+ * config.json's text (n bytes at text) with the dtype set to dtype_name
+ * ("bfloat16", ...): the values of the top-level "torch_dtype" and "dtype"
+ * keys and of those in sub-model configs (objects under a "*_config" key,
+ * quantization_config excepted) replaced, every other byte kept, so
+ * integers stay integers and 0.1 stays 0.1. A top level with neither key
+ * gets "torch_dtype" as its last member. *out (malloc'd, NUL-terminated,
+ * *out_n bytes) is the caller's. MUSE_ERR_FORMAT, naming path, when the
+ * text is not a JSON object.
+ */
+muse_status muse_hf_config_set_dtype(const char *path, const char *text, size_t n, const char *dtype_name, char **out,
+				     size_t *out_n, muse_err *err);
 
 #endif

@@ -160,7 +160,8 @@ muse_status muse_reader_open(const char *path, muse_reader **out, muse_err *err)
 				    "%s: byte 0: legacy GGML/GGJT file; convert it to GGUF with llama.cpp first", path);
 	if (n >= 4 && !memcmp(head, "PK", 2))
 		return muse_pytorch_open(path, out, err);
-	if (n >= 2 && head[0] == 0x80 && head[1] <= 5)
+	/* a pickle's PROTO opcode; a safetensors header of 128, 384, ... bytes starts the same way, then '{' at 8 */
+	if (n >= 2 && head[0] == 0x80 && head[1] <= 5 && !(n >= 9 && head[8] == '{'))
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 				    "%s: byte 0: legacy (pre-1.6, non-zip) PyTorch file: not supported", path);
 	/*

@@ -258,7 +258,7 @@ static bool ends_with(const char *s, const char *suf)
 }
 
 /* tensor_allows_quantization: 2-D and up, names ending in "weight", minus the small or sensitive ones. */
-static bool allows_quantization(const muse_mix_opts *o, const char *arch, const muse_mix_tensor *t)
+bool muse_mix_allows_quantization(const char *arch, const muse_mix_tensor *t)
 {
 	if (n_dims(t->ne) < 2)
 		return false;
@@ -268,8 +268,6 @@ static bool allows_quantization(const muse_mix_opts *o, const char *arch, const 
 	if (!ends_with(n, "weight") && strlen(n) != 5)
 		return false;
 	if (has(n, "_norm.weight"))
-		return false;
-	if (o->leave_output && !strcmp(n, "output.weight"))
 		return false;
 	static const char *const never[] = {
 		"ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
@@ -299,6 +297,13 @@ static bool allows_quantization(const muse_mix_opts *o, const char *arch, const 
 				return false;
 	}
 	return true;
+}
+
+static bool allows_quantization(const muse_mix_opts *o, const char *arch, const muse_mix_tensor *t)
+{
+	if (o->leave_output && !strcmp(t->name, "output.weight"))
+		return false;
+	return muse_mix_allows_quantization(arch, t);
 }
 
 bool muse_mix_requires_imatrix(const char *name, muse_dtype type, muse_ftype ftype)
@@ -404,6 +409,65 @@ muse_status muse_mix_order(const char *const *names, const uint32_t *file, const
 	for (size_t i = 0; i < n; i++)
 		perm[i] = o[i].idx;
 	free(o);
+	return MUSE_OK;
+}
+
+/*
+ * llama_model_loader's file-type guess: the type of the most tensors, the
+ * first to reach that count in its weights_map order (weight_name_comparer,
+ * muse_mix_order's), mapped to the mix named for it.
+ */
+muse_status muse_ftype_of_tensors(const char *const *names, const muse_dtype *types, size_t n, muse_ftype *out,
+				  muse_err *err)
+{
+	size_t *perm = malloc((n ? n : 1) * sizeof *perm);
+	if (!perm)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	muse_status s = muse_mix_order(names, NULL, NULL, n, false, perm, err);
+	if (s) {
+		free(perm);
+		return s;
+	}
+	uint32_t count[MUSE_DT_COUNT] = { 0 }, most = 0;
+	muse_dtype top = MUSE_DT_F32;
+	for (size_t i = 0; i < n; i++) {
+		muse_dtype t = types[perm[i]];
+		if (t <= MUSE_DT_INVALID || t >= MUSE_DT_COUNT)
+			continue;
+		if (most < ++count[t]) {
+			most = count[t];
+			top = t;
+		}
+	}
+	free(perm);
+	switch (top) {
+	case MUSE_DT_F16: *out = MUSE_FTYPE_F16; break;
+	case MUSE_DT_BF16: *out = MUSE_FTYPE_BF16; break;
+	case MUSE_DT_Q4_0: *out = MUSE_FTYPE_Q4_0; break;
+	case MUSE_DT_Q4_1: *out = MUSE_FTYPE_Q4_1; break;
+	case MUSE_DT_Q5_0: *out = MUSE_FTYPE_Q5_0; break;
+	case MUSE_DT_Q5_1: *out = MUSE_FTYPE_Q5_1; break;
+	case MUSE_DT_Q8_0: *out = MUSE_FTYPE_Q8_0; break;
+	case MUSE_DT_Q2_K: *out = MUSE_FTYPE_Q2_K; break;
+	case MUSE_DT_Q3_K: *out = MUSE_FTYPE_Q3_K_M; break;
+	case MUSE_DT_Q4_K: *out = MUSE_FTYPE_Q4_K_M; break;
+	case MUSE_DT_Q5_K: *out = MUSE_FTYPE_Q5_K_M; break;
+	case MUSE_DT_Q6_K: *out = MUSE_FTYPE_Q6_K; break;
+	case MUSE_DT_TQ1_0: *out = MUSE_FTYPE_TQ1_0; break;
+	case MUSE_DT_TQ2_0: *out = MUSE_FTYPE_TQ2_0; break;
+	case MUSE_DT_IQ2_XXS: *out = MUSE_FTYPE_IQ2_XXS; break;
+	case MUSE_DT_IQ2_XS: *out = MUSE_FTYPE_IQ2_XS; break;
+	case MUSE_DT_IQ2_S: *out = MUSE_FTYPE_IQ2_S; break;
+	case MUSE_DT_IQ3_XXS: *out = MUSE_FTYPE_IQ3_XXS; break;
+	case MUSE_DT_IQ1_S: *out = MUSE_FTYPE_IQ1_S; break;
+	case MUSE_DT_IQ1_M: *out = MUSE_FTYPE_IQ1_M; break;
+	case MUSE_DT_IQ4_NL: *out = MUSE_FTYPE_IQ4_NL; break;
+	case MUSE_DT_IQ4_XS: *out = MUSE_FTYPE_IQ4_XS; break;
+	case MUSE_DT_IQ3_S: *out = MUSE_FTYPE_IQ3_S; break;
+	case MUSE_DT_Q1_0: *out = MUSE_FTYPE_Q1_0; break;
+	case MUSE_DT_NVFP4: *out = (muse_ftype)39; break; /* LLAMA_FTYPE_MOSTLY_NVFP4, which llama-quantize cannot make */
+	default: *out = MUSE_FTYPE_ALL_F32; break; /* F32, and what llama.cpp warns about as unknown */
+	}
 	return MUSE_OK;
 }
 

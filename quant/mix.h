@@ -137,6 +137,23 @@ muse_status muse_mix_plan(muse_mix *x, const muse_mix_tensor *t, size_t n, muse_
 muse_status muse_mix_order(const char *const *names, const uint32_t *file, const uint64_t *offset, size_t n,
 			   bool keep_split, size_t *perm, muse_err *err);
 
+/*
+ * llama.cpp's tensor_allows_quantization without --leave-output-tensor:
+ * whether llama-quantize changes tensor t's type in a model of
+ * architecture arch (2-D and up, a name ending in "weight", not a norm,
+ * router, positional embedding or one of the small tensors it lists).
+ */
+bool muse_mix_allows_quantization(const char *arch, const muse_mix_tensor *t);
+
+/*
+ * The general.file_type llama.cpp's model loader infers from the tensor
+ * types when a file has none (the most frequent type; F32 when it knows
+ * no file type for it): for a file muse writes with types of its own
+ * choosing. names[i] and types[i] describe tensor i; fails only on memory.
+ */
+muse_status muse_ftype_of_tensors(const char *const *names, const muse_dtype *types, size_t n, muse_ftype *out,
+				  muse_err *err);
+
 /* llama.cpp's tensor_requires_imatrix, for a tensor name and target type under ftype. */
 bool muse_mix_requires_imatrix(const char *name, muse_dtype type, muse_ftype ftype);
 

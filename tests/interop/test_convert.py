@@ -110,12 +110,14 @@ def test_outtype_cast_matches_torch(tmp_path, muse, outtype, tdtype):
 
 
 def test_f16_overflow_refused_no_output(tmp_path, muse):
-    st_save_torch({"ok": torch.ones(4), "big": torch.tensor([1.0, 70000.0])}, tmp_path / "in.safetensors")
+    # 2-D and named "...weight": GGUF keeps 1-D tensors and other names F32 (what llama-quantize never converts)
+    st_save_torch({"ok": torch.ones(4), "big.weight": torch.tensor([[1.0, 70000.0], [0.0, 1.0]])},
+                  tmp_path / "in.safetensors")
     os.mkdir(tmp_path / "out")
     p = muse("convert", tmp_path / "in.safetensors", tmp_path / "out" / "o.gguf", "--raw", "--outtype", "f16",
              "-q", check=False)
     assert p.returncode == 1
-    assert p.stderr.count("\n") == 1 and "tensor 'big'" in p.stderr and "overflows F16" in p.stderr
+    assert p.stderr.count("\n") == 1 and "tensor 'big.weight'" in p.stderr and "overflows F16" in p.stderr
     assert os.listdir(tmp_path / "out") == []
 
 
@@ -174,3 +176,16 @@ def test_sigint_leaves_nothing(tmp_path):
         assert os.listdir(out) == [], os.listdir(out)
         return
     pytest.skip("conversion always finished before SIGINT arrived")
+
+
+@pytest.mark.parametrize("hlen", [128, 384, 1408])
+def test_safetensors_header_length_0x80_not_legacy_pytorch(tmp_path, muse, hlen):
+    """A safetensors header of 128, 384, ... bytes makes the file start 0x80 0x0N, which is also how a legacy
+    (pickle) torch.save starts; the '{' at byte 8 says safetensors (found by issue 12's convert tests: muse refused
+    such a file as "legacy (pre-1.6, non-zip) PyTorch")."""
+    hdr = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    hdr += b" " * (hlen - len(hdr))
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(hlen.to_bytes(8, "little") + hdr + np.array([1.5, -2.0], "<f4").tobytes())
+    assert st_load_np(path)["w"].tolist() == [1.5, -2.0]  # the safetensors package reads it
+    assert json.loads(muse("inspect", "--json", path).stdout)["n_tensors"] == 1

@@ -20,6 +20,9 @@ The real SmolLM2-135M-Instruct GGUF (Q4_1 blocks, a Q8_0 embedding, F32 norms) g
          convert_hf_to_gguf.py on the same directory gives them back (checked below, which also compares every
          other key). muse's own HF -> GGUF derives them from the directory name unless it reads model cards;
          the test accepts either, but where the key is present from a card it must be equal.
+      M4 llama.attention.key_length/value_length absent -> 64: the HF config has no head_dim, so both converters
+         write LlamaConfig's default, hidden_size / num_attention_heads (issue 12 item 8); the original GGUF came
+         from a converter that read config.json without transformers' defaults.
   * F32 GGUF -> HF -> GGUF is exact: tensor bytes and all metadata identical.
   * llama-quantize Q8_0 (and Q4_K_M, Q5_1) GGUF -> HF: every tensor equal to gguf-py's dequantize of the GGUF
     tensor (after the inverse Q/K permutation, written here independently with numpy reshapes).
@@ -188,6 +191,8 @@ def test_roundtrip_gguf_tensors_and_metadata(smol, rt_gguf):
     ma, mb = meta(smol), meta(rt_gguf)
     assert ma.pop("general.file_type")[1] == 3 and mb.pop("general.file_type")[1] == 0  # M1
     assert "tokenizer.ggml.add_eos_token" not in ma and mb.pop("tokenizer.ggml.add_eos_token")[1] is False  # M2
+    # M4: LlamaConfig's head_dim default (hidden_size / heads) -> key/value_length, as convert_hf_to_gguf.py writes
+    assert mb.pop("llama.attention.key_length")[1] == 64 and mb.pop("llama.attention.value_length")[1] == 64
     card = ["general.name", "general.basename", "general.finetune", "general.organization", "general.license",
             "general.languages", "general.size_label"]
     from_card = "general.license" in mb  # M3: muse's HF -> GGUF read README.md

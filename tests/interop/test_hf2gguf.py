@@ -19,6 +19,10 @@ Also checked without convert_hf_to_gguf.py: the Q/K permutation against the save
 against transformers' (plain and Llama-3 rope scaling), llama.cpp's tokenization against HF tokenizers for four
 pre-tokenizer families, a pytorch_model.bin source, and refusals (one error line, exit 1, no output file).
 Not covered by the fixtures: metadata from a model card (README.md), SentencePiece tokenizers.
+Config keys the file lacks: convert_hf_to_gguf.py reads config.json through transformers' AutoConfig, which fills
+the config class's defaults. The fixtures, saved by transformers 5, spell out every key, so these tests could not
+see muse omitting llama.attention.key_length/value_length for configs written by older transformers, which have
+no head_dim (SmolLM2's, issue 12 item 8): test_config_without_head_dim converts such a config on both sides.
 """
 import json
 import os
@@ -145,6 +149,24 @@ def test_name_from_directory(muse, work, dirname):
     work["models"][dirname] = str(d)
     rm, kv = _compare(_muse(muse, work, dirname, "f16"), _reference(work, dirname, "f16"))
     assert "general.basename" in kv
+
+
+def test_config_without_head_dim(muse, work):
+    """issue 12 item 8: a config.json without head_dim (as transformers 4.x saved Llama configs, SmolLM2's
+    among them), and without the other keys whose class default reaches the GGUF (max_position_embeddings,
+    rms_norm_eps, rope parameters): convert_hf_to_gguf.py writes LlamaConfig's defaults (through AutoConfig),
+    key_length/value_length = hidden_size / num_attention_heads; so must muse. Before: those keys missing."""
+    d = work["tmp"] / "nohd" / "llama"
+    if not d.exists():
+        shutil.copytree(work["models"]["f32"], d)
+        cfg = json.load(open(d / "config.json"))
+        for k in ("head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters"):
+            del cfg[k]
+        json.dump(cfg, open(d / "config.json", "w"), indent=2)
+    work["models"]["nohd"] = str(d)
+    rm, kv = _compare(_muse(muse, work, "nohd", "f32"), _reference(work, "nohd", "f32"))
+    assert kv["llama.attention.key_length"][1] == kv["llama.attention.value_length"][1] == 16
+    assert kv["llama.context_length"][1] == 2048 and kv["llama.rope.freq_base"][1] == 10000
 
 
 def test_auto_keeps_source_precision(muse, work):

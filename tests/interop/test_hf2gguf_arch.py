@@ -148,6 +148,38 @@ def test_same_as_convert_hf_to_gguf(muse, work, name, outtype):
         assert types["output_norm.weight"] == "F32"
 
 
+@pytest.mark.parametrize("name", ["mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3_moe", "deepseek_v3"])
+def test_defaults_of_config_class(muse, work, name):
+    """issue 12 item 8: config.json without head_dim, max_position_embeddings, rms_norm_eps and rope parameters
+    (transformers 4.x saved no head_dim; older files lack more). convert_hf_to_gguf.py reads the config through
+    AutoConfig, so it writes the config class's defaults: key_length/value_length exactly when the class defaults
+    head_dim (MistralConfig: hidden_size / num_attention_heads; Mixtral, Qwen2 and the Qwen MoE classes: none;
+    DeepSeek writes its own MLA lengths), and the class's context length, epsilon and rope theta. Checked
+    against transformers' AutoConfig directly, without running the slow converter per arch
+    (test_hf2gguf.py::test_config_without_head_dim does, for llama)."""
+    from transformers import AutoConfig
+    d = work["tmp"] / "nodefaults" / name
+    if not d.exists():
+        shutil.copytree(_model(work, name), d)
+        c = json.load(open(d / "config.json"))
+        for k in ("head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters"):
+            c.pop(k, None)  # Qwen2's class has no head_dim, its fixture neither
+        json.dump(c, open(d / "config.json", "w"), indent=2)
+    want = AutoConfig.from_pretrained(d).to_dict()
+    out = str(work["tmp"] / f"nodefaults-{name}.gguf")
+    muse("convert", d, out, "--outtype", "f32", "-q")
+    _, kv = _fields(out)
+    arch = kv["general.architecture"][1]
+
+    def get(k):
+        return kv[f"{arch}.{k}"][1] if f"{arch}.{k}" in kv else None
+    if arch != "deepseek2":
+        assert get("attention.key_length") == get("attention.value_length") == want.get("head_dim")
+    assert get("context_length") == want["max_position_embeddings"]
+    assert get("attention.layer_norm_rms_epsilon") == pytest.approx(want["rms_norm_eps"], rel=1e-7)
+    assert get("rope.freq_base") == want["rope_parameters"]["rope_theta"]
+
+
 def _hf_logits(d, tokens):
     import torch
     from transformers import AutoModelForCausalLM
