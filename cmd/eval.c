@@ -8,30 +8,60 @@
 #include "../quant/calib.h"
 #include "../quant/evaluate.h"
 #include "../quant/forward.h"
+#include "../quant/ggml_act.h"
 #include "../quant/model.h"
 #include "cmds.h"
 #include "options.h"
 
 static const char *const eval_usage[] = {
-	"muse eval MODEL --text FILE [--ref MODEL] [--ctx N] [--chunks N] [--threads N] [--json]",
-	"muse eval MODEL --tokens FILE [--ref MODEL] [--ctx N] [--chunks N] [--threads N] [--json]",
-	"muse eval MODEL --tokens FILE --dump-logits OUT.f32",
+	"muse eval MODEL --text FILE [--ref MODEL] [--ctx N] [--chunks N] [--threads N] [--exact] [--json]",
+	"muse eval MODEL --tokens FILE [--ref MODEL] [--ctx N] [--chunks N] [--threads N] [--exact] [--json]",
+	"muse eval MODEL --tokens FILE --dump-logits OUT.f32 [--exact]",
 	NULL,
 };
 
+/*
+ * The arithmetic eval runs m with, in words: "exact f32", or llama.cpp's CPU
+ * backend with the activation type each weight type gets, e.g. "activations
+ * as llama.cpp's CPU backend: Q8_0 for Q4_0, Q8_K for Q6_K".
+ */
+static void arith_text(const muse_model *m, bool exact, char *buf, size_t cap)
+{
+	if (!muse_eval_ggml_arith(m, exact)) {
+		snprintf(buf, cap, "exact f32");
+		return;
+	}
+	bool used[MUSE_DT_COUNT];
+	muse_model_product_types(m, used);
+	size_t n = (size_t)snprintf(buf, cap, "activations as llama.cpp's CPU backend:");
+	int parts = 0;
+	for (int t = 0; t < MUSE_DT_COUNT && n < cap; t++) {
+		muse_dtype a = muse_ggml_act_type((muse_dtype)t);
+		if (!used[t])
+			continue;
+		if (a == MUSE_DT_F32)
+			n += (size_t)snprintf(buf + n, cap - n, "%s f32 for %s", parts++ ? "," : "", muse_dtype_name((muse_dtype)t));
+		else
+			n += (size_t)snprintf(buf + n, cap - n, "%s %s for %s", parts++ ? "," : "", muse_dtype_name(a),
+					      muse_dtype_name((muse_dtype)t));
+	}
+}
+
 static void print_text(const muse_eval_result *r, const muse_calib_source *src, int64_t ctx, const char *model,
-		       const char *ref)
+		       const char *ref, const char *arith, const char *arith_ref)
 {
 	printf("protocol: data %s (%s, sha256 %s, %zu tokens), ctx %lld, chunks %lld, tokens scored %lld "
 	       "(second half of each chunk, llama-perplexity's convention)\n",
 	       src->path, src->kind, src->sha256, src->n_tokens, (long long)ctx, (long long)r->n_chunks,
 	       (long long)r->n_scored);
 	printf("model: %s\n", model);
+	printf("arithmetic: %s\n", arith);
 	if (!r->has_ref) {
 		printf("PPL = %.4f +/- %.5f\n", r->ppl, r->ppl_unc);
 		return;
 	}
-	printf("reference: %s\n\n", ref);
+	printf("reference: %s\n", ref);
+	printf("reference arithmetic: %s\n\n", arith_ref);
 	printf("====== Perplexity statistics ======\n");
 	printf("Mean PPL(Q)                   : %10.6f ± %10.6f\n", r->ppl, r->ppl_unc);
 	printf("Mean PPL(base)                : %10.6f ± %10.6f\n", r->ppl_base, r->ppl_base_unc);
@@ -71,10 +101,12 @@ static void json_str(const char *s)
 }
 
 static void print_json(const muse_eval_result *r, const muse_calib_source *src, int64_t ctx, const char *model,
-		       const char *ref)
+		       const char *ref, const char *arith, const char *arith_ref)
 {
 	printf("{\"model\": ");
 	json_str(model);
+	printf(", \"arithmetic\": ");
+	json_str(arith);
 	printf(", \"data\": {\"path\": ");
 	json_str(src->path);
 	printf(", \"kind\": \"%s\", \"sha256\": \"%s\", \"tokens\": %zu}", src->kind, src->sha256, src->n_tokens);
@@ -84,6 +116,8 @@ static void print_json(const muse_eval_result *r, const muse_calib_source *src, 
 	if (r->has_ref) {
 		printf(", \"ref\": ");
 		json_str(ref);
+		printf(", \"ref_arithmetic\": ");
+		json_str(arith_ref);
 		printf(", \"ppl_base\": %.9g, \"ln_ppl_ratio\": %.9g, \"kld\": %.9g, \"kld_unc\": %.9g", r->ppl_base,
 		       r->ln_ppl_ratio, r->kld, r->kld_unc);
 		static const char *const kn[MUSE_EVAL_N_PCT] = { "max", "99.9", "99", "95", "90", "median", "10", "5",
@@ -106,7 +140,7 @@ int cmd_eval(int argc, const char **argv)
 {
 	const char *text = NULL, *tokens = NULL, *refp = NULL, *dump = NULL, *kind = NULL;
 	long ctx = 512, chunks = 0, threads = 0, group = 0;
-	bool json = false, quiet = false;
+	bool json = false, quiet = false, exact = false;
 	const muse_option opts[] = {
 		{ MUSE_OPT_STRING, 0, "text", &text, "FILE", "text to score (.jsonl: the \"text\" field of each line)" },
 		{ MUSE_OPT_STRING, 0, "tokens", &tokens, "FILE", "token ids to score instead of text (whitespace or commas)" },
@@ -117,6 +151,8 @@ int cmd_eval(int argc, const char **argv)
 		{ MUSE_OPT_INT, 0, "group", &group, "N", "chunks run through a layer together (default: by memory)" },
 		{ MUSE_OPT_INT, 't', "threads", &threads, "N", "threads (default: all cores)" },
 		{ MUSE_OPT_STRING, 0, "dump-logits", &dump, "FILE", "write the logits of every position as float32" },
+		{ MUSE_OPT_BOOL, 0, "exact", &exact, NULL,
+		  "exact f32 products (default for a GGUF: activations rounded as llama.cpp's CPU backend does)" },
 		{ MUSE_OPT_BOOL, 0, "json", &json, NULL, "print the results as JSON" },
 		{ MUSE_OPT_BOOL, 'q', "quiet", &quiet, NULL, "no progress display" },
 		MUSE_OPT_END_ROW,
@@ -148,7 +184,7 @@ int cmd_eval(int argc, const char **argv)
 		goto done;
 	}
 	if (dump) {
-		if (muse_eval_logits(m, ids, n_ids, &logits, &err) ||
+		if (muse_eval_logits(m, ids, n_ids, exact, &logits, &err) ||
 		    muse_out_write_file(dump, logits, n_ids * (size_t)muse_model_hparams(m)->n_vocab * sizeof(float), &err)) {
 			rc = muse_cli_fail(&err);
 			goto done;
@@ -158,16 +194,20 @@ int cmd_eval(int argc, const char **argv)
 		goto done;
 	}
 	muse_eval_opts eo = { .ctx = ctx, .max_chunks = chunks, .bos = muse_calib_bos(m), .group_chunks = group,
-			      .quiet = quiet || json };
+			      .quiet = quiet || json, .exact = exact };
 	muse_eval_result res;
 	if (muse_eval_run(m, ref, ids, n_ids, &eo, &res, &err)) {
 		rc = muse_cli_fail(&err);
 		goto done;
 	}
+	char arith[512], arith_ref[512] = "";
+	arith_text(m, exact, arith, sizeof arith);
+	if (ref)
+		arith_text(ref, exact, arith_ref, sizeof arith_ref);
 	if (json)
-		print_json(&res, &src, ctx, argv[0], refp);
+		print_json(&res, &src, ctx, argv[0], refp, arith, arith_ref);
 	else
-		print_text(&res, &src, ctx, argv[0], refp);
+		print_text(&res, &src, ctx, argv[0], refp, arith, arith_ref);
 	rc = MUSE_EXIT_OK;
 done:
 	free(logits);

@@ -8,9 +8,21 @@
 #include "evaluate.h"
 #include "forward.h"
 
+bool muse_eval_ggml_arith(const muse_model *m, bool exact)
+{
+	return !exact && muse_model_is_gguf(m);
+}
+
+/* The forward options eval runs m with: llama.cpp's CPU arithmetic for a GGUF unless exact. */
+static muse_fwd_opts fwd_opts(const muse_model *m, bool exact)
+{
+	bool on = muse_eval_ggml_arith(m, exact);
+	return (muse_fwd_opts){ .ggml_act = on };
+}
+
 /* Runs n_seq sequences of L tokens through every layer of m; x gets the final hidden states. */
 static muse_status run_layers(muse_model *m, const int32_t *tok, int64_t n_seq, int64_t L, float *x,
-			      muse_progress *pg, muse_err *err)
+			      const muse_fwd_opts *fo, muse_progress *pg, muse_err *err)
 {
 	const muse_hparams *hp = muse_model_hparams(m);
 	muse_status s = muse_model_embed(m, tok, (size_t)(n_seq * L), x, err);
@@ -18,7 +30,7 @@ static muse_status run_layers(muse_model *m, const int32_t *tok, int64_t n_seq, 
 		muse_layer l;
 		if ((s = muse_model_load_layer(m, il, &l, err)))
 			break;
-		s = muse_forward_layer(m, &l, x, n_seq, L, NULL, err);
+		s = muse_forward_layer(m, &l, x, n_seq, L, fo, err);
 		muse_layer_free(&l);
 		if (pg)
 			muse_progress_add(pg, 1);
@@ -119,6 +131,7 @@ muse_status muse_eval_run(muse_model *m, muse_model *ref, const int32_t *ids, si
 	float *x = NULL, *xr = NULL, *lm = NULL, *lr = NULL, *kv = NULL, *dpv = NULL;
 	int32_t *tok = NULL;
 	muse_head h = { 0 }, hr = { 0 };
+	const muse_fwd_opts fo = fwd_opts(m, o->exact), fr = ref ? fwd_opts(ref, o->exact) : fo;
 	muse_progress pg;
 	sums S = { 0 };
 	if (!muse_mul_size((size_t)(G * ctx), (size_t)Emax * sizeof(float), &nx) ||
@@ -142,14 +155,15 @@ muse_status muse_eval_run(muse_model *m, muse_model *ref, const int32_t *ids, si
 		if (o->bos >= 0)
 			for (int64_t c = 0; c < g; c++)
 				tok[c * ctx] = o->bos;
-		if ((s = run_layers(m, tok, g, ctx, x, &pg, err)) || (ref && (s = run_layers(ref, tok, g, ctx, xr, &pg, err))))
+		if ((s = run_layers(m, tok, g, ctx, x, &fo, &pg, err)) ||
+		    (ref && (s = run_layers(ref, tok, g, ctx, xr, &fr, &pg, err))))
 			goto done_pg;
 		for (int64_t c = 0; c < g; c++) {
 			const int32_t *tt = ids + (size_t)(c0 + c) * (size_t)ctx; /* the original tokens are the targets */
-			if ((s = muse_forward_logits(m, &h, x + (size_t)(c * ctx + first) * (size_t)E, n_out, lm, err)))
+			if ((s = muse_forward_logits(m, &h, x + (size_t)(c * ctx + first) * (size_t)E, n_out, &fo, lm, err)))
 				goto done_pg;
 			if (ref && (s = muse_forward_logits(ref, &hr, xr + (size_t)(c * ctx + first) * (size_t)muse_model_hparams(ref)->n_embd,
-							    n_out, lr, err)))
+							    n_out, &fr, lr, err)))
 				goto done_pg;
 			double nll_s = 0, nll2_s = 0, nllb_s = 0, nllb2_s = 0, nn_s = 0, k_s = 0, k2_s = 0, d_s = 0, d2_s = 0, d4_s = 0;
 			int64_t same_s = 0;
@@ -242,8 +256,10 @@ done:
 	return s;
 }
 
-muse_status muse_eval_logits(muse_model *m, const int32_t *ids, size_t n_ids, float **logits, muse_err *err)
+muse_status muse_eval_logits(muse_model *m, const int32_t *ids, size_t n_ids, bool exact, float **logits,
+			     muse_err *err)
 {
+	const muse_fwd_opts fo = fwd_opts(m, exact);
 	const muse_hparams *hp = muse_model_hparams(m);
 	size_t n;
 	*logits = NULL;
@@ -251,7 +267,7 @@ muse_status muse_eval_logits(muse_model *m, const int32_t *ids, size_t n_ids, fl
 		return muse_err_set(err, MUSE_ERR_USAGE, "no tokens");
 	if (!muse_mul_size(n_ids, (size_t)hp->n_vocab * sizeof(float), &n) || !(*logits = malloc(n)))
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for %zu x %lld logits", n_ids, (long long)hp->n_vocab);
-	muse_status s = muse_forward_all(m, ids, 1, (int64_t)n_ids, NULL, *logits, err);
+	muse_status s = muse_forward_all(m, ids, 1, (int64_t)n_ids, &fo, *logits, err);
 	if (s) {
 		free(*logits);
 		*logits = NULL;

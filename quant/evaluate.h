@@ -14,6 +14,7 @@ typedef struct muse_eval_opts {
 	int32_t bos;          /* >= 0: replaces the first token of every chunk (llama-perplexity with add_bos) */
 	int64_t group_chunks; /* chunks run through a layer together (0: as many as fit 256 MiB of activations) */
 	bool quiet;           /* no progress */
+	bool exact;           /* exact F32 for every model; false: a GGUF runs with llama.cpp's CPU arithmetic (muse_eval_ggml_arith) */
 } muse_eval_opts;
 
 /* Percentile points reported (fractions), in llama-perplexity's order. */
@@ -45,8 +46,18 @@ muse_status muse_eval_run(muse_model *m, muse_model *ref, const int32_t *ids, si
 
 /*
  * Logits of every position of one sequence (n_ids x n_vocab floats into
- * *logits, malloc'd): the check against other implementations.
+ * *logits, malloc'd): the check against other implementations. exact as in
+ * muse_eval_opts.
  */
-muse_status muse_eval_logits(muse_model *m, const int32_t *ids, size_t n_ids, float **logits, muse_err *err);
+muse_status muse_eval_logits(muse_model *m, const int32_t *ids, size_t n_ids, bool exact, float **logits,
+			     muse_err *err);
+
+/*
+ * Whether eval runs m with llama.cpp's CPU arithmetic (muse_fwd_opts
+ * ggml_act) rather than exact F32: for a GGUF file, unless
+ * exact. llama-perplexity's numbers are a GGUF's numbers as llama.cpp runs
+ * it; HF checkpoints have no such runtime and stay exact.
+ */
+bool muse_eval_ggml_arith(const muse_model *m, bool exact);
 
 #endif

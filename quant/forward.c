@@ -8,6 +8,7 @@
 
 #include "../lib/checked.h"
 #include "forward.h"
+#include "ggml_act.h"
 
 /* Experts one router row can hold on the stack (DeepSeek V3 has 256). */
 #define CAP_ROUTE 512
@@ -40,19 +41,61 @@ static void blas_single(void)
 	}
 }
 
-/* Y[rows, out] = X[rows, in] * W[out, in]^T (+ bias), in blocks of ROW_BLOCK rows. */
+/* How a product's input is rounded first: the activation type (MUSE_DT_F32: not at all) and Q4_1/Q5_1's block mins. */
+typedef struct prod {
+	muse_dtype act;
+	const float *bmin;
+} prod;
+
+/* The exact F32 product. */
+static const prod EXACT = { MUSE_DT_F32, NULL };
+
+/* Floats of linear()'s abuf per thread for inputs of up to in: the rounded rows and Q8_1's s corrections. */
+static int64_t abuf_per_thread(int64_t in)
+{
+	return ROW_BLOCK * (in + in / 32 + 1);
+}
+
+/*
+ * Y[rows, out] = X[rows, in] * W[out, in]^T (+ bias), in blocks of ROW_BLOCK
+ * rows. act other than MUSE_DT_F32: each block of X is first rounded as
+ * llama.cpp's CPU backend rounds it for the weight (muse_ggml_act_round) in
+ * abuf (abuf_per_thread(in) floats per thread); the product stays one sgemm,
+ * so the rounding costs a pass over X and not a second kernel. bmin (Q4_1 and
+ * Q5_1 weights, act Q8_1): the weight's block mins, whose products with
+ * Q8_1's s corrections are added as one more sgemm of 1/32 the size.
+ */
 static void linear(const float *x, int64_t rows, int64_t in, const float *w, int64_t out, const float *bias, float *y,
-		   int64_t ldy)
+		   int64_t ldy, prod p, float *abuf)
 {
 	if (rows <= 0 || out <= 0)
 		return;
 	blas_single();
+	const muse_dtype act = p.act;
+	const float *bmin = p.bmin;
+	const bool s_term = act == MUSE_DT_Q8_1 && bmin;
+	const int64_t nblk = in / 32;
 	int64_t nb = (rows + ROW_BLOCK - 1) / ROW_BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
 	for (int64_t b = 0; b < nb; b++) {
 		int64_t r0 = b * ROW_BLOCK, n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x + r0 * in, (int)in,
+		const float *xb = x + r0 * in;
+		float *se = NULL;
+		if (act != MUSE_DT_F32) {
+			float *t = abuf + (size_t)omp_get_thread_num() * (size_t)abuf_per_thread(in);
+			se = t + ROW_BLOCK * in;
+			memcpy(t, xb, (size_t)(n * in) * sizeof(float));
+			if (s_term)
+				muse_ggml_act_round_q8_1(t, n * in, se);
+			else
+				muse_ggml_act_round(act, t, n * in);
+			xb = t;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, xb, (int)in,
 			    w, (int)in, 0.0f, y + r0 * ldy, (int)ldy);
+		if (s_term)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)nblk, 1.0f, se,
+				    (int)nblk, bmin, (int)nblk, 1.0f, y + r0 * ldy, (int)ldy);
 		if (bias)
 			for (int64_t r = r0; r < r0 + n; r++)
 				for (int64_t o = 0; o < out; o++)
@@ -243,14 +286,30 @@ typedef struct scratch {
 	float *xn, *q, *k, *v, *att, *S, *tmp, *g, *u, *gx, *route;
 	int32_t *sel_id, *rows;
 	float *sel_w, *xe, *ge, *ue;
+	float *abuf; /* linear()'s rounded input blocks (opts->ggml_act only) */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
 	free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->S); free(s->tmp); free(s->g);
 	free(s->u); free(s->gx); free(s->route); free(s->sel_id); free(s->rows); free(s->sel_w); free(s->xe);
-	free(s->ge); free(s->ue);
+	free(s->ge); free(s->ue); free(s->abuf);
 	memset(s, 0, sizeof *s);
+}
+
+/* How the input of a product with w (expert e of a stack; 0 for a dense weight) is rounded under o. */
+static prod prod_of(const muse_fwd_opts *o, const muse_weight *w, int64_t e)
+{
+	if (!o || !o->ggml_act || !w->data)
+		return EXACT;
+	const int64_t in = w->shape[w->ndim - 1], out = w->ndim == 3 ? w->shape[1] : w->shape[0];
+	prod p = { muse_ggml_act_type(w->stored), NULL };
+	/* Rows of a GGUF weight are whole blocks of its type, and so of the activation type; anything else stays F32. */
+	if (in % (int64_t)muse_dtype_info(p.act)->blck)
+		return EXACT;
+	if (w->bmin)
+		p.bmin = w->bmin + (size_t)e * (size_t)out * (size_t)(in / 32);
+	return p;
 }
 
 static float *falloc(int64_t a, int64_t b, bool *ok)
@@ -352,19 +411,20 @@ static void route(const muse_hparams *hp, const float *logits, const float *bias
 
 /* Gated SiLU MLP on rows of xn: out = down(silu(gate(x)) * up(x)); hooks on gate/up input and down input. */
 static muse_status mlp(const muse_fwd_opts *o, const muse_layer *l, muse_wslot sg, muse_wslot su, muse_wslot sd,
-		       const float *xn, int64_t T, int64_t E, int64_t F, float *g, float *u, float *out, muse_err *err)
+		       const float *xn, int64_t T, int64_t E, int64_t F, float *g, float *u, float *out, float *abuf,
+		       muse_err *err)
 {
 	muse_status s;
 	if ((s = hook_dense(o, l, sg, xn, T, err)) || (s = hook_dense(o, l, su, xn, T, err)))
 		return s;
-	linear(xn, T, E, l->w[sg].data, F, NULL, g, F);
-	linear(xn, T, E, l->w[su].data, F, NULL, u, F);
+	linear(xn, T, E, l->w[sg].data, F, NULL, g, F, prod_of(o, &l->w[sg], 0), abuf);
+	linear(xn, T, E, l->w[su].data, F, NULL, u, F, prod_of(o, &l->w[su], 0), abuf);
 #pragma omp parallel for schedule(static)
 	for (int64_t i = 0; i < T * F; i++)
 		g[i] = silu(g[i]) * u[i];
 	if ((s = hook_dense(o, l, sd, g, T, err)))
 		return s;
-	linear(g, T, F, l->w[sd].data, E, NULL, out, E);
+	linear(g, T, F, l->w[sd].data, E, NULL, out, E, prod_of(o, &l->w[sd], 0), abuf);
 	return MUSE_OK;
 }
 
@@ -391,7 +451,8 @@ static muse_status moe(const muse_model *m, const muse_fwd_opts *o, const muse_l
 	muse_status s;
 	if ((s = hook_dense(o, l, MUSE_W_FFN_GATE_INP, xn, T, err)))
 		return s;
-	linear(xn, T, E, l->w[MUSE_W_FFN_GATE_INP].data, X, NULL, sc->route, X);
+	linear(xn, T, E, l->w[MUSE_W_FFN_GATE_INP].data, X, NULL, sc->route, X, prod_of(o, &l->w[MUSE_W_FFN_GATE_INP], 0),
+	       sc->abuf);
 	route(hp, sc->route, l->w[MUSE_W_FFN_EXP_PROBS_B].data, T, sc->sel_id, sc->sel_w);
 	memset(out, 0, (size_t)T * (size_t)E * sizeof(float));
 	const bool all = o && o->all_experts && o->hook;
@@ -409,13 +470,15 @@ static muse_status moe(const muse_model *m, const muse_fwd_opts *o, const muse_l
 		const float *wg = l->w[MUSE_W_FFN_GATE_EXPS].data + (size_t)e * (size_t)F * (size_t)E;
 		const float *wu = l->w[MUSE_W_FFN_UP_EXPS].data + (size_t)e * (size_t)F * (size_t)E;
 		const float *wd = l->w[MUSE_W_FFN_DOWN_EXPS].data + (size_t)e * (size_t)E * (size_t)F;
+		const prod ag = prod_of(o, &l->w[MUSE_W_FFN_GATE_EXPS], e), au = prod_of(o, &l->w[MUSE_W_FFN_UP_EXPS], e);
+		const prod ad = prod_of(o, &l->w[MUSE_W_FFN_DOWN_EXPS], e);
 		if (all) {
 			/* Statistics over every row; the layer output below still takes only the routed rows. */
 			if ((s = expert_hook(o, l, MUSE_W_FFN_GATE_EXPS, e, xn, T, NULL, n, E, F, err)) ||
 			    (s = expert_hook(o, l, MUSE_W_FFN_UP_EXPS, e, xn, T, NULL, n, E, F, err)))
 				return s;
-			linear(xn, T, E, wg, F, NULL, sc->g, F);
-			linear(xn, T, E, wu, F, NULL, sc->u, F);
+			linear(xn, T, E, wg, F, NULL, sc->g, F, ag, sc->abuf);
+			linear(xn, T, E, wu, F, NULL, sc->u, F, au, sc->abuf);
 #pragma omp parallel for schedule(static)
 			for (int64_t i = 0; i < T * F; i++)
 				sc->g[i] = silu(sc->g[i]) * sc->u[i];
@@ -429,14 +492,14 @@ static muse_status moe(const muse_model *m, const muse_fwd_opts *o, const muse_l
 		if (!all && ((s = expert_hook(o, l, MUSE_W_FFN_GATE_EXPS, e, sc->xe, n, sc->rows, n, E, F, err)) ||
 			     (s = expert_hook(o, l, MUSE_W_FFN_UP_EXPS, e, sc->xe, n, sc->rows, n, E, F, err))))
 			return s;
-		linear(sc->xe, n, E, wg, F, NULL, sc->ge, F);
-		linear(sc->xe, n, E, wu, F, NULL, sc->ue, F);
+		linear(sc->xe, n, E, wg, F, NULL, sc->ge, F, ag, sc->abuf);
+		linear(sc->xe, n, E, wu, F, NULL, sc->ue, F, au, sc->abuf);
 #pragma omp parallel for schedule(static)
 		for (int64_t i = 0; i < n * F; i++)
 			sc->ge[i] = silu(sc->ge[i]) * sc->ue[i];
 		if (!all && (s = expert_hook(o, l, MUSE_W_FFN_DOWN_EXPS, e, sc->ge, n, sc->rows, n, F, E, err)))
 			return s;
-		linear(sc->ge, n, F, wd, E, NULL, sc->xe, E);
+		linear(sc->ge, n, F, wd, E, NULL, sc->xe, E, ad, sc->abuf);
 		/* Accumulate in the router's rank order per row would need another pass; expert order is what ggml's
 		 * graph does too (it sums the weighted expert outputs in selection order): keep a per-row weight lookup. */
 		for (int64_t i = 0; i < n; i++) {
@@ -454,7 +517,7 @@ static muse_status moe(const muse_model *m, const muse_fwd_opts *o, const muse_l
 	if (l->w[MUSE_W_FFN_GATE_SHEXP].data) {
 		const int64_t FS = l->w[MUSE_W_FFN_GATE_SHEXP].shape[0];
 		if ((s = mlp(o, l, MUSE_W_FFN_GATE_SHEXP, MUSE_W_FFN_UP_SHEXP, MUSE_W_FFN_DOWN_SHEXP, xn, T, E, FS, sc->g,
-			     sc->u, sc->tmp, err)))
+			     sc->u, sc->tmp, sc->abuf, err)))
 			return s;
 		const float *gw = l->w[MUSE_W_FFN_GATE_INP_SHEXP].data;
 		if (gw && (s = hook_dense(o, l, MUSE_W_FFN_GATE_INP_SHEXP, xn, T, err)))
@@ -501,9 +564,12 @@ static muse_status layer_batch(const muse_model *m, const muse_layer *l, float *
 		if ((s = hook_dense(o, l, MUSE_W_ATTN_Q, sc->xn, T, err)) || (s = hook_dense(o, l, MUSE_W_ATTN_K, sc->xn, T, err)) ||
 		    (s = hook_dense(o, l, MUSE_W_ATTN_V, sc->xn, T, err)))
 			return s;
-		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_Q].data, H * dk, l->w[MUSE_W_ATTN_Q_BIAS].data, sc->q, H * dk);
-		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_K].data, HK * dk, l->w[MUSE_W_ATTN_K_BIAS].data, sc->k, HK * dk);
-		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_V].data, HK * dv, l->w[MUSE_W_ATTN_V_BIAS].data, sc->v, HK * dv);
+		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_Q].data, H * dk, l->w[MUSE_W_ATTN_Q_BIAS].data, sc->q, H * dk,
+		       prod_of(o, &l->w[MUSE_W_ATTN_Q], 0), sc->abuf);
+		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_K].data, HK * dk, l->w[MUSE_W_ATTN_K_BIAS].data, sc->k, HK * dk,
+		       prod_of(o, &l->w[MUSE_W_ATTN_K], 0), sc->abuf);
+		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_V].data, HK * dv, l->w[MUSE_W_ATTN_V_BIAS].data, sc->v, HK * dv,
+		       prod_of(o, &l->w[MUSE_W_ATTN_V], 0), sc->abuf);
 		if (l->w[MUSE_W_ATTN_Q_NORM].data)
 			rmsnorm(sc->q, T * H, dk, dk, l->w[MUSE_W_ATTN_Q_NORM].data, hp->eps, sc->q, dk);
 		if (l->w[MUSE_W_ATTN_K_NORM].data)
@@ -518,26 +584,31 @@ static muse_status layer_batch(const muse_model *m, const muse_layer *l, float *
 		if (ql) {
 			if ((s = hook_dense(o, l, MUSE_W_ATTN_Q_A, sc->xn, T, err)))
 				return s;
-			linear(sc->xn, T, E, l->w[MUSE_W_ATTN_Q_A].data, ql, NULL, sc->tmp, ql);
+			linear(sc->xn, T, E, l->w[MUSE_W_ATTN_Q_A].data, ql, NULL, sc->tmp, ql, prod_of(o, &l->w[MUSE_W_ATTN_Q_A], 0),
+			       sc->abuf);
 			rmsnorm(sc->tmp, T, ql, ql, l->w[MUSE_W_ATTN_Q_A_NORM].data, hp->eps, sc->tmp, ql);
 			if ((s = hook_dense(o, l, MUSE_W_ATTN_Q_B, sc->tmp, T, err)))
 				return s;
-			linear(sc->tmp, T, ql, l->w[MUSE_W_ATTN_Q_B].data, H * dk, NULL, sc->q, H * dk);
+			linear(sc->tmp, T, ql, l->w[MUSE_W_ATTN_Q_B].data, H * dk, NULL, sc->q, H * dk,
+			       prod_of(o, &l->w[MUSE_W_ATTN_Q_B], 0), sc->abuf);
 		} else {
 			if ((s = hook_dense(o, l, MUSE_W_ATTN_Q, sc->xn, T, err)))
 				return s;
-			linear(sc->xn, T, E, l->w[MUSE_W_ATTN_Q].data, H * dk, NULL, sc->q, H * dk);
+			linear(sc->xn, T, E, l->w[MUSE_W_ATTN_Q].data, H * dk, NULL, sc->q, H * dk, prod_of(o, &l->w[MUSE_W_ATTN_Q], 0),
+			       sc->abuf);
 		}
 		if ((s = hook_dense(o, l, MUSE_W_ATTN_KV_A_MQA, sc->xn, T, err)))
 			return s;
 		/* gx: [T, kvl + R] = compressed latent | k_pe. */
-		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_KV_A_MQA].data, kvl + R, NULL, sc->gx, kvl + R);
+		linear(sc->xn, T, E, l->w[MUSE_W_ATTN_KV_A_MQA].data, kvl + R, NULL, sc->gx, kvl + R,
+		       prod_of(o, &l->w[MUSE_W_ATTN_KV_A_MQA], 0), sc->abuf);
 		rmsnorm(sc->gx, T, kvl, kvl + R, l->w[MUSE_W_ATTN_KV_A_NORM].data, hp->eps, sc->tmp, kvl);
 		if (l->w[MUSE_W_ATTN_KV_B].data) {
 			if ((s = hook_dense(o, l, MUSE_W_ATTN_KV_B, sc->tmp, T, err)))
 				return s;
 			/* u: [T, H*(nope+dv)] */
-			linear(sc->tmp, T, kvl, l->w[MUSE_W_ATTN_KV_B].data, H * (nope + dv), NULL, sc->u, H * (nope + dv));
+			linear(sc->tmp, T, kvl, l->w[MUSE_W_ATTN_KV_B].data, H * (nope + dv), NULL, sc->u, H * (nope + dv),
+			       prod_of(o, &l->w[MUSE_W_ATTN_KV_B], 0), sc->abuf);
 		} else {
 			/* Split form: k_b [H, kvl, nope] (k_nope = latent * k_b[h]), v_b [H, dv, kvl]. */
 			const float *kb = l->w[MUSE_W_ATTN_K_B].data, *vb = l->w[MUSE_W_ATTN_V_B].data;
@@ -566,7 +637,8 @@ static muse_status layer_batch(const muse_model *m, const muse_layer *l, float *
 	}
 	if ((s = hook_dense(o, l, MUSE_W_ATTN_O, sc->att, T, err)))
 		return s;
-	linear(sc->att, T, H * dv, l->w[MUSE_W_ATTN_O].data, E, l->w[MUSE_W_ATTN_O_BIAS].data, sc->tmp, E);
+	linear(sc->att, T, H * dv, l->w[MUSE_W_ATTN_O].data, E, l->w[MUSE_W_ATTN_O_BIAS].data, sc->tmp, E,
+	       prod_of(o, &l->w[MUSE_W_ATTN_O], 0), sc->abuf);
 #pragma omp parallel for schedule(static)
 	for (int64_t i = 0; i < T * E; i++)
 		x[i] += sc->tmp[i];
@@ -578,7 +650,7 @@ static muse_status layer_batch(const muse_model *m, const muse_layer *l, float *
 			return s;
 	} else {
 		if ((s = mlp(o, l, MUSE_W_FFN_GATE, MUSE_W_FFN_UP, MUSE_W_FFN_DOWN, sc->xn, T, E, hp->n_ff, sc->g, sc->u,
-			     sc->att, err)))
+			     sc->att, sc->abuf, err)))
 			return s;
 	}
 #pragma omp parallel for schedule(static)
@@ -633,6 +705,10 @@ muse_status muse_forward_layer(const muse_model *m, const muse_layer *l, float *
 		sc.ge = falloc(T, hp->n_ff_exp, &ok);
 		sc.ue = falloc(T, hp->n_ff_exp, &ok);
 	}
+	if (o && o->ggml_act) {
+		int64_t in = max3(max3(E, H * dv, F), hp->q_lora_rank, hp->kv_lora_rank);
+		sc.abuf = falloc(omp_get_max_threads(), abuf_per_thread(in), &ok);
+	}
 	if (!ok) {
 		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory for the activations of %lld rows", (long long)T);
 		goto done;
@@ -651,16 +727,21 @@ done:
 }
 
 muse_status muse_forward_logits(const muse_model *m, const muse_head *h, const float *x, int64_t n_rows,
-				float *logits, muse_err *err)
+				const muse_fwd_opts *o, float *logits, muse_err *err)
 {
 	const muse_hparams *hp = muse_model_hparams(m);
+	const prod p = prod_of(o, &h->output, 0);
 	bool ok = true;
 	float *xn = falloc(n_rows, hp->n_embd, &ok);
-	if (!ok)
+	float *abuf = p.act != MUSE_DT_F32 ? falloc(omp_get_max_threads(), abuf_per_thread(hp->n_embd), &ok) : NULL;
+	if (!ok) {
+		free(xn);
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	}
 	rmsnorm(x, n_rows, hp->n_embd, hp->n_embd, h->norm.data, hp->eps, xn, hp->n_embd);
-	linear(xn, n_rows, hp->n_embd, h->output.data, hp->n_vocab, NULL, logits, hp->n_vocab);
+	linear(xn, n_rows, hp->n_embd, h->output.data, hp->n_vocab, NULL, logits, hp->n_vocab, p, abuf);
 	free(xn);
+	free(abuf);
 	return MUSE_OK;
 }
 
@@ -687,7 +768,7 @@ muse_status muse_forward_all(muse_model *m, const int32_t *ids, int64_t n_seq, i
 	}
 	if ((s = muse_model_load_head(m, &h, err)))
 		goto done;
-	s = muse_forward_logits(m, &h, x, n_seq * seq_len, logits, err);
+	s = muse_forward_logits(m, &h, x, n_seq * seq_len, opts, logits, err);
 done:
 	muse_head_free(&h);
 	free(x);

@@ -42,6 +42,14 @@ typedef struct muse_fwd_opts {
 	bool all_experts;         /* run every row through every expert for the hook; outputs still use top-k */
 	int64_t max_rows;         /* rows per internal batch (whole sequences; 0: 4096) bounding scratch memory */
 	int64_t *expert_tokens;   /* optional n_expert counters: rows the router sent to each expert, accumulated */
+	/*
+	 * llama.cpp's CPU arithmetic instead of exact F32 (eval of a GGUF; calibration keeps F32): round the input
+	 * rows of every product to the weight's vec_dot_type (quant/ggml_act.h: Q8_0, Q8_1, Q8_K, F16, BF16) before
+	 * the F32 product with the dequantized weight, which is ggml's integer dot product up to float summation
+	 * order (Q4_1/Q5_1 also get Q8_1's fp16 sum term). llama.cpp's F16 KV cache is not emulated: rounding K and
+	 * V to fp16 moved SmolLM2's perplexity by 0.01%. Hooks still see the unrounded input.
+	 */
+	bool ggml_act;
 } muse_fwd_opts;
 
 /*
@@ -53,9 +61,9 @@ typedef struct muse_fwd_opts {
 muse_status muse_forward_layer(const muse_model *m, const muse_layer *l, float *x, int64_t n_seq, int64_t seq_len,
 			       const muse_fwd_opts *opts, muse_err *err);
 
-/* Final norm and output head for n_rows rows of x: logits gets n_rows x n_vocab. */
+/* Final norm and output head for n_rows rows of x: logits gets n_rows x n_vocab. opts (may be NULL): ggml_act. */
 muse_status muse_forward_logits(const muse_model *m, const muse_head *h, const float *x, int64_t n_rows,
-				float *logits, muse_err *err);
+				const muse_fwd_opts *opts, float *logits, muse_err *err);
 
 /*
  * Convenience for small inputs: embeds the ids of n_seq sequences of

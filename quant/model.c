@@ -104,7 +104,22 @@ const muse_hparams *muse_model_hparams(const muse_model *m) { return &m->hp; }
 const char *muse_model_path(const muse_model *m) { return m->path; }
 const muse_meta *muse_model_meta(const muse_model *m) { return &m->meta; }
 uint64_t muse_model_nbytes(const muse_model *m) { return m->nbytes; }
+bool muse_model_is_gguf(const muse_model *m) { return !strcmp(m->r->format, "gguf"); }
 const float *muse_model_rope_freqs(const muse_model *m) { return m->rope_freqs; }
+
+void muse_model_product_types(const muse_model *m, bool *used)
+{
+	size_t ti;
+	memset(used, 0, MUSE_DT_COUNT * sizeof *used);
+	const char *head = muse_strmap_get(&m->names, "output.weight", strlen("output.weight"), &ti) ? "output.weight"
+												: "token_embd.weight";
+	for (size_t i = 0; i < m->r->n_tensors; i++) {
+		const muse_tensor *t = &m->r->tensors[i];
+		if ((t->ndim >= 2 && !strncmp(t->name, "blk.", 4) && strstr(t->name, ".weight")) || !strcmp(t->name, head))
+			if ((unsigned)t->dtype < MUSE_DT_COUNT)
+				used[t->dtype] = true;
+	}
+}
 
 /* ---- hparams ---- */
 
@@ -512,9 +527,29 @@ fail:
 
 /* ---- weights ---- */
 
+/*
+ * Q4_1 and Q5_1 blocks: the min m of every block (fp16 at byte 2 of both
+ * layouts). ggml's products with these types add m times the activation
+ * block's fp16 sum (Q8_1's s), which d * q alone does not reproduce.
+ */
+static muse_status block_mins(const muse_tensor *t, const uint8_t *src, float **out, muse_err *err)
+{
+	const muse_dtype_traits *dt = muse_dtype_info(t->dtype);
+	uint64_t nb = t->nelements / dt->blck;
+	*out = NULL;
+	if (!(*out = malloc((size_t)(nb ? nb : 1) * sizeof(float))))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (uint64_t b = 0; b < nb; b++) {
+		const uint8_t *p = src + b * dt->block_bytes + 2;
+		(*out)[b] = muse_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+	}
+	return MUSE_OK;
+}
+
 /* Reads reader tensor ti as F32 into dst (its nelements floats): ggml blocks dequantized, floats converted, an FP8
- * weight with a weight_scale_inv (reader index sc; SIZE_MAX: none) times its scale grid as hf2gguf dequantizes it. */
-static muse_status read_f32(muse_model *m, size_t ti, size_t sc, float *dst, muse_err *err)
+ * weight with a weight_scale_inv (reader index sc; SIZE_MAX: none) times its scale grid as hf2gguf dequantizes it.
+ * mins (may be NULL): for Q4_1 and Q5_1, gets block_mins' malloc'd array, else NULL. */
+static muse_status read_f32(muse_model *m, size_t ti, size_t sc, float *dst, float **mins, muse_err *err)
 {
 	const muse_tensor *t = &m->r->tensors[ti];
 	const muse_dtype_traits *dt = muse_dtype_info(t->dtype);
@@ -557,6 +592,8 @@ static muse_status read_f32(muse_model *m, size_t ti, size_t sc, float *dst, mus
 	} else if (dt && dt->is_quant) {
 		if ((s = muse_dequantize(t->dtype, src, dst, (int64_t)n, err)))
 			muse_err_prefix(err, "%s: tensor '%s'", m->r->path, t->name);
+		else if (mins && (t->dtype == MUSE_DT_Q4_1 || t->dtype == MUSE_DT_Q5_1))
+			s = block_mins(t, src, mins, err);
 	} else if (dt && dt->is_float) {
 		if ((s = muse_dtype_convert(MUSE_DT_F32, dst, t->dtype, src, n, err)))
 			muse_err_prefix(err, "%s: tensor '%s'", m->r->path, t->name);
@@ -646,7 +683,7 @@ static muse_status vt_load(muse_model *m, const hf_vt *v, float **out, muse_err 
 	if (!buf)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", m->r->path, v->name);
 	for (uint64_t e = 0; e < v->n_seg && !s; e++)
-		s = read_f32(m, v->segs[e].ti, v->segs[e].scale, buf + e * seg_n, err);
+		s = read_f32(m, v->segs[e].ti, v->segs[e].scale, buf + e * seg_n, NULL, err);
 	if (s)
 		goto done;
 	const muse_hparams *hp = &m->hp;
@@ -746,12 +783,13 @@ static muse_status load_weight(muse_model *m, const char *name, int ndim, const 
 	} else if (!(w->data = alloc_f32(nel))) {
 		s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory for %llu floats", m->r->path, name,
 				 (unsigned long long)nel);
-	} else if ((s = read_f32(m, ti, SIZE_MAX, w->data, err))) {
+	} else if ((s = read_f32(m, ti, SIZE_MAX, w->data, &w->bmin, err))) {
 		free(w->data);
 		w->data = NULL;
 	}
 	if (s)
 		return s;
+	w->stored = m->r->tensors[m->vt ? m->vt[ti].segs[0].ti : ti].dtype;
 	w->ndim = ndim;
 	for (int d = 0; d < ndim; d++)
 		w->shape[d] = shape[d];
@@ -764,8 +802,10 @@ void muse_layer_free(muse_layer *l)
 {
 	if (!l)
 		return;
-	for (int i = 0; i < MUSE_W_COUNT; i++)
+	for (int i = 0; i < MUSE_W_COUNT; i++) {
 		free(l->w[i].data);
+		free(l->w[i].bmin);
+	}
 	memset(l, 0, sizeof *l);
 }
 
@@ -867,6 +907,8 @@ void muse_head_free(muse_head *h)
 		return;
 	free(h->norm.data);
 	free(h->output.data);
+	free(h->norm.bmin);
+	free(h->output.bmin);
 	memset(h, 0, sizeof *h);
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../lib/dtype.h"
 #include "../lib/kv.h"
 #include "../lib/status.h"
 
@@ -73,6 +74,8 @@ typedef struct muse_weight {
 	int ndim;
 	int64_t shape[3];
 	char name[96];        /* full GGUF tensor name */
+	muse_dtype stored;    /* the type the file holds it in (for HF sources: the first source tensor's) */
+	float *bmin;          /* stored Q4_1/Q5_1: the min of each 32-block, row-major (rows x in/32); else NULL */
 } muse_weight;
 
 /* One decoder layer's weights (owned; the caller may rewrite data in place, e.g. to fake-quantize). */
@@ -103,6 +106,14 @@ const muse_hparams *muse_model_hparams(const muse_model *m);
 const char *muse_model_path(const muse_model *m);
 /* The model's metadata ("<arch>.*" and tokenizer.* keys for GGUF; the config's keys for HF dirs). */
 const muse_meta *muse_model_meta(const muse_model *m);
+/* True when the model is one GGUF file (what llama.cpp runs), false for HF directories and checkpoints. */
+bool muse_model_is_gguf(const muse_model *m);
+/*
+ * Marks in used[] (MUSE_DT_COUNT entries, cleared first) the stored types
+ * of the weights that enter matrix products: every 2-D or larger "blk.*"
+ * weight and the output head (token_embd when the head is tied).
+ */
+void muse_model_product_types(const muse_model *m, bool *used);
 /* Total bytes of the model's tensors as stored (for memory reports). */
 uint64_t muse_model_nbytes(const muse_model *m);
 
