@@ -31,16 +31,9 @@ t = {"model.embed_tokens.weight": (V, E), "model.norm.weight": (E,),
      "model.layers.0.mlp.gate_proj.weight": (F, E), "model.layers.0.mlp.up_proj.weight": (F, E),
      "model.layers.0.mlp.down_proj.weight": (E, F)}
 save_file({k: rng.standard_normal(s).astype(np.float32) for k, s in t.items()}, f"{d}/model.safetensors")
-json.dump({"version": "1.0", "added_tokens": [{"id": 3, "content": "<s>", "special": True, "normalized": False,
-           "lstrip": False, "rstrip": False, "single_word": False}], "normalizer": None,
-           "pre_tokenizer": {"type": "Split", "pattern": {"Regex": " "}, "behavior": "Removed", "invert": False},
-           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                              {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
-                              "special_tokens": {"<s>": {"id": "<s>", "ids": [3], "tokens": ["<s>"]}}},
-           "decoder": None, "model": {"type": "BPE", "dropout": None, "unk_token": "u", "fuse_unk": True,
-           "byte_fallback": False, "vocab": {"a": 0, "b": 1, "ab": 2, "u": 4}, "merges": ["a b"]}},
-          open(f"{d}/tokenizer.json", "w"))
 PYEOF
+# The tokenizer both tiny fixtures of tests/cli share (a BPE of five ids with <s> as BOS).
+cp "$(dirname "$0")/tiny_bpe_tokenizer.json" "$D/tokenizer.json"
 
 # 60 words -> 61 tokens with <s>; the same words as JSONL (two lines) and as ids.
 words=$(for i in $(seq 1 20); do printf 'ab a b '; done)

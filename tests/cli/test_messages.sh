@@ -42,15 +42,6 @@ for l in range(NL):
                    p + "self_attn.v_proj.weight": (E, E), p + "self_attn.o_proj.weight": (E, E),
                    p + "mlp.gate_proj.weight": (F, E), p + "mlp.up_proj.weight": (F, E), p + "mlp.down_proj.weight": (E, F)})
 safetensors(f"{ld}/model.safetensors", [(n, *f32(s, i)) for i, (n, s) in enumerate(shapes.items())])
-json.dump({"version": "1.0", "added_tokens": [{"id": 3, "content": "<s>", "special": True, "normalized": False,
-           "lstrip": False, "rstrip": False, "single_word": False}], "normalizer": None,
-           "pre_tokenizer": {"type": "Split", "pattern": {"Regex": " "}, "behavior": "Removed", "invert": False},
-           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                              {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
-                              "special_tokens": {"<s>": {"id": "<s>", "ids": [3], "tokens": ["<s>"]}}},
-           "decoder": None, "model": {"type": "BPE", "dropout": None, "unk_token": "u", "fuse_unk": True,
-           "byte_fallback": False, "vocab": {"a": 0, "b": 1, "ab": 2, "u": 4}, "merges": ["a b"]}},
-          open(f"{ld}/tokenizer.json", "w"))
 
 json.dump({"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 4, "num_hidden_layers": 1,
            "num_attention_heads": 1, "intermediate_size": 8, "vocab_size": 5}, open(f"{bd}/config.json", "w"))
@@ -59,6 +50,8 @@ safetensors(f"{bd}/model.safetensors", [("embeddings.position_ids", "I64", [1, 6
                                         ("embeddings.word_embeddings.weight", *f32((5, 4), 1)),
                                         (long, *f32((4, 4), 2))])
 PYEOF
+# The tokenizer both tiny fixtures of tests/cli share (a BPE of five ids with <s> as BOS).
+cp "$(dirname "$0")/tiny_bpe_tokenizer.json" "$L/tokenizer.json"
 
 words=$(for i in $(seq 1 20); do printf 'ab a b '; done)
 printf '%s' "$words" >"$TMP/c.txt"

