@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "../lib/path.h"
 #include "../formats/gguf2hf.h"
 #include "../formats/hf2gguf.h"
 #include "../formats/hf_config.h"
@@ -116,18 +117,6 @@ static int parse_outtype(const char *s, muse_dtype *out)
 	return 0;
 }
 
-static int is_dir(const char *p)
-{
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !strcmp(s + a - b, suf);
-}
-
 static muse_status convert_stream(const char *in, const char *out, muse_out_format fmt, muse_dtype want,
 				  uint64_t shard, bool quiet, const char *shown, muse_err *errp);
 
@@ -135,7 +124,7 @@ static muse_status convert_stream(const char *in, const char *out, muse_out_form
 static int is_gguf(const char *p)
 {
 	char m[4];
-	FILE *f = is_dir(p) ? NULL : fopen(p, "rb");
+	FILE *f = muse_is_dir(p) ? NULL : fopen(p, "rb");
 	int yes = f && fread(m, 1, 4, f) == 4 && !memcmp(m, "GGUF", 4);
 	if (f)
 		fclose(f);
@@ -148,7 +137,7 @@ static int is_weights(const char *name)
 	static const char *const sfx[] = { ".safetensors", ".index.json", ".bin", ".pt", ".pth", ".gguf", ".ckpt",
 					   ".h5", ".msgpack", ".onnx", NULL };
 	for (size_t i = 0; sfx[i]; i++)
-		if (ends_with(name, sfx[i]))
+		if (muse_ends_with(name, sfx[i]))
 			return 1;
 	return 0;
 }
@@ -193,9 +182,9 @@ static int run_reshard_dir(const char *in, const char *out, muse_dtype want, uin
 	snprintf(path, sizeof path, "%s/model.safetensors", d.tmp);
 	if (convert_stream(in, path, MUSE_OUT_SAFETENSORS, want, shard, quiet, out, &err))
 		goto fail;
-	if (is_dir(in)) {
+	if (muse_is_dir(in)) {
 		snprintf(srcdir, sizeof srcdir, "%s", in);
-	} else if (ends_with(in, ".index.json")) {
+	} else if (muse_ends_with(in, ".index.json")) {
 		const char *slash = strrchr(in, '/');
 		snprintf(srcdir, sizeof srcdir, "%.*s", slash ? (int)(slash - in) : 1, slash ? in : ".");
 	}
@@ -269,8 +258,8 @@ static muse_status convert_stream(const char *in, const char *out, muse_out_form
 	if (muse_reader_open(in, &r, &err))
 		goto fail;
 	/* A directory (or a name ending in '/') gets an HF layout: DIR/model.safetensors. */
-	if (fmt == MUSE_OUT_SAFETENSORS && (is_dir(out) || ends_with(out, "/")))
-		snprintf(path, sizeof path, "%s%smodel.safetensors", out, ends_with(out, "/") ? "" : "/");
+	if (fmt == MUSE_OUT_SAFETENSORS && (muse_is_dir(out) || muse_ends_with(out, "/")))
+		snprintf(path, sizeof path, "%s%smodel.safetensors", out, muse_ends_with(out, "/") ? "" : "/");
 	else
 		snprintf(path, sizeof path, "%s", out);
 
@@ -383,8 +372,8 @@ int cmd_convert(int argc, const char **argv)
 		fprintf(stderr, "muse: error: convert: unknown --to '%s' (gguf, safetensors)\n", to);
 		return MUSE_EXIT_USAGE;
 	} else
-		fmt = ends_with(argv[1], ".gguf") ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS;
-	if (q8 && (raw || fmt != MUSE_OUT_GGUF || is_gguf(argv[0]) || !is_dir(argv[0]))) {
+		fmt = muse_ends_with(argv[1], ".gguf") ? MUSE_OUT_GGUF : MUSE_OUT_SAFETENSORS;
+	if (q8 && (raw || fmt != MUSE_OUT_GGUF || is_gguf(argv[0]) || !muse_is_dir(argv[0]))) {
 		fprintf(stderr, "muse: error: convert: --outtype q8_0 is for HF checkpoint directory -> GGUF conversion; "
 				"use muse quantize for other inputs\n");
 		return MUSE_EXIT_USAGE;
@@ -393,7 +382,7 @@ int cmd_convert(int argc, const char **argv)
 		if (fmt == MUSE_OUT_GGUF) /* GGUF -> GGUF: names already GGUF's; cast, reshard or merge */
 			return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
 		/* Architecture-aware GGUF -> HF directory (formats/gguf2hf.c); blocks decoded by quant/. */
-		if (ends_with(argv[1], ".safetensors")) {
+		if (muse_ends_with(argv[1], ".safetensors")) {
 			fprintf(stderr, "muse: error: convert: GGUF -> HF writes a directory, not '%s'; name a directory, "
 					"or use --raw for a bare safetensors file with GGUF tensor names\n", argv[1]);
 			return MUSE_EXIT_USAGE;
@@ -404,13 +393,13 @@ int cmd_convert(int argc, const char **argv)
 	}
 	if (!raw && fmt == MUSE_OUT_SAFETENSORS) {
 		/* HF -> HF: cast, reshard or merge safetensors; a directory output keeps the other files. */
-		if (is_dir(argv[1]) || ends_with(argv[1], "/") || !ends_with(argv[1], ".safetensors"))
+		if (muse_is_dir(argv[1]) || muse_ends_with(argv[1], "/") || !muse_ends_with(argv[1], ".safetensors"))
 			return run_reshard_dir(argv[0], argv[1], want, shard, quiet);
 		return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
 	}
 	if (!raw) {
 		/* Architecture-aware: an HF checkpoint directory into GGUF (formats/hf2gguf.c). */
-		if (fmt != MUSE_OUT_GGUF || !is_dir(argv[0])) {
+		if (fmt != MUSE_OUT_GGUF || !muse_is_dir(argv[0])) {
 			fprintf(stderr, "muse: error: convert: architecture-aware conversion reads an HF checkpoint "
 					"directory and writes GGUF; use --raw to copy tensors with their names unchanged\n");
 			return MUSE_EXIT_USAGE;
@@ -426,7 +415,7 @@ int cmd_convert(int argc, const char **argv)
 		return MUSE_EXIT_OK;
 	}
 	/* --raw into a directory that does not exist yet (OUT without .safetensors): created whole, as HF -> HF does. */
-	if (fmt == MUSE_OUT_SAFETENSORS && !is_dir(argv[1]) && !ends_with(argv[1], ".safetensors"))
+	if (fmt == MUSE_OUT_SAFETENSORS && !muse_is_dir(argv[1]) && !muse_ends_with(argv[1], ".safetensors"))
 		return run_reshard_dir(argv[0], argv[1], want, shard, quiet);
 	return run_convert(argv[0], argv[1], fmt, want, shard, quiet);
 }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/path.h"
 #include "../formats/gguf.h"
 #include "../formats/hf2gguf.h"
 #include "../formats/imatrix_file.h"
@@ -78,12 +79,6 @@ static bool same_file(const char *a, const char *b)
 {
 	struct stat x, y;
 	return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
-}
-
-static bool is_dir(const char *p)
-{
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* strncpy(val_str, s, 127): llama-quantize's KV override strings hold at most 127 bytes. */
@@ -682,7 +677,7 @@ static int run_quantize(const qopts *o)
 
 	/* An HF checkpoint directory goes through the converter into a hidden GGUF beside OUT, unlinked once mapped. */
 	const char *in = o->in;
-	if (is_dir(in)) {
+	if (muse_is_dir(in)) {
 		snprintf(tmp_src, sizeof tmp_src, "%s.muse-src-%ld.gguf", o->out, (long)getpid());
 		muse_out_set_scratch(true); /* deleted below: no fsync */
 		muse_status hs = muse_hf2gguf(in, tmp_src, MUSE_DT_INVALID, 0, true, &err);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../lib/path.h"
 #include "../formats/reader.h"
 #include "../lib/mapfile.h"
 #include "../quant/tokenizer.h"
@@ -17,16 +18,10 @@ static const char *const tokenize_usage[] = {
 	NULL,
 };
 
-static int is_dir(const char *p)
-{
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /* The tokenizer of a GGUF file or an HF directory. */
 static muse_status open_tokenizer(const char *model, muse_tokenizer **t, muse_err *err)
 {
-	if (is_dir(model))
+	if (muse_is_dir(model))
 		return muse_tokenizer_from_dir(model, t, err);
 	muse_reader *r = NULL;
 	muse_status s = muse_reader_open(model, &r, err);

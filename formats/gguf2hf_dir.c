@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/path.h"
 #include "../lib/outfile.h"
 #include "gguf2hf.h"
 
@@ -36,12 +37,7 @@ muse_status muse_outdir_begin(muse_outdir *d, const char *path, muse_err *err)
 		return muse_err_set(err, MUSE_ERR_USAGE, "%s: exists and is not an empty directory; choose a new name",
 				    path);
 	/* Parent and base name, with trailing slashes dropped ("out/" names "out"). */
-	size_t L = strlen(path);
-	while (L > 1 && path[L - 1] == '/')
-		L--;
-	size_t b = L;
-	while (b > 0 && path[b - 1] != '/')
-		b--;
+	size_t n, b = muse_path_base(path, &n), L = b + n;
 	size_t cap = L + 32;
 	d->final = malloc(cap);
 	d->tmp = malloc(cap);
@@ -50,7 +46,7 @@ muse_status muse_outdir_begin(muse_outdir *d, const char *path, muse_err *err)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	}
 	snprintf(d->final, cap, "%.*s", (int)L, path);
-	snprintf(d->tmp, cap, "%.*s.%.*s.muse-XXXXXX", (int)b, path, (int)(L - b), path + b);
+	snprintf(d->tmp, cap, "%.*s.%.*s.muse-XXXXXX", (int)b, path, (int)n, path + b);
 	if (!mkdtemp(d->tmp)) {
 		int e = errno;
 		free(d->tmp);

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "../lib/path.h"
 #include "../lib/checked.h"
 #include "../lib/progress.h"
 #include "../lib/strmap.h"
@@ -278,17 +279,11 @@ typedef struct conv {
 	uint64_t nope, vdim;          /* MLA qk_nope_head_dim, v_head_dim */
 } conv;
 
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !strcmp(s + a - b, suf);
-}
-
 /* HF tensors convert_hf_to_gguf.py drops: buffers, not weights. */
 static int skipped(const char *name)
 {
-	return ends_with(name, ".rotary_emb.inv_freq") || ends_with(name, ".attn.bias") ||
-	       ends_with(name, ".attn.masked_bias");
+	return muse_ends_with(name, ".rotary_emb.inv_freq") || muse_ends_with(name, ".attn.bias") ||
+	       muse_ends_with(name, ".attn.masked_bias");
 }
 
 /* The HF name a rule gives for block b and expert e (for "is missing" messages). */
@@ -353,7 +348,7 @@ static uint64_t out_src_bytes(const conv *c, const outt *o)
  */
 static muse_dtype pick_dtype(const conv *c, const outt *o, muse_dtype src, int scaled)
 {
-	if (o->rule->f32 || o->ndim <= 1 || !ends_with(o->name, ".weight"))
+	if (o->rule->f32 || o->ndim <= 1 || !muse_ends_with(o->name, ".weight"))
 		return MUSE_DT_F32;
 	muse_dtype want = c->o->want;
 	if (want == MUSE_DT_Q8_0)
@@ -449,7 +444,7 @@ static muse_status map_sources(conv *c, muse_err *err)
 		const muse_tensor *t = &r->tensors[i];
 		if (skipped(t->name))
 			continue;
-		if (ends_with(t->name, "_scale_inv")) {
+		if (muse_ends_with(t->name, "_scale_inv")) {
 			/* paired from its weight's side; one without a weight is an error */
 			size_t L = strlen(t->name) - strlen("_scale_inv"), w;
 			if (!muse_strmap_get(&c->src_names, t->name, L, &w))
@@ -457,7 +452,7 @@ static muse_status map_sources(conv *c, muse_err *err)
 						    "not in the checkpoint", r->path, t->name, (int)L, t->name);
 			continue;
 		}
-		if (c->fp8_block >= 0 && (ends_with(t->name, ".activation_scale") || ends_with(t->name, "_activation_scale")))
+		if (c->fp8_block >= 0 && (muse_ends_with(t->name, ".activation_scale") || muse_ends_with(t->name, "_activation_scale")))
 			continue; /* FP8 activation scales: unused for weights-only inference, dropped as convert does */
 		seg sg = { i, SIZE_MAX };
 		char sname[MUSE_MAX_NAME + 16];
@@ -621,7 +616,7 @@ static muse_status check_outs(conv *c, muse_err *err)
 					    "%s: tensor '%s': shape disagrees with config.json (vocab_size %llu x hidden_size %llu)",
 					    r->path, t0->name, (unsigned long long)cfg->vocab_size, (unsigned long long)cfg->n_embd);
 		/* A router has one row per expert. */
-		if (ends_with(o->name, ".ffn_gate_inp.weight") && cfg->n_expert &&
+		if (muse_ends_with(o->name, ".ffn_gate_inp.weight") && cfg->n_expert &&
 		    (t0->ndim != 2 || t0->shape[0] != cfg->n_expert))
 			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': %llu rows, config.json says %llu experts",
 					    r->path, t0->name, (unsigned long long)t0->shape[0],
@@ -1212,7 +1207,7 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 	for (size_t i = 0; i < r->n_tensors; i++) {
 		const muse_tensor *t = &r->tensors[i];
 		if (t->ndim >= 2 && (t->dtype == MUSE_DT_F32 || t->dtype == MUSE_DT_F16 || t->dtype == MUSE_DT_BF16) &&
-		    !ends_with(t->name, "_scale_inv")) {
+		    !muse_ends_with(t->name, "_scale_inv")) {
 			c.fp8_auto = t->dtype;
 			break;
 		}
@@ -1243,18 +1238,9 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 	size_label(&c, c.cfg.n_rope_freqs, &n_params, size, sizeof size);
 
 	/* Metadata in convert_hf_to_gguf.py's order. */
-	const char *base = strrchr(dir, '/');
 	char dname[256];
-	snprintf(dname, sizeof dname, "%s", base && base[1] ? base + 1 : dir);
-	if (base && !base[1]) { /* "dir/": the component before the slash */
-		size_t L = strlen(dir);
-		while (L > 1 && dir[L - 1] == '/')
-			L--;
-		size_t st = L;
-		while (st > 0 && dir[st - 1] != '/')
-			st--;
-		snprintf(dname, sizeof dname, "%.*s", (int)(L - st), dir + st);
-	}
+	size_t dlen, dbase = muse_path_base(dir, &dlen); /* "a/dir/" names "dir" */
+	snprintf(dname, sizeof dname, "%.*s", (int)dlen, dir + dbase);
 	NOMEM(muse_meta_set_str(&meta, "general.architecture", a->gguf_name));
 	NOMEM(muse_meta_set_str(&meta, "general.type", "model"));
 	if ((s = muse_model_card_load(dir, &card, err)) || (s = general_keys(&meta, &card, dname, n_params, size, err)))

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/path.h"
 #include "../lib/outfile.h"
 #include "model_card.h"
 #include "quant_card.h"
@@ -36,13 +37,8 @@ static char *base_model_of(const char *src_dir)
 	if (id && is_hub_id(id)) {
 		out = strdup(id);
 	} else {
-		size_t n = strlen(src_dir);
-		while (n > 1 && src_dir[n - 1] == '/')
-			n--;
-		size_t b = n;
-		while (b > 0 && src_dir[b - 1] != '/')
-			b--;
-		out = strndup(src_dir + b, n - b);
+		size_t n, b = muse_path_base(src_dir, &n);
+		out = strndup(src_dir + b, n);
 	}
 	json_decref(cfg);
 	return out;

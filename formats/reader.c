@@ -1,4 +1,5 @@
 /* reader.c: the shared reader handle and content-based format detection. */
+#include "../lib/path.h"
 #include "reader.h"
 
 #include <errno.h>
@@ -124,12 +125,6 @@ static muse_status open_dir(const char *path, muse_reader **out, muse_err *err)
 			    path);
 }
 
-static int ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !strcmp(s + a - b, suf);
-}
-
 muse_status muse_reader_open(const char *path, muse_reader **out, muse_err *err)
 {
 	*out = NULL;
@@ -172,7 +167,7 @@ muse_status muse_reader_open(const char *path, muse_reader **out, muse_err *err)
 	for (int i = 7; i >= 0; i--)
 		hlen = hlen << 8 | head[i];
 	if (n >= 8 && hlen > 100000000ull && (head[0] == '{' || head[0] == ' ' || head[0] == '\n' || head[0] == '\t')) {
-		if (ends_with(path, ".bin.index.json") || ends_with(path, ".pt.index.json"))
+		if (muse_ends_with(path, ".bin.index.json") || muse_ends_with(path, ".pt.index.json"))
 			return muse_pytorch_open_index(path, out, err);
 		return muse_safetensors_open_index(path, out, err);
 	}

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/path.h"
 #include "../lib/checked.h"
 #include "../lib/mapfile.h"
 #include "calib.h"
@@ -147,12 +148,6 @@ muse_status muse_calib_jsonl_text(const char *path, const uint8_t *p, size_t n, 
 	return MUSE_OK;
 }
 
-static bool ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !strcmp(s + a - b, suf);
-}
-
 muse_status muse_calib_load(muse_model *m, const char *path, const char *kind, int32_t **ids, size_t *n_ids,
 			    muse_calib_source *src, muse_err *err)
 {
@@ -165,7 +160,7 @@ muse_status muse_calib_load(muse_model *m, const char *path, const char *kind, i
 	*n_ids = 0;
 	memset(src, 0, sizeof *src);
 	if (!kind)
-		kind = ends_with(path, ".jsonl") ? "jsonl" : "text";
+		kind = muse_ends_with(path, ".jsonl") ? "jsonl" : "text";
 	if (strcmp(kind, "text") && strcmp(kind, "jsonl") && strcmp(kind, "tokens"))
 		return muse_err_set(err, MUSE_ERR_USAGE, "data kind '%s' is not text, jsonl or tokens", kind);
 	snprintf(src->path, sizeof src->path, "%s", path);

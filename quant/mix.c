@@ -1,5 +1,6 @@
 /* mix.c: llama-quantize's per-tensor type decisions (llama-quant.cpp's llama_tensor_get_type and friends), for identical files. */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include "../lib/path.h"
 #include "mix.h"
 
 #include <ctype.h>
@@ -251,12 +252,6 @@ static int n_dims(const int64_t ne[4])
 	return 1;
 }
 
-static bool ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !memcmp(s + a - b, suf, b);
-}
-
 /* tensor_allows_quantization: 2-D and up, names ending in "weight", minus the small or sensitive ones. */
 bool muse_mix_allows_quantization(const char *arch, const muse_mix_tensor *t)
 {
@@ -265,7 +260,7 @@ bool muse_mix_allows_quantization(const char *arch, const muse_mix_tensor *t)
 	const char *n = t->name;
 	/* llama.cpp tests name.rfind("weight") == name.size() - 6. For a 5-byte name the right side wraps to npos,
 	   which is what rfind returns when there is no match: such names count as ending in "weight". Kept. */
-	if (!ends_with(n, "weight") && strlen(n) != 5)
+	if (!muse_ends_with(n, "weight") && strlen(n) != 5)
 		return false;
 	if (has(n, "_norm.weight"))
 		return false;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/path.h"
 #include "../formats/arch.h"
 #include "../formats/fp8.h"
 #include "../formats/hf_config.h"
@@ -320,12 +321,6 @@ void muse_model_free(muse_model *m)
 	free(m);
 }
 
-static bool ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !strcmp(s + a - b, suf);
-}
-
 /* The mapped tensor named name, added (with n_seg empty sources) when new; NULL when out of memory. */
 static hf_vt *hf_vt_get(muse_model *m, const char *name, const muse_arch_tensor *rule, int64_t block, uint64_t n_seg)
 {
@@ -399,7 +394,7 @@ static muse_status open_hf(muse_model *m, const char *dir, muse_err *err)
 			goto nomem;
 	for (size_t i = 0; i < n; i++) {
 		const muse_tensor *t = &m->r->tensors[i];
-		if (m->fp8_block >= 0 && (ends_with(t->name, "_scale_inv") || ends_with(t->name, "activation_scale")))
+		if (m->fp8_block >= 0 && (muse_ends_with(t->name, "_scale_inv") || muse_ends_with(t->name, "activation_scale")))
 			continue; /* read with the weight they scale */
 		size_t next = 0, sc = SIZE_MAX;
 		if (m->fp8_block >= 0 && muse_dtype_info(t->dtype) && muse_dtype_info(t->dtype)->is_float &&

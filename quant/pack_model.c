@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/path.h"
 #include "../formats/hf2gguf.h"
 #include "../formats/model_writer.h"
 #include "../formats/quant_card.h"
@@ -26,17 +27,11 @@
 /* Below this many elements an unquantized matrix is not worth an error (biases, small projections). */
 #define LARGE_TENSOR (1u << 16)
 
-static bool ends_with(const char *s, const char *suf)
-{
-	size_t a = strlen(s), b = strlen(suf);
-	return a >= b && !memcmp(s + a - b, suf, b);
-}
-
 /* The module component before ".weight": "model.layers.0.mlp.gate.weight" -> "gate". */
 static void last_comp(const char *name, char *out, size_t cap)
 {
 	size_t n = strlen(name);
-	if (ends_with(name, ".weight"))
+	if (muse_ends_with(name, ".weight"))
 		n -= 7;
 	size_t b = n;
 	while (b > 0 && name[b - 1] != '.')
@@ -72,7 +67,7 @@ static bool is_embedding(const char *name)
 static bool is_linear(const muse_tensor *t, bool gguf)
 {
 	char c[128];
-	if (!ends_with(t->name, ".weight") || keep_by_design(t->name, gguf))
+	if (!muse_ends_with(t->name, ".weight") || keep_by_design(t->name, gguf))
 		return false;
 	last_comp(t->name, c, sizeof c);
 	if (strstr(c, "norm"))
@@ -425,8 +420,8 @@ static bool copy_aux(const char *n)
 	/* README.md is the source's model card: the output gets its own (formats/quant_card.h). */
 	return strcmp(n, "config.json") && strcmp(n, "quantize_config.json") && strcmp(n, "quant_report.json") &&
 	       strcmp(n, "README.md") &&
-	       !ends_with(n, ".safetensors") && !ends_with(n, ".bin") && !ends_with(n, ".pt") && !ends_with(n, ".pth") &&
-	       !ends_with(n, ".index.json") && !ends_with(n, ".gguf") && n[0] != '.';
+	       !muse_ends_with(n, ".safetensors") && !muse_ends_with(n, ".bin") && !muse_ends_with(n, ".pt") && !muse_ends_with(n, ".pth") &&
+	       !muse_ends_with(n, ".index.json") && !muse_ends_with(n, ".gguf") && n[0] != '.';
 }
 
 /* Whether the checkpoint stores no output head although the model has one (tied embeddings in a *ForCausalLM). */
@@ -436,7 +431,7 @@ static bool head_is_tied(const run *R, json_t *cfg)
 		if (!strcmp(R->r->tensors[i].name, "lm_head.weight"))
 			return false;
 	const char *a = json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0));
-	return a && ends_with(a, "ForCausalLM");
+	return a && muse_ends_with(a, "ForCausalLM");
 }
 
 /* README.md: a card for the quantized directory, from the run's options and its calibration record. */
@@ -607,7 +602,7 @@ static const char *gguf_stem(const char *g, char *buf, size_t cap)
 	const char *a = strchr(g, '.');
 	a = a ? strchr(a + 1, '.') : NULL;
 	buf[0] = 0;
-	if (a && ends_with(a + 1, ".weight"))
+	if (a && muse_ends_with(a + 1, ".weight"))
 		snprintf(buf, cap, "%.*s", (int)(strlen(a + 1) - 7), a + 1);
 	return buf;
 }
@@ -1014,7 +1009,7 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 		 * Every Linear left in high precision is named for the loaders: compressed-tensors targets every
 		 * Linear that "ignore" does not list. Embeddings are nn.Embedding and norms are 1-D.
 		 */
-		if (t->ndim == 2 && ends_with(t->name, ".weight") && !is_embedding(t->name) && !R.gguf_in) {
+		if (t->ndim == 2 && muse_ends_with(t->name, ".weight") && !is_embedding(t->name) && !R.gguf_in) {
 			ignore[n_ignore] = strndup(t->name, strlen(t->name) - 7);
 			if (!ignore[n_ignore]) {
 				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");

@@ -9,6 +9,7 @@
 #include "../../lib/kv.h"
 #include "../../lib/mapfile.h"
 #include "../../lib/outfile.h"
+#include "../../lib/path.h"
 #include "../../lib/strmap.h"
 #include "../../lib/utf8.h"
 #include "unit.h"
@@ -197,6 +198,22 @@ static void err_format(void)
 	CHECK(muse_err_set(NULL, MUSE_ERR_IO, "ignored") == MUSE_ERR_IO);
 }
 
+static void path_helpers(void)
+{
+	size_t n, b;
+	CHECK(muse_ends_with("model.safetensors", ".safetensors") && !muse_ends_with("x", ".gguf"));
+	CHECK(muse_ends_with("abc", "") && !muse_ends_with("", "a"));
+	CHECK(muse_is_dir("/tmp") && !muse_is_dir("/dev/null") && !muse_is_dir("/nonexistent/x"));
+	b = muse_path_base("a/dir//", &n);
+	CHECK(b == 2 && n == 3);
+	b = muse_path_base("dir", &n);
+	CHECK(b == 0 && n == 3);
+	b = muse_path_base("/x", &n);
+	CHECK(b == 1 && n == 1);
+	b = muse_path_base("/", &n);
+	CHECK(n == 0);
+}
+
 int main(void)
 {
 	unit_file_name = "lib";
@@ -208,5 +225,6 @@ int main(void)
 	RUN(outfile_atomic);
 	RUN(mapfile_rules);
 	RUN(err_format);
+	RUN(path_helpers);
 	UNIT_MAIN_END();
 }
