@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 mkdir -p build
 LOG=build/test.log
 RES=build/test-results.txt
+# What each failure said (the end of its report), printed after the summary so a log cut in the middle keeps it.
+export MUSE_FAILURES=$PWD/build/test-failures.txt
 : >"$LOG"
 : >"$RES"
+: >"$MUSE_FAILURES"
 export MUSE=$PWD/build/asan/muse
 export MUSE_REL=$PWD/bin/muse
 export PY=$PWD/.venv/bin/python
@@ -31,6 +34,10 @@ record() {
 	if [ $rc -gt 1 ]; then
 		echo "FAIL: $*: exited with status $rc (crash or sanitizer report, see $LOG)" | tee -a "$RES"
 		printf '%s\n' "$out" | tail -20
+	fi
+	# a failing unit or CLI test names itself on a FAIL line; keep the lines around it for the summary
+	if [ $rc -ne 0 ] && [ "${2:-}" != -m ]; then  # pytest files keep their own (conftest.py)
+		{ echo "--- $*"; printf '%s\n' "$out" | grep -B8 -A2 -E '^FAIL: ' | tail -40; } >>"$MUSE_FAILURES"
 	fi
 }
 
@@ -114,6 +121,13 @@ if [ "$failed" -gt 0 ]; then
 	echo
 	echo "failures:"
 	grep '^FAIL: ' "$RES"
+	if [ -s "$MUSE_FAILURES" ]; then
+		echo
+		echo "what they said:"
+		cat "$MUSE_FAILURES"
+	fi
+	echo
+	df -h /tmp "$PWD" | sed 's/^/# /'
 fi
 echo
 echo "tests took $((SECONDS - T_START)) s"

@@ -9,6 +9,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MUSE = os.environ.get("MUSE", os.path.join(ROOT, "build", "asan", "muse"))
 
 
+def _keep_failure(name, report):
+    """Appends the end of a failure's report to $MUSE_FAILURES, which tests/run.sh prints after its summary (CI logs
+    show only their head and tail, so the reason must come last)."""
+    path = os.environ.get("MUSE_FAILURES")
+    if not path:
+        return
+    text = report.longreprtext.splitlines()
+    with open(path, "a") as f:
+        f.write(f"--- {name} ({report.when})\n" + "\n".join(text[-40:]) + "\n")
+
+
 def pytest_runtest_logreport(report):
     name = "interop/" + report.nodeid.split("tests/interop/", 1)[-1]
     if report.when == "call" or report.outcome != "passed":
@@ -19,6 +30,7 @@ def pytest_runtest_logreport(report):
             line = f"SKIP: {name}: {reason}"
         else:
             line = f"FAIL: {name}"
+            _keep_failure(name, report)
         sys.__stdout__.write("\n" + line + "\n")  # pytest -q leaves progress dots on the line
         sys.__stdout__.flush()
 

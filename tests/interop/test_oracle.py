@@ -285,14 +285,14 @@ def test_llama_imatrix_perplexity_and_imatrix_quantize(tiny_gguf, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("\n".join(" ".join(rng.choice(WORDS, 16)) for _ in range(60)))
     im = tmp_path / "imatrix.gguf"
-    llamacpp.run([llamacpp.tool("llama-imatrix"), "-m", tiny_gguf, "-f", text, "-o", im, "-c", "64",
-                  "-t", "2", "--no-ppl"])
+    q = llamacpp.run([llamacpp.tool("llama-imatrix"), "-m", tiny_gguf, "-f", text, "-o", im, "-c", "64",
+                      "-t", "2", "--no-ppl"])
     r = gguf.GGUFReader(im)
-    assert any(t.name.endswith(".in_sum2") for t in r.tensors)
+    assert any(t.name.endswith(".in_sum2") for t in r.tensors), (q.stdout + q.stderr)[-2000:]
     p = llamacpp.run([llamacpp.tool("llama-perplexity"), "-m", tiny_gguf, "-f", text, "-c", "64", "-t", "2"])
     m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout + p.stderr)
     assert m and 1.0 < float(m.group(1)) < 10 * 384, (p.stdout + p.stderr)[-2000:]
     out = tmp_path / "tiny-q4_k.gguf"
     llamacpp.llama_quantize(tiny_gguf, out, "Q4_K_M", imatrix=im)
     types = {t.tensor_type for t in gguf.GGUFReader(out).tensors}
-    assert Q.Q4_K in types
+    assert Q.Q4_K in types, types
