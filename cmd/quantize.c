@@ -11,7 +11,7 @@
 
 #include "../lib/path.h"
 #include "../formats/gguf.h"
-#include "../formats/hf2gguf.h"
+#include "../formats/hf_view.h"
 #include "../formats/imatrix_file.h"
 #include "../formats/reader.h"
 #include "../lib/checked.h"
@@ -461,9 +461,30 @@ typedef struct {
 	muse_gguf_writer *w;
 	muse_progress *pg;
 	uint64_t src_row;
-	const muse_map *m;   /* the file the tensor is in (bytes items: its pages dropped once written) */
+	const muse_map *m;   /* the file the tensor is in (bytes items: its pages dropped once written), or NULL: */
+	muse_reader *r;      /* ... a computed tensor (an HF checkpoint's view), read as rows from r */
+	size_t idx;
+	uint8_t *owned;      /* a computed tensor kept as it is: its bytes, freed once the session is drained */
 	char what[320];      /* "FILE: tensor 'NAME'" */
 } qstream_ctx;
+
+/* A computed tensor's rows [r0, r0 + nr) as F32 (a q_stream row source; runs on several workers at once). */
+static muse_status view_rows(void *ctx, int64_t r0, int64_t nr, float *dst, muse_err *err)
+{
+	qstream_ctx *c = ctx;
+	const muse_dtype_traits *tr = muse_dtype_info(c->t->dtype);
+	size_t bytes = (size_t)(c->src_row * (uint64_t)nr);
+	uint8_t *raw = malloc(bytes ? bytes : 1);
+	if (!raw)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: out of memory", c->what);
+	muse_status s = muse_reader_read_rows(c->r, c->idx, (uint64_t)r0, (uint64_t)nr, raw, err);
+	size_t n = bytes / tr->block_bytes * tr->blck;
+	if (!s)
+		s = tr->is_quant ? muse_dequantize(c->t->dtype, raw, dst, (int64_t)n, err)
+				 : muse_dtype_convert(MUSE_DT_F32, dst, c->t->dtype, raw, n, err);
+	free(raw);
+	return s;
+}
 
 static muse_status stream_sink(void *ctx, const void *buf, size_t n, int64_t rows, muse_err *err)
 {
@@ -482,8 +503,11 @@ static muse_status bytes_sink(void *ctx, const void *buf, size_t n, int64_t rows
 	muse_status s = muse_gguf_writer_write(c->w, buf, n, err);
 	if (!s) {
 		muse_progress_add(c->pg, n);
-		muse_map_release(c->m, c->t->offset, c->t->nbytes);
+		if (c->m)
+			muse_map_release(c->m, c->t->offset, c->t->nbytes);
 	}
+	free(c->owned); /* the one call for a bytes item: a computed tensor's copy is done with */
+	c->owned = NULL;
 	return s;
 }
 
@@ -499,17 +523,32 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	const muse_tensor *t = &r->tensors[p->src];
 	const uint8_t *src = muse_reader_view(r, p->src);
 	muse_status s;
-	const muse_map *m = t->file < r->n_files ? &r->files[t->file] : NULL;
-	if (!src || !m)
+	/* a mapped tensor (a GGUF's, or an HF view's plain copy) is read from its file; a computed one as rows */
+	const muse_map *m = src && t->file < r->n_files ? &r->files[t->file] : NULL;
+	if (src && !m)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': data not contiguous", r->path, t->name);
 	muse_dtype nt = p->ch.type;
 	const int64_t npr = p->mt.ne[0], rows_per_mat = p->mt.ne[1], nmat = p->mt.ne[2];
 	const int64_t nrows = rows_per_mat * nmat;
-	*qc = (qstream_ctx){ t, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), m, "" };
+	*qc = (qstream_ctx){ t, w, pg, t->nbytes / (uint64_t)(nrows ? nrows : 1), m, r, p->src, NULL, "" };
 	snprintf(qc->what, sizeof qc->what, "%s: tensor '%s'", r->path, t->name);
-	if (t->dtype == nt) /* same type: the bytes as they are */
+	if (t->dtype == nt) { /* same type: the bytes as they are */
+		if (!src) {
+			if (t->nbytes > SIZE_MAX || !(qc->owned = malloc(t->nbytes ? (size_t)t->nbytes : 1)))
+				return muse_err_set(err, MUSE_ERR_NOMEM, "%s: out of memory", qc->what);
+			if ((s = muse_reader_read(r, p->src, qc->owned, err)))
+				return s;
+			src = qc->owned;
+		}
 		return muse_qs_submit_bytes(qs, src, (size_t)t->nbytes, bytes_sink, qc, err);
+	}
 	const muse_dtype_traits *dt = muse_dtype_info(nt);
+	if (dt->is_quant && !m) {
+		muse_qs_job job = { .type = nt, .nrows = nrows, .n_per_row = npr, .rows = view_rows, .rows_ctx = qc,
+				    .importance = p->im ? p->im->w : NULL, .rows_per_mat = rows_per_mat,
+				    .check_finite = true, .sink = stream_sink, .sink_ctx = qc, .what = qc->what };
+		return muse_qs_submit(qs, &job, err);
+	}
 	if (dt->is_quant) {
 		/* each worker reads its rows from the file with pread into a buffer of its own (F32 used as read,
 		 * other types converted there); the session's writer writes while the workers go on. Matrix m
@@ -548,7 +587,10 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 	const uint64_t src_row = t->nbytes / (uint64_t)(nrows ? nrows : 1);
 	for (int64_t r0 = 0; r0 < nrows;) {
 		int64_t nr = slab < nrows - r0 ? slab : nrows - r0;
-		if ((s = to_f32(t, src, npr, r0, nr, *stage, err))) {
+		if (!src) { /* a computed tensor: its rows straight into F32 (errors name the source) */
+			if ((s = view_rows(qc, r0, nr, *stage, err)))
+				return s;
+		} else if ((s = to_f32(t, src, npr, r0, nr, *stage, err))) {
 			muse_err_prefix(err, "%s: tensor '%s'", r->path, t->name);
 			return s;
 		}
@@ -579,7 +621,8 @@ static muse_status quantize_tensor(muse_reader *r, const qplan *p, muse_gguf_wri
 		muse_progress_add(pg, (uint64_t)nr * src_row);
 		r0 += nr;
 	}
-	muse_map_release(m, t->offset, t->nbytes);
+	if (m)
+		muse_map_release(m, t->offset, t->nbytes);
 	return MUSE_OK;
 }
 
@@ -620,7 +663,6 @@ static int run_quantize(const qopts *o)
 	float *stage = NULL;
 	uint8_t *qbuf = NULL;
 	size_t stage_cap = 0, qcap = 0;
-	char tmp_src[4200] = "";
 	int rc = MUSE_EXIT_FAIL;
 	muse_meta_init(&meta);
 
@@ -675,27 +717,18 @@ static int run_quantize(const qopts *o)
 		goto fail;
 	}
 
-	/* An HF checkpoint directory goes through the converter into a hidden GGUF beside OUT, unlinked once mapped. */
-	const char *in = o->in;
-	if (muse_is_dir(in)) {
-		snprintf(tmp_src, sizeof tmp_src, "%s.muse-src-%ld.gguf", o->out, (long)getpid());
-		muse_out_set_scratch(true); /* deleted below: no fsync */
-		muse_status hs = muse_hf2gguf(in, tmp_src, MUSE_DT_INVALID, 0, true, &err);
-		muse_out_set_scratch(false);
-		if (hs) {
-			muse_cli_hint_unmapped(in, &err, "llama.cpp's convert_hf_to_gguf.py may convert it, and muse "
+	/* An HF checkpoint directory is read through its GGUF view: the tensors convert would write, computed as read. */
+	if (muse_is_dir(o->in)) {
+		muse_hf_view_opts vo = { .want = MUSE_DT_INVALID, .quiet = true };
+		if (muse_hf_view_open(o->in, &vo, &r, &err)) {
+			muse_cli_hint_unmapped(o->in, &err, "llama.cpp's convert_hf_to_gguf.py may convert it, and muse "
 					       "quantize --type takes a GGUF of any architecture");
 			goto fail;
 		}
-		in = tmp_src;
-	}
-	if (muse_reader_open(in, &r, &err))
+	} else if (muse_reader_open(o->in, &r, &err)) {
 		goto fail;
-	if (tmp_src[0]) {
-		unlink(tmp_src);
-		tmp_src[0] = 0;
 	}
-	if (strcmp(r->format, "gguf")) {
+	if (strcmp(r->format, "gguf") && strcmp(r->format, "hf")) {
 		muse_err_set(&err, MUSE_ERR_UNSUPPORTED,
 			     "%s: quantize reads GGUF files and HF checkpoint directories, not a lone %s file "
 			     "(muse convert its directory, or pass the directory)", o->in, r->format);
@@ -877,13 +910,13 @@ static int run_quantize(const qopts *o)
 fail:
 	rc = muse_cli_fail(&err);
 done:
-	if (tmp_src[0])
-		unlink(tmp_src);
 	free(rule_v);
 	for (size_t i = 0; rule_bufs && i < o->type_files.n; i++)
 		free(rule_bufs[i]);
 	free(rule_bufs);
 	muse_qs_close(qs); /* before the writer and the reader its sinks use */
+	for (size_t k = 0; qcs && k < n; k++)
+		free(qcs[k].owned);
 	free(qcs);
 	for (size_t i = 0; renamed && i < r->n_tensors; i++)
 		free(renamed[i]);

@@ -7,6 +7,7 @@
 
 #include "../lib/dtype.h"
 #include "../lib/status.h"
+#include "hf_general.h"
 
 /*
  * Converts the HF directory dir (config.json, safetensors or PyTorch
@@ -49,25 +50,5 @@ typedef struct muse_hf2gguf_opts {
  * attention head (MLA's transposed attn_k_b).
  */
 muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf_opts *o, muse_err *err);
-
-/*
- * convert_hf_to_gguf.py's general.name for a directory name
- * (gguf.Metadata.id_to_title): '-' -> ' ', words all lower case title-cased
- * unless they look like versions ("v1.2") or start with a digit. ASCII
- * letters only; other bytes are kept. Writes into out (cap bytes).
- */
-void muse_hf_name_to_title(const char *id, char *out, size_t cap);
-
-/*
- * gguf.Metadata.get_model_id_components for a directory name: the
- * basename, finetune, version and size label convert_hf_to_gguf.py derives
- * from "SmolLM2-135M-Instruct"-style names (each "" when absent). ASCII
- * only, like muse_hf_name_to_title. Each output holds cap bytes.
- */
-void muse_hf_name_components(const char *id, uint64_t total_params, char *basename, char *finetune, char *version,
-			     char *size_label, size_t cap);
-
-/* gguf.size_label for a parameter count: "125K", "1.2M", "7.0B" ... into out. */
-void muse_hf_size_label(uint64_t n_params, char *out, size_t cap);
 
 #endif

@@ -99,7 +99,7 @@ static muse_status pt_read(muse_reader *r, size_t i, void *dst, muse_err *err)
 	return MUSE_OK;
 }
 
-static const muse_reader_ops pt_ops = { pt_read, pt_free_priv };
+static const muse_reader_ops pt_ops = { .read = pt_read, .free_priv = pt_free_priv };
 
 muse_status muse_pytorch_verify(muse_reader *r, muse_err *err)
 {

@@ -75,7 +75,7 @@ muse_tensor *muse_reader_add_tensor(muse_reader *r)
 const uint8_t *muse_reader_view(const muse_reader *r, size_t i)
 {
 	const muse_tensor *t = &r->tensors[i];
-	if (t->strided)
+	if (t->strided || t->file >= r->n_files)
 		return NULL;
 	const muse_map *m = &r->files[t->file];
 	return m->data ? m->data + t->offset : (const uint8_t *)"";
@@ -92,6 +92,8 @@ muse_status muse_reader_read(muse_reader *r, size_t i, void *dst, muse_err *err)
 {
 	if (r->ops && r->ops->read)
 		return r->ops->read(r, i, dst, err);
+	if (r->ops && r->ops->read_rows)
+		return r->ops->read_rows(r, i, 0, muse_reader_rows(&r->tensors[i]), dst, err);
 	const uint8_t *v = muse_reader_view(r, i);
 	if (!v)
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s' has no contiguous view",
@@ -99,6 +101,41 @@ muse_status muse_reader_read(muse_reader *r, size_t i, void *dst, muse_err *err)
 	if (r->tensors[i].nbytes)
 		memcpy(dst, v, r->tensors[i].nbytes);
 	return MUSE_OK;
+}
+
+uint64_t muse_reader_rows(const muse_tensor *t)
+{
+	uint64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->nelements;
+	return cols ? t->nelements / cols : 0;
+}
+
+muse_status muse_reader_read_rows(muse_reader *r, size_t i, uint64_t r0, uint64_t nr, void *dst, muse_err *err)
+{
+	const muse_tensor *t = &r->tensors[i];
+	uint64_t rows = muse_reader_rows(t);
+	if (r0 > rows || nr > rows - r0)
+		return muse_err_set(err, MUSE_ERR_USAGE, "%s: tensor '%s': rows %llu..%llu of %llu", r->path, t->name,
+				    (unsigned long long)r0, (unsigned long long)(r0 + nr), (unsigned long long)rows);
+	if (r->ops && r->ops->read_rows)
+		return r->ops->read_rows(r, i, r0, nr, dst, err);
+	uint64_t row_bytes = rows ? t->nbytes / rows : 0;
+	const uint8_t *v = muse_reader_view(r, i);
+	if (v) {
+		if (nr)
+			memcpy(dst, v + r0 * row_bytes, (size_t)(nr * row_bytes));
+		return MUSE_OK;
+	}
+	if (r0 == 0 && nr == rows)
+		return muse_reader_read(r, i, dst, err);
+	/* strided storage: the whole tensor once, then the rows (readers of strided data are small PyTorch files) */
+	uint8_t *all = t->nbytes <= SIZE_MAX ? malloc(t->nbytes ? (size_t)t->nbytes : 1) : NULL;
+	if (!all)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", r->path, t->name);
+	muse_status s = muse_reader_read(r, i, all, err);
+	if (!s && nr)
+		memcpy(dst, all + r0 * row_bytes, (size_t)(nr * row_bytes));
+	free(all);
+	return s;
 }
 
 static int exists(const char *dir, const char *name, char *out, size_t cap)

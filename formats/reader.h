@@ -15,6 +15,8 @@ typedef struct muse_reader muse_reader;
 typedef struct muse_reader_ops {
 	/* Copies tensor i, dense row-major, into dst (t->nbytes bytes). NULL: contiguous copy from the map. */
 	muse_status (*read)(muse_reader *r, size_t i, void *dst, muse_err *err);
+	/* Copies rows [r0, r0 + nr) of tensor i into dst (muse_reader_read_rows); NULL: through read or the map. */
+	muse_status (*read_rows)(muse_reader *r, size_t i, uint64_t r0, uint64_t nr, void *dst, muse_err *err);
 	/* Frees priv. */
 	void (*free_priv)(muse_reader *r);
 } muse_reader_ops;
@@ -45,12 +47,21 @@ struct muse_reader {
 muse_status muse_reader_open(const char *path, muse_reader **out, muse_err *err);
 void muse_reader_free(muse_reader *r); /* NULL is a no-op */
 
-/* A borrowed view of tensor i's bytes in the mmap, or NULL when the tensor is strided. */
+/* A borrowed view of tensor i's bytes in the mmap, or NULL when the tensor is strided or computed (a view's). */
 const uint8_t *muse_reader_view(const muse_reader *r, size_t i);
 /* Drops tensor i's mapped pages from the resident set after use (views stay valid; see muse_map_release). */
 void muse_reader_release(const muse_reader *r, size_t i);
 /* Copies tensor i (dense, row-major, t->nbytes bytes) into dst. */
 muse_status muse_reader_read(muse_reader *r, size_t i, void *dst, muse_err *err);
+/*
+ * Rows of a tensor: a row is its last dimension (a 1-D tensor is one row);
+ * muse_reader_rows gives the count, and a row's bytes are nbytes / rows.
+ */
+uint64_t muse_reader_rows(const muse_tensor *t);
+/* Copies rows [r0, r0 + nr) of tensor i (dense, in its dtype) into dst; safe from several threads at once. */
+muse_status muse_reader_read_rows(muse_reader *r, size_t i, uint64_t r0, uint64_t nr, void *dst, muse_err *err);
+/* The file index a computed tensor has (no bytes in any file: read it through muse_reader_read*). */
+#define MUSE_READER_NO_FILE UINT32_MAX
 
 /* ---- for format implementations ---- */
 muse_reader *muse_reader_new(const char *format, const char *path);

@@ -5,9 +5,7 @@
 #include <string.h>
 
 #include "../lib/path.h"
-#include "../formats/arch.h"
-#include "../formats/fp8.h"
-#include "../formats/hf_config.h"
+#include "../formats/hf_view.h"
 #include "../formats/reader.h"
 #include "../lib/checked.h"
 #include "../lib/strmap.h"
@@ -19,35 +17,12 @@
 #define CAP_LAYERS 4096
 #define CAP_EXPERTS 4096
 
-/* HF inputs: one source of a GGUF-named tensor, and its FP8 weight_scale_inv (SIZE_MAX: none). */
-typedef struct hf_seg {
-	size_t ti, scale;
-} hf_seg;
-
-/*
- * HF inputs: a GGUF-named tensor as the arch tables build it from the
- * checkpoint: one source, or one per expert ("{E}" rows, stacked expert e at
- * index e), then the row's transform (Q/K permutation, MLA kv_b_proj split,
- * fused gate_up halves).
- */
-typedef struct hf_vt {
-	char *name;             /* GGUF name, owned */
-	const muse_arch_tensor *rule;
-	int64_t block;
-	uint64_t n_seg;         /* 1, or n_expert for a stack */
-	hf_seg *segs;           /* owned */
-} hf_vt;
-
 struct muse_model {
-	muse_reader *r;
+	muse_reader *r;         /* the GGUF file, or an HF directory's GGUF view (formats/hf_view.h) */
 	char *path;             /* as opened: the GGUF file or the HF directory */
-	muse_meta meta;         /* owned copy: the GGUF's KVs, or the keys derived from config.json */
+	muse_meta meta;         /* owned copy of the reader's metadata */
 	muse_hparams hp;
-	muse_strmap names;      /* GGUF tensor name -> reader index (GGUF) or index into vt (HF) */
-	hf_vt *vt;              /* HF inputs: the mapped tensors; NULL for GGUF */
-	size_t n_vt, cap_vt;
-	int fp8_block;          /* HF quantization_config fp8: -1 none, 0 per-tensor/row scales, 1 block scales */
-	uint64_t fp8_bs[2];     /* weight_block_size */
+	muse_strmap names;      /* GGUF tensor name -> reader index */
 	float *rope_freqs;      /* n_rot / 2 divisors, or NULL */
 	uint64_t nbytes;
 };
@@ -175,18 +150,10 @@ static float get_float(const muse_model *m, const char *k, float def)
 	return key_f64(m, k, &d) ? (float)d : def;
 }
 
-/* The reader index of a tensor stored as it is (GGUF, or an HF tensor mapped one-to-one without a transform). */
+/* The reader index of the tensor named name. */
 static muse_status find_tensor(const muse_model *m, const char *name, size_t *idx)
 {
-	if (!muse_strmap_get(&m->names, name, strlen(name), idx))
-		return MUSE_ERR_FORMAT;
-	if (!m->vt)
-		return MUSE_OK;
-	const hf_vt *v = &m->vt[*idx];
-	if (v->n_seg != 1 || v->rule->xf != MUSE_XF_NONE || v->segs[0].scale != SIZE_MAX)
-		return MUSE_ERR_FORMAT;
-	*idx = v->segs[0].ti;
-	return MUSE_OK;
+	return muse_strmap_get(&m->names, name, strlen(name), idx) ? MUSE_OK : MUSE_ERR_FORMAT;
 }
 
 static muse_status read_hparams(muse_model *m, muse_err *err)
@@ -308,137 +275,12 @@ void muse_model_free(muse_model *m)
 {
 	if (!m)
 		return;
-	for (size_t i = 0; i < m->n_vt; i++) {
-		free(m->vt[i].name);
-		free(m->vt[i].segs);
-	}
-	free(m->vt);
 	free(m->path);
 	free(m->rope_freqs);
 	muse_strmap_free(&m->names);
 	muse_meta_free(&m->meta);
 	muse_reader_free(m->r);
 	free(m);
-}
-
-/* The mapped tensor named name, added (with n_seg empty sources) when new; NULL when out of memory. */
-static hf_vt *hf_vt_get(muse_model *m, const char *name, const muse_arch_tensor *rule, int64_t block, uint64_t n_seg)
-{
-	size_t k;
-	if (muse_strmap_get(&m->names, name, strlen(name), &k))
-		return &m->vt[k];
-	if (m->n_vt == m->cap_vt) {
-		size_t cap = m->cap_vt ? 2 * m->cap_vt : 64;
-		hf_vt *p = realloc(m->vt, cap * sizeof *p);
-		if (!p)
-			return NULL;
-		m->vt = p;
-		m->cap_vt = cap;
-	}
-	hf_vt *v = &m->vt[m->n_vt];
-	memset(v, 0, sizeof *v);
-	if (!(v->name = strdup(name)) || !(v->segs = malloc(n_seg * sizeof *v->segs))) {
-		free(v->name);
-		return NULL;
-	}
-	for (uint64_t e = 0; e < n_seg; e++)
-		v->segs[e] = (hf_seg){ SIZE_MAX, SIZE_MAX };
-	v->rule = rule;
-	v->block = block;
-	v->n_seg = n_seg;
-	m->n_vt++;
-	if (muse_strmap_put(&m->names, v->name, strlen(name), m->n_vt - 1, NULL) < 0) {
-		m->n_vt--;
-		free(v->name);
-		free(v->segs);
-		return NULL;
-	}
-	return v;
-}
-
-/*
- * HF directory: config.json -> meta keys (the base keys and the
- * architecture's own, as the converter writes them), tensor names -> GGUF
- * names through the arch tables: every rule a name matches (MLA's kv_b_proj
- * feeds attn_k_b and attn_v_b), per-expert tensors gathered into stacks,
- * FP8 weights paired with their weight_scale_inv.
- */
-static muse_status open_hf(muse_model *m, const char *dir, muse_err *err)
-{
-	muse_hf_config cfg = { 0 };
-	muse_strmap src;
-	muse_strmap_init(&src);
-	muse_status s = muse_hf_config_load(dir, &cfg, &m->meta, err);
-	if (s)
-		return s;
-	const muse_arch *a = cfg.arch;
-	char key[160];
-	if ((s = muse_hf_config_arch_keys(&cfg, &m->meta, err)) || (s = muse_hf_config_fp8(&cfg, dir, &m->fp8_block, m->fp8_bs, err)))
-		goto done;
-	snprintf(key, sizeof key, "%s.vocab_size", a->gguf_name);
-	if ((s = muse_meta_set_u32(&m->meta, key, (uint32_t)cfg.vocab_size)))
-		goto nomem;
-	snprintf(key, sizeof key, "%s.rope.dimension_count", a->gguf_name);
-	if (!muse_meta_find(&m->meta, key) && (s = muse_meta_set_u32(&m->meta, key, (uint32_t)cfg.rope_dim)))
-		goto nomem;
-	if ((s = muse_meta_set_str(&m->meta, "general.architecture", a->gguf_name)))
-		goto nomem;
-	if (cfg.rope_freqs) {
-		m->rope_freqs = cfg.rope_freqs;
-		cfg.rope_freqs = NULL;
-		m->hp.has_rope_freqs = true;
-	}
-	size_t n = m->r->n_tensors;
-	for (size_t i = 0; i < n; i++)
-		if (muse_strmap_put(&src, m->r->tensors[i].name, strlen(m->r->tensors[i].name), i, NULL) < 0)
-			goto nomem;
-	for (size_t i = 0; i < n; i++) {
-		const muse_tensor *t = &m->r->tensors[i];
-		if (m->fp8_block >= 0 && (muse_ends_with(t->name, "_scale_inv") || muse_ends_with(t->name, "activation_scale")))
-			continue; /* read with the weight they scale */
-		size_t next = 0, sc = SIZE_MAX;
-		if (m->fp8_block >= 0 && muse_dtype_info(t->dtype) && muse_dtype_info(t->dtype)->is_float &&
-		    muse_dtype_info(t->dtype)->block_bytes == 1) {
-			char sn[512];
-			snprintf(sn, sizeof sn, "%s_scale_inv", t->name);
-			muse_strmap_get(&src, sn, strlen(sn), &sc);
-		}
-		for (;;) {
-			char name[256];
-			const muse_arch_tensor *rule;
-			int64_t blk, e;
-			muse_status ms = muse_arch_map_next(a, t->name, cfg.n_layer, &next, name, sizeof name, &rule, &blk, &e);
-			if (ms == MUSE_ERR_UNSUPPORTED)
-				break; /* rotary caches and other extras the forward pass does not read */
-			if (ms)
-				continue; /* a block past num_hidden_layers: never read */
-			if (e >= 0 && (uint64_t)e >= cfg.n_expert) {
-				s = muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, t->header_offset,
-						"tensor '%s' is expert %lld, but config.json has %llu experts", t->name,
-						(long long)e, (unsigned long long)cfg.n_expert);
-				goto done;
-			}
-			uint64_t n_seg = e >= 0 ? cfg.n_expert : 1;
-			hf_vt *v = hf_vt_get(m, name, rule, blk, n_seg);
-			if (!v)
-				goto nomem;
-			hf_seg *g = &v->segs[e >= 0 ? e : 0];
-			if (v->n_seg != n_seg || g->ti != SIZE_MAX) {
-				s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s': '%s' has more than one source", m->r->path,
-						 t->name, name);
-				goto done;
-			}
-			g->ti = i;
-			g->scale = sc;
-		}
-	}
-	goto done;
-nomem:
-	s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-done:
-	muse_strmap_free(&src);
-	muse_hf_config_free(&cfg);
-	return s;
 }
 
 muse_status muse_model_open(const char *path, muse_model **out, muse_err *err)
@@ -452,35 +294,29 @@ muse_status muse_model_open(const char *path, muse_model **out, muse_err *err)
 	muse_strmap_init(&m->names);
 	if (!(m->path = strdup(path)))
 		goto nomem;
-	if ((s = muse_reader_open(path, &m->r, err)))
+	/* An HF directory is read as the GGUF its conversion would be: one tensor source, one forward graph. Its
+	 * tokenizer is the directory's own files (tokenizer.json is what HF runs), not their GGUF rendering. */
+	muse_hf_view_opts vo = { .want = MUSE_DT_INVALID, .quiet = true, .no_tokenizer = true };
+	if ((s = muse_is_dir(path) ? muse_hf_view_open(path, &vo, &m->r, err) : muse_reader_open(path, &m->r, err)))
 		goto fail;
+	if (strcmp(m->r->format, "gguf") && strcmp(m->r->format, "hf")) {
+		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
+				 "%s: a %s file alone has no hparams: pass the model directory (with config.json) "
+				 "or a GGUF file",
+				 path, m->r->format);
+		goto fail;
+	}
 	for (size_t i = 0; i < m->r->n_tensors; i++)
 		if (!muse_add_u64(m->nbytes, m->r->tensors[i].nbytes, &m->nbytes)) {
 			s = muse_err_set(err, MUSE_ERR_LIMIT, "%s: total tensor size overflows", path);
 			goto fail;
 		}
-	if (!strcmp(m->r->format, "gguf")) {
-		for (size_t i = 0; i < m->r->meta.n; i++)
-			if ((s = muse_meta_copy_kv(&m->meta, &m->r->meta.kv[i])))
-				goto nomem;
-		for (size_t i = 0; i < m->r->n_tensors; i++)
-			if (muse_strmap_put(&m->names, m->r->tensors[i].name, strlen(m->r->tensors[i].name), i, NULL) < 0)
-				goto nomem;
-	} else {
-		char cfgpath[4096];
-		snprintf(cfgpath, sizeof cfgpath, "%s/config.json", path);
-		FILE *f = fopen(cfgpath, "r");
-		if (!f) {
-			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-					 "%s: a %s file alone has no hparams: pass the model directory (with config.json) "
-					 "or a GGUF file",
-					 path, m->r->format);
-			goto fail;
-		}
-		fclose(f);
-		if ((s = open_hf(m, path, err)))
-			goto fail;
-	}
+	for (size_t i = 0; i < m->r->meta.n; i++)
+		if ((s = muse_meta_copy_kv(&m->meta, &m->r->meta.kv[i])))
+			goto nomem;
+	for (size_t i = 0; i < m->r->n_tensors; i++)
+		if (muse_strmap_put(&m->names, m->r->tensors[i].name, strlen(m->r->tensors[i].name), i, NULL) < 0)
+			goto nomem;
 	const char *an = muse_meta_get_str(&m->meta, "general.architecture");
 	if (!an || strlen(an) >= sizeof m->hp.arch_name) {
 		s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: metadata 'general.architecture' is missing or too long", path);
@@ -541,50 +377,24 @@ static muse_status block_mins(const muse_tensor *t, const uint8_t *src, float **
 	return MUSE_OK;
 }
 
-/* Reads reader tensor ti as F32 into dst (its nelements floats): ggml blocks dequantized, floats converted, an FP8
- * weight with a weight_scale_inv (reader index sc; SIZE_MAX: none) times its scale grid as hf2gguf dequantizes it.
+/* Reads reader tensor ti as F32 into dst (its nelements floats): ggml blocks dequantized, floats converted.
  * mins (may be NULL): for Q4_1 and Q5_1, gets block_mins' malloc'd array, else NULL. */
-static muse_status read_f32(muse_model *m, size_t ti, size_t sc, float *dst, float **mins, muse_err *err)
+static muse_status read_f32(muse_model *m, size_t ti, float *dst, float **mins, muse_err *err)
 {
 	const muse_tensor *t = &m->r->tensors[ti];
 	const muse_dtype_traits *dt = muse_dtype_info(t->dtype);
 	muse_status s = MUSE_OK;
-	uint8_t *tmp = NULL, *stmp = NULL;
+	uint8_t *tmp = NULL;
 	size_t n = (size_t)t->nelements;
 	const uint8_t *src = muse_reader_view(m->r, ti);
-	if (!src) {
+	if (!src) { /* a computed tensor (an HF view's) or strided storage */
 		if (!(tmp = malloc(t->nbytes ? t->nbytes : 1)))
 			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 		if ((s = muse_reader_read(m->r, ti, tmp, err)))
 			goto done;
 		src = tmp;
 	}
-	if (sc != SIZE_MAX) {
-		const muse_tensor *st = &m->r->tensors[sc];
-		const uint8_t *sv = muse_reader_view(m->r, sc);
-		if (!sv) {
-			if (!(stmp = malloc(st->nbytes ? st->nbytes : 1))) {
-				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-				goto done;
-			}
-			if ((s = muse_reader_read(m->r, sc, stmp, err)))
-				goto done;
-			sv = stmp;
-		}
-		muse_fp8_scales fs;
-		if (t->ndim != 2) {
-			s = muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, t->header_offset,
-					"tensor '%s': a scaled FP8 weight must be 2-D", t->name);
-			goto done;
-		}
-		if ((s = muse_fp8_scales_init(&fs, t->dtype, t->shape[0], t->shape[1], m->fp8_block > 0 ? m->fp8_bs : NULL,
-					      st->dtype, st->ndim, st->shape, sv, err))) {
-			muse_err_prefix(err, "%s: tensor '%s'", m->r->path, t->name);
-			goto done;
-		}
-		for (uint64_t r = 0; r < t->shape[0]; r++)
-			muse_fp8_dequant_row(&fs, src + r * t->shape[1], r, dst + r * t->shape[1]);
-	} else if (dt && dt->is_quant) {
+	if (dt && dt->is_quant) {
 		if ((s = muse_dequantize(t->dtype, src, dst, (int64_t)n, err)))
 			muse_err_prefix(err, "%s: tensor '%s'", m->r->path, t->name);
 		else if (mins && (t->dtype == MUSE_DT_Q4_1 || t->dtype == MUSE_DT_Q5_1))
@@ -600,7 +410,6 @@ done:
 	/* Read once, now F32: layer-at-a-time work keeps one layer's file pages resident, not every layer's. */
 	muse_reader_release(m->r, ti);
 	free(tmp);
-	free(stmp);
 	return s;
 }
 
@@ -608,124 +417,6 @@ static float *alloc_f32(uint64_t n)
 {
 	size_t bytes;
 	return muse_mul_size(n ? (size_t)n : 1, sizeof(float), &bytes) ? malloc(bytes) : NULL;
-}
-
-/* HF: the shape a mapped tensor has after its transform (PyTorch order); MUSE_ERR_FORMAT when a source is missing,
- * the stacked sources disagree, or the shape does not fit the transform. */
-static muse_status vt_shape(const muse_model *m, const hf_vt *v, int *nd, uint64_t sh[4], muse_err *err)
-{
-	for (uint64_t e = 0; e < v->n_seg; e++)
-		if (v->segs[e].ti == SIZE_MAX)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tensor '%s' (%s) has no expert %llu", m->r->path,
-					    v->name, v->rule->hf, (unsigned long long)e);
-	const muse_tensor *t0 = &m->r->tensors[v->segs[0].ti];
-	for (uint64_t e = 1; e < v->n_seg; e++) {
-		const muse_tensor *t = &m->r->tensors[v->segs[e].ti];
-		bool same = t->ndim == t0->ndim;
-		for (int d = 0; same && d < t->ndim; d++)
-			same = t->shape[d] == t0->shape[d];
-		if (!same)
-			return muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, t->header_offset,
-					   "tensor '%s' differs in shape from '%s' (stacked into '%s')", t->name, t0->name,
-					   v->name);
-	}
-	int k = 0;
-	if (t0->ndim + (v->n_seg > 1) > 3)
-		return muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, t0->header_offset, "tensor '%s' has %d dims",
-				   t0->name, t0->ndim);
-	if (v->n_seg > 1)
-		sh[k++] = v->n_seg;
-	for (int d = 0; d < t0->ndim; d++)
-		sh[k++] = t0->shape[d];
-	*nd = k;
-	const muse_hparams *hp = &m->hp;
-	switch (v->rule->xf) {
-	case MUSE_XF_KV_B_K:
-	case MUSE_XF_KV_B_V: {
-		uint64_t H = (uint64_t)hp->n_head, nope = (uint64_t)(hp->head_dim_k - hp->n_rot), dv = (uint64_t)hp->head_dim_v;
-		if (k != 2 || sh[0] != H * (nope + dv))
-			return muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, t0->header_offset,
-					   "tensor '%s' is not [%llu, kv_lora_rank] (heads x (qk_nope_head_dim + v_head_dim))",
-					   t0->name, (unsigned long long)(H * (nope + dv)));
-		uint64_t c = sh[1];
-		sh[0] = H;
-		sh[1] = v->rule->xf == MUSE_XF_KV_B_K ? c : dv;
-		sh[2] = v->rule->xf == MUSE_XF_KV_B_K ? nope : c;
-		*nd = 3;
-		break;
-	}
-	case MUSE_XF_HALF_0:
-	case MUSE_XF_HALF_1:
-		if (k != 3 || sh[1] % 2)
-			return muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, t0->header_offset,
-					   "tensor '%s' is not [n_expert, 2 x rows, cols]", t0->name);
-		sh[1] /= 2;
-		break;
-	default:
-		break;
-	}
-	return MUSE_OK;
-}
-
-/* HF: loads a mapped tensor (shape from vt_shape) as F32: its sources stacked, then its transform applied. */
-static muse_status vt_load(muse_model *m, const hf_vt *v, float **out, muse_err *err)
-{
-	const muse_tensor *t0 = &m->r->tensors[v->segs[0].ti];
-	const uint64_t seg_n = t0->nelements, n = seg_n * v->n_seg; /* products checked at open by the reader */
-	float *buf = alloc_f32(n), *res = NULL;
-	muse_status s = MUSE_OK;
-	*out = NULL;
-	if (!buf)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", m->r->path, v->name);
-	for (uint64_t e = 0; e < v->n_seg && !s; e++)
-		s = read_f32(m, v->segs[e].ti, v->segs[e].scale, buf + e * seg_n, NULL, err);
-	if (s)
-		goto done;
-	const muse_hparams *hp = &m->hp;
-	muse_arch_xform xf = v->rule->xf;
-	if (xf == MUSE_XF_NONE) {
-		*out = buf;
-		return MUSE_OK;
-	}
-	if (xf == MUSE_XF_HALF_0 || xf == MUSE_XF_HALF_1) {
-		uint64_t E = t0->shape[0], f = t0->shape[1] / 2, c = t0->shape[2];
-		if (!(res = alloc_f32(n / 2)))
-			goto nomem;
-		for (uint64_t e = 0; e < E; e++)
-			memcpy(res + e * f * c, buf + (e * 2 * f + (xf == MUSE_XF_HALF_1 ? f : 0)) * c, f * c * sizeof(float));
-	} else if (xf == MUSE_XF_KV_B_K || xf == MUSE_XF_KV_B_V) {
-		uint64_t H = (uint64_t)hp->n_head, nope = (uint64_t)(hp->head_dim_k - hp->n_rot), dv = (uint64_t)hp->head_dim_v;
-		uint64_t c = t0->shape[1], hr = nope + dv;
-		if (!(res = alloc_f32(H * c * (xf == MUSE_XF_KV_B_K ? nope : dv))))
-			goto nomem;
-		for (uint64_t h = 0; h < H; h++) {
-			const float *src = buf + h * hr * c;
-			if (xf == MUSE_XF_KV_B_K) /* (nope, c) -> (c, nope) */
-				for (uint64_t j = 0; j < nope; j++)
-					for (uint64_t i = 0; i < c; i++)
-						res[(h * c + i) * nope + j] = src[j * c + i];
-			else
-				memcpy(res + h * dv * c, src + nope * c, dv * c * sizeof(float));
-		}
-	} else { /* Q/K permutation */
-		uint64_t heads = (uint64_t)(xf == MUSE_XF_PERMUTE_Q ? hp->n_head : hp->n_head_kv);
-		uint64_t rows = t0->ndim ? t0->shape[0] : 1, cols = rows ? n / rows : 0;
-		if (!(res = alloc_f32(n)))
-			goto nomem;
-		if ((s = muse_arch_permute_rows(res, buf, rows, cols * sizeof(float), heads, err))) {
-			muse_err_prefix(err, "%s: tensor '%s'", m->r->path, t0->name);
-			goto done;
-		}
-	}
-	free(buf);
-	*out = res;
-	return MUSE_OK;
-nomem:
-	s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory", m->r->path, v->name);
-done:
-	free(buf);
-	free(res);
-	return s;
 }
 
 /* Loads name into w when present (*found false otherwise), checking it has exactly the expected element count and shape. */
@@ -739,16 +430,10 @@ static muse_status load_weight(muse_model *m, const char *name, int ndim, const 
 	*found = false;
 	if (!muse_strmap_get(&m->names, name, strlen(name), &ti))
 		return MUSE_OK;
-	if (m->vt) {
-		if ((s = vt_shape(m, &m->vt[ti], &td, tsh, err)))
-			return s;
-		hoff = m->r->tensors[m->vt[ti].segs[0].ti].header_offset;
-	} else {
-		const muse_tensor *t = &m->r->tensors[ti];
-		td = t->ndim;
-		memcpy(tsh, t->shape, sizeof tsh);
-		hoff = t->header_offset;
-	}
+	const muse_tensor *t = &m->r->tensors[ti];
+	td = t->ndim;
+	memcpy(tsh, t->shape, sizeof tsh);
+	hoff = t->header_offset;
 	for (int d = 0; d < td; d++)
 		nel *= tsh[d];
 	uint64_t want = 1;
@@ -773,18 +458,16 @@ static muse_status load_weight(muse_model *m, const char *name, int ndim, const 
 		return muse_err_at(err, MUSE_ERR_FORMAT, m->r->path, hoff, "tensor '%s' has shape [%s], the hparams say [%s]",
 				   name, got_s, want_s);
 	}
-	if (m->vt) {
-		s = vt_load(m, &m->vt[ti], &w->data, err);
-	} else if (!(w->data = alloc_f32(nel))) {
+	if (!(w->data = alloc_f32(nel))) {
 		s = muse_err_set(err, MUSE_ERR_NOMEM, "%s: tensor '%s': out of memory for %llu floats", m->r->path, name,
 				 (unsigned long long)nel);
-	} else if ((s = read_f32(m, ti, SIZE_MAX, w->data, &w->bmin, err))) {
+	} else if ((s = read_f32(m, ti, w->data, &w->bmin, err))) {
 		free(w->data);
 		w->data = NULL;
 	}
 	if (s)
 		return s;
-	w->stored = m->r->tensors[m->vt ? m->vt[ti].segs[0].ti : ti].dtype;
+	w->stored = t->dtype;
 	w->ndim = ndim;
 	for (int d = 0; d < ndim; d++)
 		w->shape[d] = shape[d];
@@ -946,17 +629,8 @@ muse_status muse_model_embed(muse_model *m, const int32_t *ids, size_t n, float 
 				    m->r->path, (long long)E, muse_dtype_name(t->dtype));
 	const uint8_t *base = muse_reader_view(m->r, ti);
 	uint8_t *tmp = NULL;
-	if (!base) {
-		/* Strided checkpoint storage: read the tensor once (only HF .bin files get here, and they are small). */
-		if (!(tmp = malloc(t->nbytes ? t->nbytes : 1)))
-			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-		muse_status s = muse_reader_read(m->r, ti, tmp, err);
-		if (s) {
-			free(tmp);
-			return s;
-		}
-		base = tmp;
-	}
+	if (!base && !(tmp = malloc((size_t)row_bytes))) /* a computed or strided tensor: one row at a time */
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	const muse_dtype_traits *dt = muse_dtype_info(t->dtype);
 	muse_status s = MUSE_OK;
 	for (size_t i = 0; i < n && !s; i++) {
@@ -965,7 +639,9 @@ muse_status muse_model_embed(muse_model *m, const int32_t *ids, size_t n, float 
 					 ids[i], i, (long long)m->hp.n_vocab - 1);
 			break;
 		}
-		const uint8_t *row = base + (size_t)ids[i] * row_bytes;
+		const uint8_t *row = base ? base + (size_t)ids[i] * row_bytes : tmp;
+		if (!base && (s = muse_reader_read_rows(m->r, ti, (uint64_t)ids[i], 1, tmp, err)))
+			break;
 		if (dt->is_quant)
 			s = muse_dequantize(t->dtype, row, x + i * (size_t)E, E, err);
 		else

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "../lib/path.h"
-#include "../formats/hf2gguf.h"
+#include "../formats/hf_view.h"
 #include "../formats/model_writer.h"
 #include "../formats/quant_card.h"
 #include "../formats/reader.h"
@@ -748,7 +748,6 @@ static muse_status calib_walk(run *R, muse_err *err)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	muse_hf_config cfg;
 	bool have_cfg = false;
-	char tmp[4096] = "";
 	muse_meta tmpm;
 	muse_meta_init(&tmpm);
 	if (!R->gguf_in) {
@@ -781,21 +780,9 @@ static muse_status calib_walk(run *R, muse_err *err)
 			     .go = &R->go, .gguf = o->gguf, .gguf_type = o->gguf_type, .quiet = o->quiet,
 			     .verbose = o->verbose, .journal = o->journal, .fingerprint = o->fingerprint,
 			     .routed_only = o->routed_only, .true_seq = o->true_seq };
-	/*
-	 * The forward engine reads the model as GGUF (stacked experts, tokenizer.* keys): an HF directory
-	 * goes through the converter into a temporary F32/F16 file first; names then match R->gname.
-	 */
+	/* The forward engine reads an HF directory through its GGUF view (stacked experts, tokenizer.* keys): names
+	 * then match R->gname. */
 	const char *src_path = R->gguf_in ? R->r->path : o->in;
-	if (!R->gguf_in) {
-		/* With a journal, a fixed name: a killed run's leftover is overwritten, then removed, by the rerun. */
-		if (o->journal)
-			snprintf(tmp, sizeof tmp, "%s.muse-calib.gguf", o->out);
-		else
-			snprintf(tmp, sizeof tmp, "%s.muse-calib-%d.gguf", o->out, (int)getpid());
-		if ((s = muse_hf2gguf(o->in, tmp, MUSE_DT_INVALID, 0, true, err)))
-			goto done;
-		src_path = tmp;
-	}
 	if ((s = muse_seq_run(src_path, &so, &R->seq, err)))
 		goto done;
 	int64_t ns, sl;
@@ -811,8 +798,6 @@ static muse_status calib_walk(run *R, muse_err *err)
 	if (o->method == MUSE_METHOD_AWQ)
 		s = write_awq_inputs(R, err);
 done:
-	if (tmp[0])
-		unlink(tmp);
 	if (have_cfg)
 		muse_hf_config_free(&cfg);
 	muse_meta_free(&tmpm);
@@ -825,7 +810,7 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 	muse_cast_buf cb = { 0 };
 	muse_meta meta;
 	muse_meta_init(&meta);
-	char path[4096], tmp_gguf[4096] = "", report_path[4096];
+	char path[4096], report_path[4096];
 	const char **ignore = NULL;
 	size_t n_ignore = 0;
 	bool published = false, made_dir = false;
@@ -856,16 +841,12 @@ muse_status muse_pack_model(const muse_pack_opts *o, muse_err *err)
 			return muse_err_set(err, MUSE_ERR_USAGE, "gguf:%s needs importance data: use --method gptq",
 					    muse_dtype_name(o->gguf_type));
 	}
-	/* An HF directory into GGUF goes through the converter first (names, Q/K permutation, metadata). */
+	/* An HF directory into GGUF is read through its GGUF view (names, Q/K permutation, metadata, as convert). */
 	bool in_dir = stat(o->in, &sb) == 0 && S_ISDIR(sb.st_mode);
-	if (o->gguf && in_dir) {
-		snprintf(tmp_gguf, sizeof tmp_gguf, "%s.muse-hf2gguf-%d.tmp", o->out, (int)getpid());
-		if ((s = muse_hf2gguf(o->in, tmp_gguf, MUSE_DT_INVALID, 0, true, err)))
-			goto fail;
-	}
-	if ((s = muse_reader_open(tmp_gguf[0] ? tmp_gguf : o->in, &R.r, err)))
+	muse_hf_view_opts vo = { .want = MUSE_DT_INVALID, .quiet = true };
+	if ((s = o->gguf && in_dir ? muse_hf_view_open(o->in, &vo, &R.r, err) : muse_reader_open(o->in, &R.r, err)))
 		goto fail;
-	R.gguf_in = !strcmp(R.r->format, "gguf");
+	R.gguf_in = !strcmp(R.r->format, "gguf") || !strcmp(R.r->format, "hf");
 	if (!o->gguf && (!in_dir || R.gguf_in)) {
 		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 				 "%s: packed layouts (awq, gptq, compressed-tensors) need an HF checkpoint directory with config.json",
@@ -1125,8 +1106,6 @@ fail:
 		rmdir(o->out);
 	}
 done:
-	if (tmp_gguf[0])
-		unlink(tmp_gguf);
 	muse_model_writer_free(R.w);
 	muse_model_writer_free(R.dq);
 	muse_reader_free(R.r);
