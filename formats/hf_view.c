@@ -66,6 +66,8 @@ typedef struct conv {
 	size_t dense_idx;             /* reader index of that copy, SIZE_MAX: none */
 	uint8_t *dense;
 	char *dir_copy;
+	size_t *target;               /* source index -> the first view tensor it feeds (SIZE_MAX: none) */
+	int64_t *target_e;            /* ... and its expert in that stack (-1: not stacked) */
 } conv;
 
 /* HF tensors convert_hf_to_gguf.py drops: buffers, not weights. */
@@ -747,6 +749,8 @@ static void view_free_conv(conv *c)
 	free(c->rank);
 	free(c->rope_freqs);
 	free(c->dense);
+	free(c->target);
+	free(c->target_e);
 	pthread_mutex_destroy(&c->lock);
 	muse_strmap_free(&c->src_names);
 	muse_strmap_free(&c->out_names);
@@ -768,6 +772,19 @@ static void view_free(muse_reader *v)
 }
 
 static const muse_reader_ops view_ops = { .read = NULL, .read_rows = view_read_rows, .free_priv = view_free };
+
+bool muse_hf_view_target(const muse_reader *v, const char *name, size_t *idx, int64_t *expert)
+{
+	if (!v->ops || v->ops != &view_ops)
+		return false;
+	const conv *c = v->priv;
+	size_t i;
+	if (!muse_strmap_get(&c->src_names, name, strlen(name), &i) || c->target[i] == SIZE_MAX)
+		return false;
+	*idx = c->target[i];
+	*expert = c->target_e[i];
+	return true;
+}
 
 uint64_t muse_hf_view_source_bytes(const muse_reader *v, size_t i)
 {
@@ -928,13 +945,25 @@ muse_status muse_hf_view_open(const char *dir, const muse_hf_view_opts *opt, mus
 		if (ft_dt == MUSE_DT_INVALID && o->ndim >= 2)
 			ft_dt = o->dt;
 	}
+	NOMEM(!(c->target = malloc((r->n_tensors ? r->n_tensors : 1) * sizeof *c->target)) ||
+	      !(c->target_e = malloc((r->n_tensors ? r->n_tensors : 1) * sizeof *c->target_e)));
+	for (size_t i = 0; i < r->n_tensors; i++)
+		c->target[i] = SIZE_MAX;
+	c->extra = c->cfg.n_rope_freqs ? 1 : 0;
+	for (size_t k = 0; k < c->n_outs; k++)
+		for (uint64_t e = 0; e < c->outs[k].n_seg; e++) {
+			size_t i = c->outs[k].segs[e].src;
+			if (c->target[i] == SIZE_MAX) {
+				c->target[i] = k + c->extra;
+				c->target_e[i] = c->outs[k].n_seg > 1 ? (int64_t)e : -1;
+			}
+		}
 	if (opt->want == MUSE_DT_Q8_0)
 		ft_dt = MUSE_DT_Q8_0;
 	if (ft_dt == MUSE_DT_INVALID)
 		ft_dt = opt->want != MUSE_DT_INVALID ? opt->want : MUSE_DT_F32;
 	/* Llama-3 rope scaling: a generated F32 tensor, first, as convert_hf_to_gguf.py's generate_extra_tensors. */
 	if (c->cfg.n_rope_freqs) {
-		c->extra = 1;
 		c->n_rope_freqs = c->cfg.n_rope_freqs;
 		NOMEM(!(c->rope_freqs = malloc((size_t)c->n_rope_freqs * sizeof(float))));
 		memcpy(c->rope_freqs, c->cfg.rope_freqs, (size_t)c->n_rope_freqs * sizeof(float));

@@ -49,4 +49,11 @@ muse_status muse_hf_view_open(const char *dir, const muse_hf_view_opts *opts, mu
 /* The source bytes tensor i of a view is made from (for progress); 0 when r is not a view. */
 uint64_t muse_hf_view_source_bytes(const muse_reader *r, size_t i);
 
+/*
+ * The view tensor the checkpoint's tensor name feeds (the first one where it feeds several, as MLA's kv_b
+ * feeds attn_k_b and attn_v_b): *idx its index in the view, *expert its place in a stack of experts or -1.
+ * False when name feeds none (an FP8 scale, a dropped buffer, an unknown name) or v is not a view.
+ */
+bool muse_hf_view_target(const muse_reader *v, const char *name, size_t *idx, int64_t *expert);
+
 #endif

@@ -18,7 +18,6 @@
 #include "../lib/mapfile.h"
 #include "../lib/outfile.h"
 #include "../lib/progress.h"
-#include "../formats/hf_config.h"
 #include "awq.h"
 #include "seqquant.h"
 #include "pack_model.h"
@@ -746,17 +745,14 @@ static muse_status calib_walk(run *R, muse_err *err)
 	size_t nt = R->r->n_tensors ? R->r->n_tensors : 1;
 	if (!(R->gname = calloc(nt, sizeof *R->gname)) || !(R->gexp = calloc(nt, sizeof *R->gexp)))
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	muse_hf_config cfg;
-	bool have_cfg = false;
-	muse_meta tmpm;
-	muse_meta_init(&tmpm);
-	if (!R->gguf_in) {
-		if ((s = muse_hf_config_load(o->in, &cfg, &tmpm, err)))
-			goto done;
-		have_cfg = true;
-	}
+	/* the GGUF name (and expert) of each HF tensor: the one the HF view gives it, which the forward pass reads */
+	muse_reader *view = NULL;
+	muse_hf_view_opts vo = { .want = MUSE_DT_INVALID, .quiet = true, .no_tokenizer = true };
+	if (!R->gguf_in && (s = muse_hf_view_open(o->in, &vo, &view, err)))
+		goto done;
 	for (size_t i = 0; i < R->r->n_tensors; i++) {
 		const char *nm = R->r->tensors[i].name;
+		size_t vi;
 		R->gexp[i] = -1;
 		if (!R->pl[i].linear)
 			continue;
@@ -764,15 +760,12 @@ static muse_status calib_walk(run *R, muse_err *err)
 			snprintf(R->gname[i], sizeof R->gname[i], "%s", nm);
 			continue;
 		}
-		size_t next = 0;
-		const muse_arch_tensor *rule;
-		int64_t blk;
-		if (muse_arch_map_next(cfg.arch, nm, cfg.n_layer, &next, R->gname[i], sizeof R->gname[i], &rule, &blk,
-				       &R->gexp[i])) {
+		if (!muse_hf_view_target(view, nm, &vi, &R->gexp[i])) {
 			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tensor '%s': no GGUF name for the calibration walk",
 					 o->in, nm);
 			goto done;
 		}
+		snprintf(R->gname[i], sizeof R->gname[i], "%s", view->tensors[vi].name);
 	}
 	muse_seq_opts so = { .calib = o->calib, .kind = o->calib_kind, .n_samples = o->samples,
 			     .seq_len = o->seq_len > 0 ? o->seq_len : 512, .seed = o->seed, .min_tokens = o->min_tokens,
@@ -798,9 +791,7 @@ static muse_status calib_walk(run *R, muse_err *err)
 	if (o->method == MUSE_METHOD_AWQ)
 		s = write_awq_inputs(R, err);
 done:
-	if (have_cfg)
-		muse_hf_config_free(&cfg);
-	muse_meta_free(&tmpm);
+	muse_reader_free(view);
 	return s;
 }
 
