@@ -184,7 +184,8 @@ def test_logits_hf_dir_fp8(muse, work):
 
 def test_hf_dir_moe_refusals(muse, work):
     """A per-expert checkpoint missing one expert, or with an expert number past the config's count, or an FP8
-    weight whose scale grid does not fit: one line naming the file and tensor, exit 1."""
+    weight whose scale grid does not fit: one line naming the file and tensor, exit 1 (the HF view's checks, the
+    same as convert's)."""
     import json
     import shutil
     import torch
@@ -193,10 +194,11 @@ def test_hf_dir_moe_refusals(muse, work):
     st = load_file(os.path.join(src, "model.safetensors"))
     cases = {
         "drop": ({k: v for k, v in st.items() if k != "model.layers.1.block_sparse_moe.experts.2.w3.weight"},
-                 "'blk.1.ffn_up_exps.weight' (model.layers.{N}.block_sparse_moe.experts.{E}.w3.weight) has no expert 2"),
+                 "tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight' is missing (config.json: 4 experts)"),
         "extra": (dict(st, **{"model.layers.0.block_sparse_moe.experts.4.w1.weight":
                               st["model.layers.0.block_sparse_moe.experts.0.w1.weight"].clone()}),
-                  "tensor 'model.layers.0.block_sparse_moe.experts.4.w1.weight' is expert 4, but config.json has 4"),
+                  "tensor 'model.layers.0.block_sparse_moe.experts.4.w1.weight': expert number not below the 4 experts "
+                  "of config.json"),
     }
     for tag, (tensors, msg) in cases.items():
         d = work["dir"] / f"mixtral-{tag}"
