@@ -8,28 +8,61 @@
 extern const muse_arch muse_arch_llama, muse_arch_qwen2, muse_arch_qwen3, muse_arch_qwen2moe, muse_arch_qwen3moe,
 	muse_arch_deepseek2;
 
-/* Adding an architecture: a table file plus one entry here. */
+/* Adding an architecture: a table file plus one entry here (or, at run time, muse_arch_register). */
 static const muse_arch *const arches[] = { &muse_arch_llama,    &muse_arch_qwen2,    &muse_arch_qwen3,
 					   &muse_arch_qwen2moe, &muse_arch_qwen3moe, &muse_arch_deepseek2, NULL };
 
+/* Architectures added at run time, searched after the built-in ones: a few slots are plenty for tests and plug-ins. */
+#define MAX_REGISTERED 8
+static const muse_arch *registered[MAX_REGISTERED];
+static size_t n_registered;
+
+/* The i-th architecture known, built-in ones first; NULL past the last. */
+static const muse_arch *arch_at(size_t i)
+{
+	size_t n_builtin = sizeof arches / sizeof *arches - 1;
+	if (i < n_builtin)
+		return arches[i];
+	return i - n_builtin < n_registered ? registered[i - n_builtin] : NULL;
+}
+
+muse_status muse_arch_register(const muse_arch *a)
+{
+	if (!a || !a->gguf_name || !a->hf_classes || !a->tensors)
+		return MUSE_ERR_USAGE;
+	for (size_t j = 0; a->hf_classes[j]; j++) {
+		const muse_arch *known = muse_arch_find(a->hf_classes[j]);
+		if (known == a)
+			return MUSE_OK; /* registered before */
+		if (known)
+			return MUSE_ERR_USAGE; /* a class name answers to one table */
+	}
+	if (n_registered == MAX_REGISTERED)
+		return MUSE_ERR_LIMIT;
+	registered[n_registered++] = a;
+	return MUSE_OK;
+}
+
 const muse_arch *muse_arch_find(const char *hf_class)
 {
-	for (size_t i = 0; arches[i]; i++)
-		for (size_t j = 0; arches[i]->hf_classes[j]; j++)
-			if (!strcmp(arches[i]->hf_classes[j], hf_class))
-				return arches[i];
+	const muse_arch *a;
+	for (size_t i = 0; (a = arch_at(i)) != NULL; i++)
+		for (size_t j = 0; a->hf_classes[j]; j++)
+			if (!strcmp(a->hf_classes[j], hf_class))
+				return a;
 	return NULL;
 }
 
 void muse_arch_list(char *buf, size_t cap)
 {
+	const muse_arch *a;
 	size_t n = 0;
 	if (!cap)
 		return;
 	buf[0] = '\0';
-	for (size_t i = 0; arches[i]; i++)
-		for (size_t j = 0; arches[i]->hf_classes[j] && n < cap; j++) {
-			int k = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", arches[i]->hf_classes[j]);
+	for (size_t i = 0; (a = arch_at(i)) != NULL; i++)
+		for (size_t j = 0; a->hf_classes[j] && n < cap; j++) {
+			int k = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", a->hf_classes[j]);
 			if (k < 0)
 				return;
 			n += (size_t)k;

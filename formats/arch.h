@@ -88,6 +88,19 @@ typedef struct muse_arch {
 	const muse_arch_hparam *hparams;   /* terminated by MUSE_HP_END; NULL: none */
 } muse_arch;
 
+/*
+ * Adds an architecture at run time, the way tests and plug-ins add one
+ * without a table file in formats/: a is borrowed (it must outlive every
+ * use, a static table) and is searched after the built-in ones by
+ * muse_arch_find and listed by muse_arch_list, so conversion, quantization
+ * and the forward pass take its checkpoints as any other. Call it before
+ * opening models (the list is not locked). MUSE_ERR_USAGE when a lacks a
+ * name, classes or tensor rows, or one of its classes already names another
+ * architecture; MUSE_ERR_LIMIT when the few slots are taken. Registering
+ * the same a again is a no-op.
+ */
+muse_status muse_arch_register(const muse_arch *a);
+
 /* The architecture for an HF class name ("LlamaForCausalLM"), or NULL. */
 const muse_arch *muse_arch_find(const char *hf_class);
 /* Writes the supported HF class names, comma-separated, into buf (for error messages). */
