@@ -9,13 +9,16 @@
 
 #include "../lib/block_layout.h"
 
-#define ALIGN(name) _Alignof(muse_block_##name)
-#define ROW(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, false, ALIGN(name) }
+#define BLOCK_ALIGN(name) _Alignof(muse_block_##name) /* what the decoders need of a source */
+#define ROW(T, name) \
+	{ MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, false, BLOCK_ALIGN(name) }
 /* the types ggml_quantize_requires_imatrix names (IQ1_M is commented out there: ggml quantizes it without) */
-#define ROW_IMATRIX(T, name) { MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, true, ALIGN(name) }
+#define ROW_IMATRIX(T, name) \
+	{ MUSE_DT_##T, muse_quantize_##name##_ref, NULL, muse_dequantize_##name, true, BLOCK_ALIGN(name) }
 /* A row with a fast quantizer (q_fast.c): vector code with the reference's bytes, the reference itself without AVX2. */
-#define ROWF(T, name) \
-	{ MUSE_DT_##T, muse_quantize_##name##_ref, muse_quantize_##name##_fast, muse_dequantize_##name, false, ALIGN(name) }
+#define ROWF(T, name)                                                                                          \
+	{ MUSE_DT_##T, muse_quantize_##name##_ref, muse_quantize_##name##_fast, muse_dequantize_##name, false, \
+	  BLOCK_ALIGN(name) }
 
 static const muse_quant_traits table[] = {
 	ROWF(Q4_0, q4_0), ROW(Q4_1, q4_1), ROW(Q5_0, q5_0), ROW(Q5_1, q5_1), ROWF(Q8_0, q8_0),
