@@ -32,7 +32,7 @@
  * alignment of a struct is that of its widest field (2 for most, 1 for MXFP4,
  * NVFP4 and IQ1_M, 4 for Q8_K), as in ggml: block pointers into a buffer must
  * respect it (muse_dequantize bounces a misaligned source through an aligned copy).
- * Every struct's size and every field's offset is asserted below against
+ * Every struct's size and the offset of every field after the first is asserted against
  * ggml's (ggml-common.h; the sizes are those of GGUF's type table).
  */
 #ifndef MUSE_BLOCK_LAYOUT_H
