@@ -4,15 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/block_layout.h"
 #include "../lib/checked.h"
 #include "packed.h"
 
 #ifndef MUSE_VERSION
 #define MUSE_VERSION "0.1.0"
 #endif
-
-/* AutoAWQ stores output column 8c + AWQ_ORDER[i] in nibble i of word c (its GEMM kernel's dequant order). */
-static const int AWQ_ORDER[8] = { 0, 2, 4, 6, 1, 3, 5, 7 };
 
 muse_status muse_qlinear_alloc(muse_qlinear *q, uint64_t rows, uint64_t cols, int bits, int64_t group_size,
 			       bool sym, bool with_g_idx, muse_err *err)
@@ -100,20 +98,20 @@ const muse_packed_tensor *muse_packed_find(const muse_packed_set *s, const char 
 
 static void put_bits(uint32_t *w, uint64_t stride, uint64_t bit, uint32_t v, int b)
 {
-	uint64_t wi = bit / 32;
-	unsigned sh = (unsigned)(bit % 32);
+	uint64_t wi = bit / MUSE_PACK_WORD_BITS;
+	unsigned sh = (unsigned)(bit % MUSE_PACK_WORD_BITS);
 	w[wi * stride] |= v << sh;
-	if (sh + (unsigned)b > 32)
-		w[(wi + 1) * stride] |= v >> (32 - sh);
+	if (sh + (unsigned)b > MUSE_PACK_WORD_BITS)
+		w[(wi + 1) * stride] |= v >> (MUSE_PACK_WORD_BITS - sh);
 }
 
 static uint32_t get_bits(const uint32_t *w, uint64_t stride, uint64_t bit, int b)
 {
-	uint64_t wi = bit / 32;
-	unsigned sh = (unsigned)(bit % 32);
+	uint64_t wi = bit / MUSE_PACK_WORD_BITS;
+	unsigned sh = (unsigned)(bit % MUSE_PACK_WORD_BITS);
 	uint32_t v = w[wi * stride] >> sh;
-	if (sh + (unsigned)b > 32)
-		v |= w[(wi + 1) * stride] << (32 - sh);
+	if (sh + (unsigned)b > MUSE_PACK_WORD_BITS)
+		v |= w[(wi + 1) * stride] << (MUSE_PACK_WORD_BITS - sh);
 	return v & ((1u << b) - 1);
 }
 
@@ -123,7 +121,7 @@ static uint32_t get_bits(const uint32_t *w, uint64_t stride, uint64_t bit, int b
  */
 static uint64_t ct_words(uint64_t n, int bits)
 {
-	return (n * (unsigned)bits + 31) / 32;
+	return MUSE_PACKED_WORDS(n, bits);
 }
 
 static muse_status add_tensor(muse_packed_set *s, const char *suffix, muse_dtype dt, int ndim, uint64_t d0,
@@ -191,7 +189,7 @@ muse_status muse_packed_check(muse_packed_kind kind, const muse_qlinear *q, muse
 						    (unsigned long long)q->n_groups - 1);
 	switch (kind) {
 	case MUSE_PACKED_AWQ:
-		if (q->bits != 4)
+		if (q->bits != MUSE_AWQ_BITS)
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "AutoAWQ GEMM stores 4-bit weights only, not %d-bit",
 					    q->bits);
 		if (!gidx_is_identity(q))
@@ -201,7 +199,7 @@ muse_status muse_packed_check(muse_packed_kind kind, const muse_qlinear *q, muse
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 					    "AutoAWQ GEMM: in_features %llu is not a multiple of the group size %llu", K,
 					    (unsigned long long)q->group);
-		if (N % 8)
+		if (N % MUSE_AWQ_PACK)
 			return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 					    "AutoAWQ GEMM: out_features %llu is not a multiple of 8", N);
 		return MUSE_OK;
@@ -227,9 +225,10 @@ muse_status muse_packed_check(muse_packed_kind kind, const muse_qlinear *q, muse
 					    (unsigned long long)q->group);
 		if (q->sym)
 			for (uint64_t i = 0; i < q->rows * q->n_groups; i++)
-				if (q->zeros[i] != 1u << (q->bits - 1))
+				if (q->zeros[i] != MUSE_PACKED_SYM_ZERO(q->bits))
 					return muse_err_set(err, MUSE_ERR_FORMAT,
-							    "symmetric weights with a zero point other than %u", 1u << (q->bits - 1));
+							    "symmetric weights with a zero point other than %u",
+							    MUSE_PACKED_SYM_ZERO(q->bits));
 		return MUSE_OK;
 	}
 	return muse_err_set(err, MUSE_ERR_USAGE, "unknown packed layout %d", (int)kind);
@@ -239,24 +238,26 @@ static muse_status encode_awq(const muse_qlinear *q, muse_dtype sdt, muse_packed
 {
 	uint64_t N = q->rows, K = q->cols, G = q->n_groups;
 	muse_status s;
-	if ((s = add_tensor(o, "qweight", MUSE_DT_I32, 2, K, N / 8, err)) ||
-	    (s = add_tensor(o, "qzeros", MUSE_DT_I32, 2, G, N / 8, err)) ||
+	if ((s = add_tensor(o, "qweight", MUSE_DT_I32, 2, K, N / MUSE_AWQ_PACK, err)) ||
+	    (s = add_tensor(o, "qzeros", MUSE_DT_I32, 2, G, N / MUSE_AWQ_PACK, err)) ||
 	    (s = add_tensor(o, "scales", sdt, 2, G, N, err)))
 		return s;
 	uint32_t *qw = (uint32_t *)o->t[0].data, *qz = (uint32_t *)o->t[1].data;
 	for (uint64_t k = 0; k < K; k++)
-		for (uint64_t c = 0; c < N / 8; c++) {
+		for (uint64_t c = 0; c < N / MUSE_AWQ_PACK; c++) {
 			uint32_t word = 0;
-			for (int i = 0; i < 8; i++)
-				word |= (uint32_t)q->q[(8 * c + AWQ_ORDER[i]) * K + k] << (4 * i);
-			qw[k * (N / 8) + c] = word;
+			for (int i = 0; i < MUSE_AWQ_PACK; i++)
+				word |= (uint32_t)q->q[(MUSE_AWQ_PACK * c + muse_awq_order[i]) * K + k]
+					<< (MUSE_AWQ_BITS * i);
+			qw[k * (N / MUSE_AWQ_PACK) + c] = word;
 		}
 	for (uint64_t g = 0; g < G; g++) {
-		for (uint64_t c = 0; c < N / 8; c++) {
+		for (uint64_t c = 0; c < N / MUSE_AWQ_PACK; c++) {
 			uint32_t word = 0;
-			for (int i = 0; i < 8; i++)
-				word |= (uint32_t)q->zeros[(8 * c + AWQ_ORDER[i]) * G + g] << (4 * i);
-			qz[g * (N / 8) + c] = word;
+			for (int i = 0; i < MUSE_AWQ_PACK; i++)
+				word |= (uint32_t)q->zeros[(MUSE_AWQ_PACK * c + muse_awq_order[i]) * G + g]
+					<< (MUSE_AWQ_BITS * i);
+			qz[g * (N / MUSE_AWQ_PACK) + c] = word;
 		}
 		for (uint64_t n = 0; n < N; n++)
 			store_scale(o->t[2].data, g * N + n, q->scales[n * G + g], sdt);
@@ -283,7 +284,8 @@ static muse_status encode_gptq(const muse_qlinear *q, muse_dtype sdt, muse_packe
 	/* qzeros: v1 stores z - 1, one bit stream along N per group. */
 	for (uint64_t g = 0; g < G; g++) {
 		for (uint64_t n = 0; n < N; n++) {
-			put_bits(qz + g * (N * b / 32), 1, n * b, ((uint32_t)q->zeros[n * G + g] - 1u) & mask, b);
+			put_bits(qz + g * (N * b / 32), 1, n * b,
+				 ((uint32_t)q->zeros[n * G + g] - MUSE_GPTQ_V1_ZERO_BIAS) & mask, b);
 			store_scale(o->t[2].data, g * N + n, q->scales[n * G + g], sdt);
 		}
 	}
@@ -335,13 +337,13 @@ muse_status muse_packed_shapes(muse_packed_kind kind, uint64_t rows, uint64_t co
 	int b = bits;
 	switch (kind) {
 	case MUSE_PACKED_AWQ:
-		if (b != 4 || has_g_idx || K % q.group || N % 8) {
+		if (b != MUSE_AWQ_BITS || has_g_idx || K % q.group || N % MUSE_AWQ_PACK) {
 			q.g_idx = NULL;
 			muse_status s = muse_packed_check(kind, &q, err);
 			return s ? s : muse_err_set(err, MUSE_ERR_UNSUPPORTED, "AutoAWQ GEMM has no g_idx (act-order)");
 		}
-		out->t[0] = (muse_packed_tensor){ "qweight", MUSE_DT_I32, 2, { K, N / 8 }, NULL, 0 };
-		out->t[1] = (muse_packed_tensor){ "qzeros", MUSE_DT_I32, 2, { G, N / 8 }, NULL, 0 };
+		out->t[0] = (muse_packed_tensor){ "qweight", MUSE_DT_I32, 2, { K, N / MUSE_AWQ_PACK }, NULL, 0 };
+		out->t[1] = (muse_packed_tensor){ "qzeros", MUSE_DT_I32, 2, { G, N / MUSE_AWQ_PACK }, NULL, 0 };
 		out->t[2] = (muse_packed_tensor){ "scales", scale_dtype, 2, { G, N }, NULL, 0 };
 		out->n = 3;
 		return MUSE_OK;
@@ -426,7 +428,7 @@ static muse_status decode_awq(const muse_packed_set *in, const char *name, muse_
 	uint64_t N8 = muse_packed_find(in, "qweight")->shape[1];
 	if ((s = need(in, name, "qweight", MUSE_DT_I32, 2, K, N8, &qw, err)))
 		return s;
-	uint64_t N = N8 * 8;
+	uint64_t N = N8 * MUSE_AWQ_PACK;
 	if (q->group == 0 || K % q->group)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: in_features %llu is not a multiple of the group size", name,
 				    (unsigned long long)K);
@@ -440,15 +442,16 @@ static muse_status decode_awq(const muse_packed_set *in, const char *name, muse_
 	if ((s = muse_qlinear_alloc(q, N, K, bits, gs, sym, false, err)))
 		return s;
 	const uint32_t *w = (const uint32_t *)qw->data, *z = (const uint32_t *)qz->data;
+	const uint32_t nibble = (1u << MUSE_AWQ_BITS) - 1;
 	for (uint64_t k = 0; k < K; k++)
 		for (uint64_t c = 0; c < N8; c++)
-			for (int i = 0; i < 8; i++)
-				q->q[(8 * c + AWQ_ORDER[i]) * K + k] = (w[k * N8 + c] >> (4 * i)) & 15;
+			for (int i = 0; i < MUSE_AWQ_PACK; i++)
+				q->q[(MUSE_AWQ_PACK * c + muse_awq_order[i]) * K + k] = (w[k * N8 + c] >> (MUSE_AWQ_BITS * i)) & nibble;
 	for (uint64_t g = 0; g < G; g++)
 		for (uint64_t c = 0; c < N8; c++)
-			for (int i = 0; i < 8; i++) {
-				uint64_t n = 8 * c + AWQ_ORDER[i];
-				q->zeros[n * G + g] = (z[g * N8 + c] >> (4 * i)) & 15;
+			for (int i = 0; i < MUSE_AWQ_PACK; i++) {
+				uint64_t n = MUSE_AWQ_PACK * c + muse_awq_order[i];
+				q->zeros[n * G + g] = (z[g * N8 + c] >> (MUSE_AWQ_BITS * i)) & nibble;
 				q->scales[n * G + g] = load_scale(sc->data, g * N + n, sc->dtype);
 			}
 	return MUSE_OK;
@@ -501,7 +504,7 @@ static muse_status decode_gptq(const muse_packed_set *in, const char *name, muse
 	for (uint64_t g = 0; g < G; g++)
 		for (uint64_t n = 0; n < N; n++) {
 			/* v1: the stored value is z - 1; a stored 2^b - 1 would read back as 2^b, which no code reaches. */
-			uint32_t zv = get_bits(z + g * (N * b / 32), 1, n * b, b) + 1;
+			uint32_t zv = get_bits(z + g * (N * b / 32), 1, n * b, b) + MUSE_GPTQ_V1_ZERO_BIAS;
 			if (zv > mask) {
 				muse_qlinear_free(q);
 				return muse_err_set(err, MUSE_ERR_FORMAT,
@@ -547,7 +550,7 @@ static muse_status decode_ct(const muse_packed_set *in, const char *name, muse_q
 			q->q[n * K + k] = (uint8_t)get_bits(w + n * kw, 1, k * b, b);
 	for (uint64_t i = 0; i < N * G; i++) {
 		q->scales[i] = load_scale(sc->data, i, sc->dtype);
-		q->zeros[i] = (uint8_t)(1u << (b - 1));
+		q->zeros[i] = (uint8_t)MUSE_PACKED_SYM_ZERO(b);
 	}
 	if (zp) {
 		const uint32_t *z = (const uint32_t *)zp->data;
@@ -574,7 +577,7 @@ muse_status muse_packed_decode(muse_packed_kind kind, const muse_packed_set *in,
 	memset(out, 0, sizeof *out);
 	if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: bits %d: expected 2, 3, 4 or 8", name, bits);
-	if (kind == MUSE_PACKED_AWQ && bits != 4)
+	if (kind == MUSE_PACKED_AWQ && bits != MUSE_AWQ_BITS)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: AutoAWQ GEMM is 4-bit, config says %d", name, bits);
 	if (group_size == 0 || group_size < -1)
 		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: group size %lld", name, (long long)group_size);

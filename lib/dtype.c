@@ -4,9 +4,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "block_layout.h"
 #include "checked.h"
 
-/* name, blck, block_bytes, ggml_id, safetensors name, float, int, quant */
+/* name, blck, block_bytes, ggml_id, safetensors name, float, int, quant; block types from block_layout.h */
 static const muse_dtype_traits traits[MUSE_DT_COUNT] = {
 	[MUSE_DT_INVALID] = { "INVALID", 0, 0, -1, NULL, false, false, false },
 	[MUSE_DT_F64] = { "F64", 1, 8, 28, "F64", true, false, false },
@@ -32,32 +33,32 @@ static const muse_dtype_traits traits[MUSE_DT_COUNT] = {
 	[MUSE_DT_BOOL] = { "BOOL", 1, 1, -1, "BOOL", false, true, false },
 	[MUSE_DT_C64] = { "C64", 1, 8, -1, "C64", false, false, false },
 	[MUSE_DT_C128] = { "C128", 1, 16, -1, NULL, false, false, false },
-	[MUSE_DT_Q4_0] = { "Q4_0", 32, 18, 2, NULL, false, false, true },
-	[MUSE_DT_Q4_1] = { "Q4_1", 32, 20, 3, NULL, false, false, true },
-	[MUSE_DT_Q5_0] = { "Q5_0", 32, 22, 6, NULL, false, false, true },
-	[MUSE_DT_Q5_1] = { "Q5_1", 32, 24, 7, NULL, false, false, true },
-	[MUSE_DT_Q8_0] = { "Q8_0", 32, 34, 8, NULL, false, false, true },
-	[MUSE_DT_Q8_1] = { "Q8_1", 32, 36, 9, NULL, false, false, true },
-	[MUSE_DT_Q2_K] = { "Q2_K", 256, 84, 10, NULL, false, false, true },
-	[MUSE_DT_Q3_K] = { "Q3_K", 256, 110, 11, NULL, false, false, true },
-	[MUSE_DT_Q4_K] = { "Q4_K", 256, 144, 12, NULL, false, false, true },
-	[MUSE_DT_Q5_K] = { "Q5_K", 256, 176, 13, NULL, false, false, true },
-	[MUSE_DT_Q6_K] = { "Q6_K", 256, 210, 14, NULL, false, false, true },
-	[MUSE_DT_Q8_K] = { "Q8_K", 256, 292, 15, NULL, false, false, true },
-	[MUSE_DT_IQ2_XXS] = { "IQ2_XXS", 256, 66, 16, NULL, false, false, true },
-	[MUSE_DT_IQ2_XS] = { "IQ2_XS", 256, 74, 17, NULL, false, false, true },
-	[MUSE_DT_IQ3_XXS] = { "IQ3_XXS", 256, 98, 18, NULL, false, false, true },
-	[MUSE_DT_IQ1_S] = { "IQ1_S", 256, 50, 19, NULL, false, false, true },
-	[MUSE_DT_IQ4_NL] = { "IQ4_NL", 32, 18, 20, NULL, false, false, true },
-	[MUSE_DT_IQ3_S] = { "IQ3_S", 256, 110, 21, NULL, false, false, true },
-	[MUSE_DT_IQ2_S] = { "IQ2_S", 256, 82, 22, NULL, false, false, true },
-	[MUSE_DT_IQ4_XS] = { "IQ4_XS", 256, 136, 23, NULL, false, false, true },
-	[MUSE_DT_IQ1_M] = { "IQ1_M", 256, 56, 29, NULL, false, false, true },
-	[MUSE_DT_TQ1_0] = { "TQ1_0", 256, 54, 34, NULL, false, false, true },
-	[MUSE_DT_TQ2_0] = { "TQ2_0", 256, 66, 35, NULL, false, false, true },
-	[MUSE_DT_MXFP4] = { "MXFP4", 32, 17, 39, NULL, false, false, true },
-	[MUSE_DT_NVFP4] = { "NVFP4", 64, 36, 40, NULL, false, false, true },
-	[MUSE_DT_Q1_0] = { "Q1_0", 128, 18, 41, NULL, false, false, true },
+	[MUSE_DT_Q4_0] = { "Q4_0", MUSE_QK4_0, sizeof(muse_block_q4_0), 2, NULL, false, false, true },
+	[MUSE_DT_Q4_1] = { "Q4_1", MUSE_QK4_1, sizeof(muse_block_q4_1), 3, NULL, false, false, true },
+	[MUSE_DT_Q5_0] = { "Q5_0", MUSE_QK5_0, sizeof(muse_block_q5_0), 6, NULL, false, false, true },
+	[MUSE_DT_Q5_1] = { "Q5_1", MUSE_QK5_1, sizeof(muse_block_q5_1), 7, NULL, false, false, true },
+	[MUSE_DT_Q8_0] = { "Q8_0", MUSE_QK8_0, sizeof(muse_block_q8_0), 8, NULL, false, false, true },
+	[MUSE_DT_Q8_1] = { "Q8_1", MUSE_QK8_1, sizeof(muse_block_q8_1), 9, NULL, false, false, true },
+	[MUSE_DT_Q2_K] = { "Q2_K", MUSE_QK_K, sizeof(muse_block_q2_k), 10, NULL, false, false, true },
+	[MUSE_DT_Q3_K] = { "Q3_K", MUSE_QK_K, sizeof(muse_block_q3_k), 11, NULL, false, false, true },
+	[MUSE_DT_Q4_K] = { "Q4_K", MUSE_QK_K, sizeof(muse_block_q4_k), 12, NULL, false, false, true },
+	[MUSE_DT_Q5_K] = { "Q5_K", MUSE_QK_K, sizeof(muse_block_q5_k), 13, NULL, false, false, true },
+	[MUSE_DT_Q6_K] = { "Q6_K", MUSE_QK_K, sizeof(muse_block_q6_k), 14, NULL, false, false, true },
+	[MUSE_DT_Q8_K] = { "Q8_K", MUSE_QK_K, sizeof(muse_block_q8_k), 15, NULL, false, false, true },
+	[MUSE_DT_IQ2_XXS] = { "IQ2_XXS", MUSE_QK_K, sizeof(muse_block_iq2_xxs), 16, NULL, false, false, true },
+	[MUSE_DT_IQ2_XS] = { "IQ2_XS", MUSE_QK_K, sizeof(muse_block_iq2_xs), 17, NULL, false, false, true },
+	[MUSE_DT_IQ3_XXS] = { "IQ3_XXS", MUSE_QK_K, sizeof(muse_block_iq3_xxs), 18, NULL, false, false, true },
+	[MUSE_DT_IQ1_S] = { "IQ1_S", MUSE_QK_K, sizeof(muse_block_iq1_s), 19, NULL, false, false, true },
+	[MUSE_DT_IQ4_NL] = { "IQ4_NL", MUSE_QK4_NL, sizeof(muse_block_iq4_nl), 20, NULL, false, false, true },
+	[MUSE_DT_IQ3_S] = { "IQ3_S", MUSE_QK_K, sizeof(muse_block_iq3_s), 21, NULL, false, false, true },
+	[MUSE_DT_IQ2_S] = { "IQ2_S", MUSE_QK_K, sizeof(muse_block_iq2_s), 22, NULL, false, false, true },
+	[MUSE_DT_IQ4_XS] = { "IQ4_XS", MUSE_QK_K, sizeof(muse_block_iq4_xs), 23, NULL, false, false, true },
+	[MUSE_DT_IQ1_M] = { "IQ1_M", MUSE_QK_K, sizeof(muse_block_iq1_m), 29, NULL, false, false, true },
+	[MUSE_DT_TQ1_0] = { "TQ1_0", MUSE_QK_K, sizeof(muse_block_tq1_0), 34, NULL, false, false, true },
+	[MUSE_DT_TQ2_0] = { "TQ2_0", MUSE_QK_K, sizeof(muse_block_tq2_0), 35, NULL, false, false, true },
+	[MUSE_DT_MXFP4] = { "MXFP4", MUSE_QK_MXFP4, sizeof(muse_block_mxfp4), 39, NULL, false, false, true },
+	[MUSE_DT_NVFP4] = { "NVFP4", MUSE_QK_NVFP4, sizeof(muse_block_nvfp4), 40, NULL, false, false, true },
+	[MUSE_DT_Q1_0] = { "Q1_0", MUSE_QK1_0, sizeof(muse_block_q1_0), 41, NULL, false, false, true },
 };
 
 const muse_dtype_traits *muse_dtype_info(muse_dtype t)

@@ -62,23 +62,23 @@ static inline float round_even(float v)
  */
 static void round_q8_0(float *x, int64_t n, float *s_err)
 {
-	for (int64_t b = 0; b < n; b += MUSE_QK32) {
+	for (int64_t b = 0; b < n; b += MUSE_QK8_0) {
 		float *v = x + b, amax = 0.0f;
-		for (int j = 0; j < MUSE_QK32; j++) {
+		for (int j = 0; j < MUSE_QK8_0; j++) {
 			float a = fabsf(v[j]);
 			amax = a > amax ? a : amax;
 		}
 		const float d32 = amax / 127.f, d = muse_f16_to_f32(muse_f32_to_f16(d32));
 		const float id = amax != 0.0f ? 127.f / amax : 0.0f;
 		float sum = 0.0f; /* integers below 2^24: exact */
-		for (int j = 0; j < MUSE_QK32; j++) {
+		for (int j = 0; j < MUSE_QK8_0; j++) {
 			float q = round_even(v[j] * id);
 			sum += q;
 			v[j] = d * q;
 		}
 		/* Q8_1's s = fp16(d * sum q) with the unrounded d (quantize_row_q8_1); d * sum q is exact in floats. */
 		if (s_err)
-			s_err[b / MUSE_QK32] = muse_f16_to_f32(muse_f32_to_f16(d32 * sum)) - d * sum;
+			s_err[b / MUSE_QK8_0] = muse_f16_to_f32(muse_f32_to_f16(d32 * sum)) - d * sum;
 	}
 }
 

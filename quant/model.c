@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/block_layout.h"
 #include "../lib/path.h"
 #include "../formats/hf_view.h"
 #include "../formats/reader.h"
@@ -359,10 +360,12 @@ fail:
 /* ---- weights ---- */
 
 /*
- * Q4_1 and Q5_1 blocks: the min m of every block (fp16 at byte 2 of both
- * layouts). ggml's products with these types add m times the activation
- * block's fp16 sum (Q8_1's s), which d * q alone does not reproduce.
+ * Q4_1 and Q5_1 blocks: the min m of every block (fp16, at the same offset
+ * in both layouts). ggml's products with these types add m times the activation
+ * block's fp16 sum (Q8_1's s), which d * q alone does not reproduce. Read as
+ * bytes: a mapped tensor need not be aligned for the struct.
  */
+MUSE_STATIC_ASSERT(offsetof(muse_block_q4_1, m) == offsetof(muse_block_q5_1, m), "Q4_1 and Q5_1 keep m alike");
 static muse_status block_mins(const muse_tensor *t, const uint8_t *src, float **out, muse_err *err)
 {
 	const muse_dtype_traits *dt = muse_dtype_info(t->dtype);
@@ -371,7 +374,7 @@ static muse_status block_mins(const muse_tensor *t, const uint8_t *src, float **
 	if (!(*out = malloc((size_t)(nb ? nb : 1) * sizeof(float))))
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	for (uint64_t b = 0; b < nb; b++) {
-		const uint8_t *p = src + b * dt->block_bytes + 2;
+		const uint8_t *p = src + b * dt->block_bytes + offsetof(muse_block_q4_1, m);
 		(*out)[b] = muse_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
 	}
 	return MUSE_OK;

@@ -58,43 +58,8 @@ const char *muse_quant_fast_path(void)
 
 #define TARGET __attribute__((target("avx2,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
-#define QK_K 256
-#define KQ_EPS 1e-15f
 #define KQ_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KQ_MAX(a, b) ((a) > (b) ? (a) : (b))
-
-/* The k-quant block layouts (the same as q_kquants.c's, which keeps its own private). */
-typedef struct {
-	uint8_t scales[16];
-	uint8_t qs[64];
-	uint16_t d, dmin;
-} qf_block_q2;
-typedef struct {
-	uint8_t hmask[32];
-	uint8_t qs[64];
-	uint8_t scales[12];
-	uint16_t d;
-} qf_block_q3;
-typedef struct {
-	uint16_t d, dmin;
-	uint8_t scales[12];
-	uint8_t qs[128];
-} qf_block_q4;
-typedef struct {
-	uint16_t d, dmin;
-	uint8_t scales[12];
-	uint8_t qh[32];
-	uint8_t qs[128];
-} qf_block_q5;
-typedef struct {
-	uint8_t ql[128];
-	uint8_t qh[64];
-	int8_t scales[16];
-	uint16_t d;
-} qf_block_q6;
-_Static_assert(sizeof(qf_block_q2) == 84 && sizeof(qf_block_q3) == 110 && sizeof(qf_block_q4) == 144 &&
-		       sizeof(qf_block_q5) == 176 && sizeof(qf_block_q6) == 210,
-	       "k-quant block sizes");
 
 /* ---- lane helpers ---- */
 
@@ -310,7 +275,7 @@ static TARGET __m256 fit_signed8(int n, int nmax, const __m256 *X, __m256i *L)
 	const __m256 zero = _mm256_setzero_ps();
 	__m256 amax, max;
 	signed_max8(n, X, &amax, &max);
-	const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
+	const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(MUSE_GROUP_MAX_EPS), _CMP_LT_OQ);
 	__m256 W[32], WX[32];
 	for (int i = 0; i < n; i++) {
 		W[i] = _mm256_mul_ps(X[i], X[i]);
@@ -377,7 +342,7 @@ INLINE void fit_q3_8xg(const int NG, int n, int nmax, const __m256 (*X)[32], __m
 	for (int g = 0; g < NG; g++) {
 		__m256 amax, max;
 		signed_max8(n, X[g], &amax, &max);
-		tiny[g] = _mm256_cmp_ps(amax, _mm256_set1_ps(KQ_EPS), _CMP_LT_OQ);
+		tiny[g] = _mm256_cmp_ps(amax, _mm256_set1_ps(MUSE_GROUP_MAX_EPS), _CMP_LT_OQ);
 		for (int i = 0; i < n; i++) {
 			W[g][i] = _mm256_mul_ps(X[g][i], X[g][i]);
 			WX[g][i] = _mm256_mul_ps(W[g][i], X[g][i]);
@@ -540,12 +505,12 @@ INLINE void requant_signed(const float *x, int n, float d, int nmax, uint8_t *L)
 
 /* ---- Q2_K ---- */
 
-static TARGET void q2_block(const float *x, qf_block_q2 *y)
+static TARGET void q2_block(const float *x, muse_block_q2_k *y)
 {
 	__m256 X[2][32], W[2][32], sc[2], mn[2];
 	__m256i Lv[2][32];
 	lanes_i32 Lfit[2];
-	uint8_t L[QK_K];
+	uint8_t L[MUSE_QK_K];
 	float scales[16], mins[16];
 	for (int h = 0; h < 2; h++) {
 		load_lanes(x + 128 * h, 16, X[h]);
@@ -598,10 +563,10 @@ static TARGET void q2_block(const float *x, qf_block_q2 *y)
 /* ---- Q3_K ---- */
 
 /* The rest of a super-block once its sixteen sub-block scales (sc: halves h = 0, 1) and levels are known. */
-static TARGET void q3_finish(const float *x, const __m256 *sc, const __m256i (*Lv)[32], qf_block_q3 *y)
+static TARGET void q3_finish(const float *x, const __m256 *sc, const __m256i (*Lv)[32], muse_block_q3_k *y)
 {
 	lanes_i32 Lfit[2];
-	uint8_t L[QK_K];
+	uint8_t L[MUSE_QK_K];
 	float scales[16];
 	for (int h = 0; h < 2; h++) {
 		_mm256_storeu_ps(scales + 8 * h, sc[h]);
@@ -647,7 +612,7 @@ static TARGET void q3_finish(const float *x, const __m256 *sc, const __m256i (*L
 	pack2(L, y->qs);
 }
 
-static TARGET void q3_block(const float *x, qf_block_q3 *y)
+static TARGET void q3_block(const float *x, muse_block_q3_k *y)
 {
 	__m256 X[2][32], sc[2];
 	__m256i Lv[2][32];
@@ -658,7 +623,7 @@ static TARGET void q3_block(const float *x, qf_block_q3 *y)
 }
 
 /* Two super-blocks: their four halves' searches side by side. */
-static TARGET void q3_block2(const float *x, qf_block_q3 *y)
+static TARGET void q3_block2(const float *x, muse_block_q3_k *y)
 {
 	__m256 X[4][32], sc[4];
 	__m256i Lv[4][32];
@@ -666,16 +631,16 @@ static TARGET void q3_block2(const float *x, qf_block_q3 *y)
 		load_lanes(x + 128 * h, 16, X[h]);
 	fit_q3_8x4(16, 4, (const __m256(*)[32])X, Lv, sc);
 	q3_finish(x, sc, (const __m256i(*)[32])Lv, y);
-	q3_finish(x + QK_K, sc + 2, (const __m256i(*)[32])(Lv + 2), y + 1);
+	q3_finish(x + MUSE_QK_K, sc + 2, (const __m256i(*)[32])(Lv + 2), y + 1);
 }
 
 static TARGET void q3_rows(const float *src, void *dst, int64_t nb)
 {
 	int64_t i = 0;
 	for (; i + 2 <= nb; i += 2)
-		q3_block2(src + QK_K * i, (qf_block_q3 *)dst + i);
+		q3_block2(src + MUSE_QK_K * i, (muse_block_q3_k *)dst + i);
 	for (; i < nb; i++)
-		q3_block(src + QK_K * i, (qf_block_q3 *)dst + i);
+		q3_block(src + MUSE_QK_K * i, (muse_block_q3_k *)dst + i);
 }
 
 /* ---- Q4_K and Q5_K ---- */
@@ -744,13 +709,13 @@ static TARGET void q45_finish(const float *x, const float *scales, const float *
 	q45_requant(x, Lfit, nmax, L, scales_out, *d16, *dmin16);
 }
 
-static TARGET void q4_pack(const uint8_t *L, qf_block_q4 *y)
+static TARGET void q4_pack(const uint8_t *L, muse_block_q4_k *y)
 {
-	for (int j = 0; j < QK_K; j += 64)
+	for (int j = 0; j < MUSE_QK_K; j += 64)
 		st32(y->qs + j / 2, _mm256_or_si256(ld32(L + j), SHL8(ld32(L + j + 32), 4)));
 }
 
-static TARGET void q5_pack(const uint8_t *L, qf_block_q5 *y)
+static TARGET void q5_pack(const uint8_t *L, muse_block_q5_k *y)
 {
 	/* chunk c of 64: low nibbles as Q4_K, 5th bits (level > 15) at bit 2c (first 32) and 2c+1 of qh[l] */
 	const __m256i lo4 = _mm256_set1_epi8(0xF), fifteen = _mm256_set1_epi8(15);
@@ -765,31 +730,31 @@ static TARGET void q5_pack(const uint8_t *L, qf_block_q5 *y)
 }
 
 /* Q4_K/Q5_K rows, two super-blocks per search; an odd last one is searched beside a copy of itself. */
-#define Q45_ROWS(blk, nmax, rmin, rdelta, nstep, pack)                                                      \
-	do {                                                                                                \
-		blk *y = dst;                                                                               \
-		for (int64_t i = 0; i < nb; i += 2) {                                                       \
-			const float *x[2] = { src + QK_K * i, src + QK_K * (i + 1 < nb ? i + 1 : i) };      \
-			float sc[2][8], mn[2][8];                                                           \
-			lanes_i32 Lfit[2];                                                                  \
-			uint8_t L[QK_K];                                                                    \
-			q45_search2(x, nmax, rmin, rdelta, nstep, sc, mn, Lfit);                            \
-			for (int b = 0; b < 2 && i + b < nb; b++) {                                         \
-				q45_finish(x[b], sc[b], mn[b], &Lfit[b], nmax, L, y[i + b].scales, &y[i + b].d, \
-					   &y[i + b].dmin);                                                 \
-				pack(L, &y[i + b]);                                                         \
-			}                                                                                   \
-		}                                                                                           \
+#define Q45_ROWS(blk, nmax, rmin, rdelta, nstep, pack)                                                           \
+	do {                                                                                                     \
+		blk *y = dst;                                                                                    \
+		for (int64_t i = 0; i < nb; i += 2) {                                                            \
+			const float *x[2] = { src + MUSE_QK_K * i, src + MUSE_QK_K * (i + 1 < nb ? i + 1 : i) }; \
+			float sc[2][8], mn[2][8];                                                                \
+			lanes_i32 Lfit[2];                                                                       \
+			uint8_t L[MUSE_QK_K];                                                                    \
+			q45_search2(x, nmax, rmin, rdelta, nstep, sc, mn, Lfit);                                 \
+			for (int b = 0; b < 2 && i + b < nb; b++) {                                              \
+				q45_finish(x[b], sc[b], mn[b], &Lfit[b], nmax, L, y[i + b].scales, &y[i + b].d,  \
+					   &y[i + b].dmin);                                                      \
+				pack(L, &y[i + b]);                                                              \
+			}                                                                                        \
+		}                                                                                                \
 	} while (0)
 
 static TARGET void q4_rows(const float *src, void *dst, int64_t nb)
 {
-	Q45_ROWS(qf_block_q4, 15, -1.f, 0.1f, 20, q4_pack);
+	Q45_ROWS(muse_block_q4_k, 15, -1.f, 0.1f, 20, q4_pack);
 }
 
 static TARGET void q5_rows(const float *src, void *dst, int64_t nb)
 {
-	Q45_ROWS(qf_block_q5, 31, -0.5f, 0.1f, 15, q5_pack);
+	Q45_ROWS(muse_block_q5_k, 31, -0.5f, 0.1f, 15, q5_pack);
 }
 
 /*
@@ -807,11 +772,11 @@ static TARGET void q45_search2_imp(const float *const *x, const float *const *qw
 	__m256i Lv[2][32];
 	/* the super-blocks' sums of squares, each in element order (two independent chains) */
 	float s0 = 0, s1 = 0;
-	for (int j = 0; j < QK_K; j++) {
+	for (int j = 0; j < MUSE_QK_K; j++) {
 		s0 += x[0][j] * x[0][j];
 		s1 += x[1][j] * x[1][j];
 	}
-	const float sigma2[2] = { 2 * s0 / QK_K, 2 * s1 / QK_K };
+	const float sigma2[2] = { 2 * s0 / MUSE_QK_K, 2 * s1 / MUSE_QK_K };
 	for (int b = 0; b < 2; b++) {
 		load_lanes(x[b], 32, X[b]);
 		load_lanes(qw[b], 32, W[b]);
@@ -858,14 +823,14 @@ static TARGET void q45_finish_imp(const float *x, const float *scales, const flo
 		blk *y = dst;                                                                                \
 		for (int64_t i = 0; i < nb; i += 2) {                                                        \
 			const int64_t i1 = i + 1 < nb ? i + 1 : i;                                           \
-			const float *x[2] = { src + QK_K * i, src + QK_K * i1 };                             \
-			const float *qw[2] = { imp + QK_K * (i % bpr), imp + QK_K * (i1 % bpr) };            \
+			const float *x[2] = { src + MUSE_QK_K * i, src + MUSE_QK_K * i1 };                   \
+			const float *qw[2] = { imp + MUSE_QK_K * (i % bpr), imp + MUSE_QK_K * (i1 % bpr) };  \
 			float sc[2][8], mn[2][8], sw[2][8];                                                  \
 			lanes_i32 Lfit[2];                                                                   \
-			uint8_t L[QK_K];                                                                     \
+			uint8_t L[MUSE_QK_K];                                                                \
 			q45_search2_imp(x, qw, nmax, sc, mn, sw, Lfit);                                      \
 			for (int b = 0; b < 2 && i + b < nb; b++) {                                          \
-				q45_finish_imp(x[b], sc[b], mn[b], sw[b], &Lfit[b], nmax, clamp63, L,         \
+				q45_finish_imp(x[b], sc[b], mn[b], sw[b], &Lfit[b], nmax, clamp63, L,        \
 					       y[i + b].scales, &y[i + b].d, &y[i + b].dmin);                \
 				pack(L, &y[i + b]);                                                          \
 			}                                                                                    \
@@ -874,22 +839,22 @@ static TARGET void q45_finish_imp(const float *x, const float *scales, const flo
 
 static TARGET void q4_rows_imp(const float *src, void *dst, int64_t nb, int64_t bpr, const float *imp)
 {
-	Q45_ROWS_IMP(qf_block_q4, 15, false, q4_pack);
+	Q45_ROWS_IMP(muse_block_q4_k, 15, false, q4_pack);
 }
 
 static TARGET void q5_rows_imp(const float *src, void *dst, int64_t nb, int64_t bpr, const float *imp)
 {
-	Q45_ROWS_IMP(qf_block_q5, 31, true, q5_pack);
+	Q45_ROWS_IMP(muse_block_q5_k, 31, true, q5_pack);
 }
 
 /* ---- Q6_K ---- */
 
-static TARGET void q6_block(const float *x, qf_block_q6 *y)
+static TARGET void q6_block(const float *x, muse_block_q6_k *y)
 {
 	__m256 X[16];
 	__m256i Lv[16];
 	lanes_i32 Lfit[2];
-	uint8_t L[QK_K];
+	uint8_t L[MUSE_QK_K];
 	float scales[16];
 	for (int h = 0; h < 2; h++) {
 		load_lanes(x + 128 * h, 16, X);
@@ -904,7 +869,7 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 			max_scale = scales[ib];
 		}
 	}
-	if (max_abs < KQ_EPS) {
+	if (max_abs < MUSE_GROUP_MAX_EPS) {
 		memset(y, 0, sizeof *y);
 		y->d = muse_q_fp16(0.f);
 		return;
@@ -937,24 +902,24 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 }
 
 #define KQ_FAST(name, blk, rows_fn)                                                                         \
-	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
-					   const float *importance)                                           \
+	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,   \
+					   const float *importance)                                         \
 	{                                                                                                   \
 		if (importance || !simd_wanted())                                                           \
 			return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);          \
-		int64_t nb = nrows * (n_per_row / QK_K);                                                    \
+		int64_t nb = nrows * (n_per_row / MUSE_QK_K);                                               \
 		rows_fn(src, dst, nb);                                                                      \
 		return (size_t)nb * sizeof(blk);                                                            \
 	}
 
 /* Q4_K and Q5_K take importance on the vector path too. */
 #define KQ_FAST_IMP(name, blk, rows_fn, rows_imp_fn)                                                        \
-	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
-					   const float *importance)                                           \
+	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,   \
+					   const float *importance)                                         \
 	{                                                                                                   \
 		if (!simd_wanted())                                                                         \
 			return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);          \
-		int64_t bpr = n_per_row / QK_K, nb = nrows * bpr;                                           \
+		int64_t bpr = n_per_row / MUSE_QK_K, nb = nrows * bpr;                                      \
 		if (importance)                                                                             \
 			rows_imp_fn(src, dst, nb, bpr, importance);                                         \
 		else                                                                                        \
@@ -967,16 +932,16 @@ static TARGET void q6_block(const float *x, qf_block_q6 *y)
 	static TARGET void fn_name(const float *src, void *dst, int64_t nb)                                 \
 	{                                                                                                   \
 		for (int64_t i = 0; i < nb; i++)                                                            \
-			block_fn(src + QK_K * i, (blk *)dst + i);                                           \
+			block_fn(src + MUSE_QK_K * i, (blk *)dst + i);                                      \
 	}
-EACH_BLOCK(q2_rows, qf_block_q2, q2_block)
-EACH_BLOCK(q6_rows, qf_block_q6, q6_block)
+EACH_BLOCK(q2_rows, muse_block_q2_k, q2_block)
+EACH_BLOCK(q6_rows, muse_block_q6_k, q6_block)
 
-KQ_FAST(q2_k, qf_block_q2, q2_rows)
-KQ_FAST(q3_k, qf_block_q3, q3_rows)
-KQ_FAST_IMP(q4_k, qf_block_q4, q4_rows, q4_rows_imp)
-KQ_FAST_IMP(q5_k, qf_block_q5, q5_rows, q5_rows_imp)
-KQ_FAST(q6_k, qf_block_q6, q6_rows)
+KQ_FAST(q2_k, muse_block_q2_k, q2_rows)
+KQ_FAST(q3_k, muse_block_q3_k, q3_rows)
+KQ_FAST_IMP(q4_k, muse_block_q4_k, q4_rows, q4_rows_imp)
+KQ_FAST_IMP(q5_k, muse_block_q5_k, q5_rows, q5_rows_imp)
+KQ_FAST(q6_k, muse_block_q6_k, q6_rows)
 
 /* ---- Q8_0 and Q4_0: one streaming pass ---- */
 
@@ -1085,7 +1050,7 @@ static TARGET void q8_0_blocks(const float *x, muse_block_q8_0 *y, int64_t nb)
 			__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
 			p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 			_mm256_storeu_si256((__m256i *)yb->qs, p);
-			memcpy(yb->d, &h[b], 2);
+			yb->d = h[b];
 		}
 	}
 	if (i < nb)
@@ -1096,7 +1061,7 @@ size_t muse_quantize_q8_0_fast(const float *src, void *dst, int64_t nrows, int64
 {
 	if (!simd_wanted())
 		return muse_quantize_q8_0_ref(src, dst, nrows, n_per_row, importance);
-	int64_t nb = nrows * (n_per_row / 32);
+	int64_t nb = nrows * (n_per_row / MUSE_QK8_0);
 	q8_0_blocks(src, dst, nb);
 	return (size_t)nb * sizeof(muse_block_q8_0);
 }
@@ -1171,7 +1136,7 @@ static TARGET void q4_0_blocks(const float *x, muse_block_q4_0 *y, int64_t nb)
 			__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);
 			_mm_storeu_si128((__m128i *)yb->qs,
 					 _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
-			memcpy(yb->d, &h[b], 2);
+			yb->d = h[b];
 		}
 	}
 	if (i < nb)
@@ -1183,7 +1148,7 @@ size_t muse_quantize_q4_0_fast(const float *src, void *dst, int64_t nrows, int64
 	/* with importance Q4_0 runs a per-row search using the row's mean square: the reference does it */
 	if (importance || !simd_wanted())
 		return muse_quantize_q4_0_ref(src, dst, nrows, n_per_row, importance);
-	int64_t nb = nrows * (n_per_row / 32);
+	int64_t nb = nrows * (n_per_row / MUSE_QK4_0);
 	q4_0_blocks(src, dst, nb);
 	return (size_t)nb * sizeof(muse_block_q4_0);
 }
@@ -1191,8 +1156,8 @@ size_t muse_quantize_q4_0_fast(const float *src, void *dst, int64_t nrows, int64
 #else /* not x86-64: the reference is the fast path */
 
 #define REF_ONLY(name)                                                                                    \
-	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row,   \
-					   const float *importance)                                         \
+	size_t muse_quantize_##name##_fast(const float *src, void *dst, int64_t nrows, int64_t n_per_row, \
+					   const float *importance)                                       \
 	{                                                                                                 \
 		return muse_quantize_##name##_ref(src, dst, nrows, n_per_row, importance);                \
 	}

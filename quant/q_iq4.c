@@ -19,7 +19,6 @@
 
 #define Q_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define Q_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define GROUP_MAX_EPS 1e-15f
 #define IQ4_NTRY 7
 
 /* Index of the level nearest x (ties to the upper level), by bisection as ggml's best_index_int8. */
@@ -46,7 +45,7 @@ static inline int best_index_int8(int n, const int8_t *val, float x)
  * the output fields (scales_* unused for IQ4_NL); L holds super_block_size
  * levels. qw: this super-block's importance weights or NULL.
  */
-static void iq4_impl(int super_block_size, const float *x, uint8_t dh[2], uint8_t *q4, uint8_t scales_h_out[2],
+static void iq4_impl(int super_block_size, const float *x, uint16_t *dh, uint8_t *q4, uint16_t *scales_h_out,
 		     uint8_t *scales_l, const float *qw)
 {
 	const int block_size = 32;
@@ -80,7 +79,7 @@ static void iq4_impl(int super_block_size, const float *x, uint8_t dh[2], uint8_
 				max = xb[j];
 			}
 		}
-		if (amax < GROUP_MAX_EPS) {
+		if (amax < MUSE_GROUP_MAX_EPS) {
 			/* Lb is left as is: both branches below re-pick every level */
 			scales[ib] = 0;
 			continue;
@@ -126,7 +125,7 @@ static void iq4_impl(int super_block_size, const float *x, uint8_t dh[2], uint8_
 	if (super_block_size / block_size > 1) {
 		uint16_t scales_h = 0;
 		float d = -max_scale / 32;
-		muse_q_put_fp16(dh, d);
+		*dh = muse_q_fp16(d);
 		float id = d ? 1 / d : 0.f;
 		for (int ib = 0; ib < super_block_size / block_size; ++ib) {
 			int l = muse_q_nearest_int(id * scales[ib]);
@@ -146,10 +145,9 @@ static void iq4_impl(int super_block_size, const float *x, uint8_t dh[2], uint8_
 				scales_l[ib / 2] |= (uint8_t)(l_l << 4);
 			scales_h |= (uint16_t)(l_h << 2 * (ib % 8));
 		}
-		scales_h_out[0] = (uint8_t)scales_h;
-		scales_h_out[1] = (uint8_t)(scales_h >> 8);
+		*scales_h_out = scales_h;
 	} else {
-		muse_q_put_fp16(dh, scales[0]);
+		*dh = muse_q_fp16(scales[0]);
 		float id = scales[0] ? 1 / scales[0] : 0;
 		for (int j = 0; j < super_block_size; ++j)
 			L[j] = (uint8_t)best_index_int8(16, values, id * x[j]);
@@ -162,12 +160,12 @@ static void iq4_impl(int super_block_size, const float *x, uint8_t dh[2], uint8_
 
 size_t muse_quantize_iq4_nl_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
 {
-	int64_t nblock = n_per_row / MUSE_QK32;
+	int64_t nblock = n_per_row / MUSE_QK4_NL;
 	muse_block_iq4_nl *y = dst;
 	for (int64_t row = 0; row < nrows; ++row, src += n_per_row, y += nblock)
 		for (int64_t ib = 0; ib < nblock; ++ib)
-			iq4_impl(MUSE_QK32, src + MUSE_QK32 * ib, y[ib].d, y[ib].qs, NULL, NULL,
-				 importance ? importance + MUSE_QK32 * ib : NULL);
+			iq4_impl(MUSE_QK4_NL, src + MUSE_QK4_NL * ib, &y[ib].d, y[ib].qs, NULL, NULL,
+				 importance ? importance + MUSE_QK4_NL * ib : NULL);
 	return (size_t)(nrows * nblock) * sizeof(muse_block_iq4_nl);
 }
 
@@ -177,7 +175,7 @@ size_t muse_quantize_iq4_xs_ref(const float *src, void *dst, int64_t nrows, int6
 	muse_block_iq4_xs *y = dst;
 	for (int64_t row = 0; row < nrows; ++row, src += n_per_row, y += nblock)
 		for (int64_t ib = 0; ib < nblock; ++ib)
-			iq4_impl(MUSE_QK_K, src + MUSE_QK_K * ib, y[ib].d, y[ib].qs, y[ib].scales_h, y[ib].scales_l,
+			iq4_impl(MUSE_QK_K, src + MUSE_QK_K * ib, &y[ib].d, y[ib].qs, &y[ib].scales_h, y[ib].scales_l,
 				 importance ? importance + MUSE_QK_K * ib : NULL);
 	return (size_t)(nrows * nblock) * sizeof(muse_block_iq4_xs);
 }
@@ -185,8 +183,8 @@ size_t muse_quantize_iq4_xs_ref(const float *src, void *dst, int64_t nrows, int6
 void muse_dequantize_iq4_nl(const void *src, float *dst, int64_t n)
 {
 	const muse_block_iq4_nl *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
-		const float d = muse_q_get_fp16(x[i].d);
+	for (int64_t i = 0; i < n / MUSE_QK4_NL; i++, dst += MUSE_QK4_NL) {
+		const float d = muse_f16_to_f32(x[i].d);
 		for (int j = 0; j < 16; ++j) {
 			dst[j] = d * (float)muse_kvalues_iq4nl[x[i].qs[j] & 0xf];
 			dst[j + 16] = d * (float)muse_kvalues_iq4nl[x[i].qs[j] >> 4];
@@ -198,8 +196,8 @@ void muse_dequantize_iq4_xs(const void *src, float *dst, int64_t n)
 {
 	const muse_block_iq4_xs *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
-		const unsigned scales_h = (unsigned)x[i].scales_h[0] | (unsigned)x[i].scales_h[1] << 8;
+		const float d = muse_f16_to_f32(x[i].d);
+		const unsigned scales_h = x[i].scales_h;
 		const uint8_t *qs = x[i].qs;
 		for (int ib = 0; ib < MUSE_QK_K / 32; ++ib, dst += 32, qs += 16) {
 			const int ls = ((x[i].scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) |

@@ -28,66 +28,10 @@
 #define Q_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define Q_MAX(a, b) ((a) > (b) ? (a) : (b)) /* as ggml's MAX: a NaN b gives b, a NaN a gives a */
 
-#define GROUP_MAX_EPS 1e-15f
 #define GROUP_MAX_EPS_IQ3_XXS 1e-8f
 #define GROUP_MAX_EPS_IQ2_S 1e-8f
 #define GROUP_MAX_EPS_IQ1_M 1e-7f
 #define GROUP_MAX_EPS_IQ1_S 1e-12f
-
-/*
- * Block layouts as ggml-common.h lays them out; u16/u32 fields are stored as
- * little-endian bytes so every struct has alignment 1.
- */
-typedef struct {
-	uint8_t d[2];   /* super-block scale, fp16 (0.0625 bpw) */
-	uint8_t qs[64]; /* per 32: 4 grid indices (bytes), then u32 of 4x7 sign bits + 4-bit scale (2 bpw) */
-} block_iq2_xxs;
-
-typedef struct {
-	uint8_t d[2];      /* super-block scale, fp16 (0.0625 bpw) */
-	uint8_t qs[64];    /* u16 per 8: 9-bit grid index | 7 sign bits << 9 (2 bpw) */
-	uint8_t scales[8]; /* 4-bit scale per 16, two a byte (0.25 bpw) */
-} block_iq2_xs;
-
-typedef struct {
-	uint8_t d[2];      /* super-block scale, fp16 (0.0625 bpw) */
-	uint8_t qs[64];    /* 32 low bytes of the 10-bit grid indices, then 32 sign bytes (2 bpw) */
-	uint8_t qh[8];     /* high 2 bits of the grid indices, four a byte (0.25 bpw) */
-	uint8_t scales[8]; /* 4-bit scale per 16, two a byte (0.25 bpw) */
-} block_iq2_s;
-
-typedef struct {
-	uint8_t d[2];   /* super-block scale, fp16 (0.0625 bpw) */
-	uint8_t qs[96]; /* 64 grid indices (one per 4), then per 32 a u32: 4x7 sign bits + 4-bit scale (3 bpw) */
-} block_iq3_xxs;
-
-typedef struct {
-	uint8_t d[2];       /* super-block scale, fp16 (0.0625 bpw) */
-	uint8_t qs[64];     /* low bytes of the 9-bit grid indices, one per 4 (2 bpw) */
-	uint8_t qh[8];      /* their high bits, one a bit (0.25 bpw) */
-	uint8_t signs[32];  /* one sign bit per element (1 bpw) */
-	uint8_t scales[4];  /* 4-bit scale per 32, two a byte (0.125 bpw) */
-} block_iq3_s;
-
-typedef struct {
-	uint8_t d[2];   /* super-block scale, fp16 (0.0625 bpw) */
-	uint8_t qs[32]; /* low bytes of the 11-bit grid indices, one per 8 (1 bpw) */
-	uint8_t qh[16]; /* u16 per 32: 4x3 high index bits, 3-bit scale << 12, delta sign << 15 (0.5 bpw) */
-} block_iq1_s;
-
-typedef struct {
-	uint8_t qs[32];     /* low bytes of the 11-bit grid indices, one per 8 (1 bpw) */
-	uint8_t qh[16];     /* per 16: two (3 high index bits + delta sign) nibbles (0.5 bpw) */
-	uint8_t scales[8];  /* 4 u16: 3-bit scale per 16 in bits 0..11, fp16 super-scale in the top nibbles (0.25 bpw) */
-} block_iq1_m;
-
-_Static_assert(sizeof(block_iq2_xxs) == 66, "IQ2_XXS block");
-_Static_assert(sizeof(block_iq2_xs) == 74, "IQ2_XS block");
-_Static_assert(sizeof(block_iq2_s) == 82, "IQ2_S block");
-_Static_assert(sizeof(block_iq3_xxs) == 98, "IQ3_XXS block");
-_Static_assert(sizeof(block_iq3_s) == 110, "IQ3_S block");
-_Static_assert(sizeof(block_iq1_s) == 50, "IQ1_S block");
-_Static_assert(sizeof(block_iq1_m) == 56, "IQ1_M block");
 
 static inline uint16_t get_u16(const uint8_t *p)
 {
@@ -166,9 +110,9 @@ static uint16_t nbr_iq3xxs[CAP_IQ3XXS], nbr_iq3s[CAP_IQ3S];
 enum { LAT_IQ2XXS, LAT_IQ2XS, LAT_IQ2S, LAT_IQ1S, LAT_IQ3XXS, LAT_IQ3S, LAT_COUNT };
 
 /* nwant as ggml's iq2xs_init_impl / iq3xs_init_impl choose it; IQ1_S and IQ1_M share one lattice. */
-#define LATTICE(nm, dim_, bits_, nlev, np, nw, cap, g64_, g32_, lev)                                           \
-	{ .name = #nm, .dim = dim_, .bits = bits_, .nlevels = nlev, .npoints = np, .nwant = nw, .nbr_cap = cap,  \
-	  .g64 = g64_, .g32 = g32_, .pos = pos_##nm, .posf = posf_##nm, .levm1 = lev, .map = map_##nm,            \
+#define LATTICE(nm, dim_, bits_, nlev, np, nw, cap, g64_, g32_, lev)                                            \
+	{ .name = #nm, .dim = dim_, .bits = bits_, .nlevels = nlev, .npoints = np, .nwant = nw, .nbr_cap = cap, \
+	  .g64 = g64_, .g32 = g32_, .pos = pos_##nm, .posf = posf_##nm, .levm1 = lev, .map = map_##nm,          \
 	  .nbr = nbr_##nm }
 static lattice lattices[LAT_COUNT] = {
 	[LAT_IQ2XXS] = LATTICE(iq2xxs, 8, 2, 3, 256, 2, CAP_IQ2XXS, muse_iq2xxs_grid, NULL, NULL),
@@ -474,7 +418,7 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
 	float max = 0;
 	for (int i = 0; i < n; ++i)
 		max = Q_MAX(max, x[i]);
-	if (max < GROUP_MAX_EPS) {
+	if (max < MUSE_GROUP_MAX_EPS) {
 		for (int i = 0; i < n; ++i)
 			L[i] = 0;
 		return 0.f;
@@ -720,7 +664,7 @@ static const float ONES[MUSE_QK_K] = {
 #undef ONE8
 };
 
-static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl, block_iq2_xxs *y)
+static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq2_xxs *y)
 {
 	static const search_params sp = { 32, 3, -6, 6, 0.1f, true, REFIT_ALL_IF_POSITIVE };
 	float scales[MUSE_QK_K / 32], weight[32], xval[32], waux[32];
@@ -729,12 +673,12 @@ static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 	float max_scale = 0;
 	float sigma2 = sum_x2(xbl) / MUSE_QK_K;
 
-	muse_q_put_fp16(y->d, 0.f);
+	y->d = muse_q_fp16(0.f);
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib) {
 		const float *xb = xbl + 32 * ib;
 		imatrix_weights(32, qwbl + 32 * ib, xb, sigma2, weight);
 		float max = group_prep(32, xb, weight, waux, xval, block_signs, true);
-		if (max < GROUP_MAX_EPS) {
+		if (max < MUSE_GROUP_MAX_EPS) {
 			scales[ib] = 0;
 			continue;
 		}
@@ -761,7 +705,7 @@ static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 		return;
 	}
 	float d = max_scale / 31;
-	muse_q_put_fp16(y->d, d);
+	y->d = muse_q_fp16(d);
 	float id = 1 / d;
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib)
 		q2[8 * ib + 7] |= (uint8_t)(scale_code(id, scales[ib], 15) << 4);
@@ -770,7 +714,7 @@ static void iq2_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 
 /* ---- IQ2_XS ---- */
 
-static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, block_iq2_xs *y)
+static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq2_xs *y)
 {
 	static const search_params sp = { 16, 3, -9, 9, 0.1f, true, REFIT_OFF_GRID };
 	float scales[MUSE_QK_K / 16], weight[16], xval[16], waux[16];
@@ -779,14 +723,14 @@ static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, 
 	float max_scale = 0;
 	float sigma2 = sum_x2(xbl) / MUSE_QK_K;
 
-	muse_q_put_fp16(y->d, 0.f);
+	y->d = muse_q_fp16(0.f);
 	memset(y->scales, 0, sizeof y->scales);
 	for (int ib = 0; ib < MUSE_QK_K / 16; ++ib) {
 		const float *xb = xbl + 16 * ib;
 		imatrix_weights(16, qwbl + 16 * ib, xb, sigma2, weight);
 		float max = group_prep(16, xb, weight, waux, xval, block_signs, true);
 		memset(L, 0, sizeof L);
-		if (max < GROUP_MAX_EPS) {
+		if (max < MUSE_GROUP_MAX_EPS) {
 			scales[ib] = 0;
 			continue;
 		}
@@ -802,7 +746,7 @@ static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, 
 		return;
 	}
 	float d = max_scale / 31;
-	muse_q_put_fp16(y->d, d);
+	y->d = muse_q_fp16(d);
 	float id = 1 / d;
 	pack_scales16(id, scales, y->scales);
 	memcpy(y->qs, q2, sizeof y->qs);
@@ -810,7 +754,7 @@ static void iq2_xs_block(const lattice *g, const float *xbl, const float *qwbl, 
 
 /* ---- IQ2_S ---- */
 
-static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, block_iq2_s *y)
+static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq2_s *y)
 {
 	static const search_params sp = { 16, 3, -9, 9, 0.1f, true, REFIT_OFF_GRID };
 	float scales[MUSE_QK_K / 16], weight[16], xval[16], waux[16];
@@ -820,7 +764,7 @@ static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	float sigma2 = 2 * sum_x2(xbl) / MUSE_QK_K;
 
 	memset(y, 0, sizeof *y);
-	muse_q_put_fp16(y->d, 0.f);
+	y->d = muse_q_fp16(0.f);
 	for (int ib = 0; ib < MUSE_QK_K / 16; ++ib) {
 		const float *xb = xbl + 16 * ib;
 		if (qwbl) {
@@ -849,14 +793,14 @@ static void iq2_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	if (!max_scale)
 		return;
 	float d = max_scale / 31;
-	muse_q_put_fp16(y->d, d * 0.9875f);
+	y->d = muse_q_fp16(d * 0.9875f);
 	float id = 1 / d;
 	pack_scales16(id, scales, y->scales);
 }
 
 /* ---- IQ3_XXS ---- */
 
-static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl, block_iq3_xxs *y)
+static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq3_xxs *y)
 {
 	static const search_params sp = { 32, 8, -15, 15, 0.2f, true, REFIT_OFF_GRID };
 	float scales[MUSE_QK_K / 32], weight[32], xval[32], waux[32];
@@ -865,7 +809,7 @@ static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 	float max_scale = 0;
 	float sigma2 = 2 * sum_x2(xbl) / MUSE_QK_K;
 
-	muse_q_put_fp16(y->d, 0.f);
+	y->d = muse_q_fp16(0.f);
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib) {
 		const float *xb = xbl + 32 * ib;
 		iq3_weights(qwbl ? qwbl + 32 * ib : NULL, xb, sigma2, weight);
@@ -889,7 +833,7 @@ static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 		return;
 	}
 	float d = max_scale / 31;
-	muse_q_put_fp16(y->d, d * 1.0125f);
+	y->d = muse_q_fp16(d * 1.0125f);
 	float id = 1 / d;
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib)
 		q3[64 + 4 * ib + 3] |= (uint8_t)(scale_code(id, scales[ib], 15) << 4);
@@ -898,7 +842,7 @@ static void iq3_xxs_block(const lattice *g, const float *xbl, const float *qwbl,
 
 /* ---- IQ3_S ---- */
 
-static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, block_iq3_s *y)
+static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq3_s *y)
 {
 	static const search_params sp = { 32, 8, -9, 9, 0.2f, false, REFIT_ALL_IF_OFF_GRID };
 	float scales[MUSE_QK_K / 32], weight[32], xval[32], waux[32];
@@ -908,7 +852,7 @@ static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	float sigma2 = 2 * sum_x2(xbl) / MUSE_QK_K;
 
 	memset(y, 0, sizeof *y);
-	muse_q_put_fp16(y->d, 0.f);
+	y->d = muse_q_fp16(0.f);
 	uint8_t *qs = y->qs, *signs = y->signs;
 	for (int ib = 0; ib < MUSE_QK_K / 32; ++ib) {
 		const float *xb = xbl + 32 * ib;
@@ -939,7 +883,7 @@ static void iq3_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	if (!max_scale)
 		return;
 	float d = max_scale / 31;
-	muse_q_put_fp16(y->d, d * 1.033f);
+	y->d = muse_q_fp16(d * 1.033f);
 	float id = 1 / d;
 	for (int ib = 0; ib < MUSE_QK_K / 32; ib += 2) {
 		int l1 = scale_code(id, scales[ib], 15), l2 = scale_code(id, scales[ib + 1], 15);
@@ -1074,7 +1018,7 @@ static float iq1_refit(const lattice *g, int ngroup, const float *xb, const floa
 static const float IQ1_XP[3] = { -1 + MUSE_IQ1S_DELTA, MUSE_IQ1S_DELTA, 1 + MUSE_IQ1S_DELTA };
 static const float IQ1_XM[3] = { -1 - MUSE_IQ1S_DELTA, -MUSE_IQ1S_DELTA, 1 - MUSE_IQ1S_DELTA };
 
-static void iq1_s_block(const lattice *g, const float *xbl, const float *qwbl, block_iq1_s *y)
+static void iq1_s_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq1_s *y)
 {
 	enum { BS = 32 };
 	float scales[MUSE_QK_K / BS], weight[BS], sumx[BS + 1], sumw[BS + 1];
@@ -1085,7 +1029,7 @@ static void iq1_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	float max_scale = 0;
 	float sigma2 = 2 * sum_x2(xbl) / MUSE_QK_K;
 
-	muse_q_put_fp16(y->d, 0.f);
+	y->d = muse_q_fp16(0.f);
 	memset(y->qs, 0, sizeof y->qs);
 	for (int ib = 0; ib < MUSE_QK_K / BS; ++ib) {
 		const float *xb = xbl + BS * ib;
@@ -1166,7 +1110,7 @@ static void iq1_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 	}
 	if (max_scale) {
 		float d = max_scale / 15;
-		muse_q_put_fp16(y->d, d * 1.125f);
+		y->d = muse_q_fp16(d * 1.125f);
 		float id = 1 / d;
 		for (int ib = 0; ib < MUSE_QK_K / BS; ++ib) {
 			int l = muse_q_nearest_int(0.5f * (id * scales[ib] - 1));
@@ -1177,10 +1121,10 @@ static void iq1_s_block(const lattice *g, const float *xbl, const float *qwbl, b
 		}
 	}
 	for (int ib = 0; ib < MUSE_QK_K / BS; ++ib)
-		put_u16(y->qh + 2 * ib, qh[ib]);
+		y->qh[ib] = qh[ib];
 }
 
-static void iq1_m_block(const lattice *g, const float *xbl, const float *qwbl, block_iq1_m *y)
+static void iq1_m_block(const lattice *g, const float *xbl, const float *qwbl, muse_block_iq1_m *y)
 {
 	enum { BS = 16 };
 	static const uint8_t masks[4] = { 0x00, 0x80, 0x08, 0x88 };
@@ -1342,28 +1286,28 @@ static void iq1_m_block(const lattice *g, const float *xbl, const float *qwbl, b
  * muse_quantize_rows refuses too). Called directly with NULL, muse weighs
  * every column 1: defined output that no ggml output can be compared with.
  */
-#define LATTICE_ROWS(name, LAT, blk, fn, needs)                                                                \
-	size_t muse_quantize_##name##_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row,       \
-					  const float *importance)                                            \
-	{                                                                                                      \
-		const lattice *g = lattice_get(LAT);                                                           \
-		int64_t nblock = n_per_row / MUSE_QK_K;                                                        \
-		blk *y = dst;                                                                                  \
-		for (int64_t row = 0; row < nrows; ++row, src += n_per_row, y += nblock)                      \
-			for (int64_t ib = 0; ib < nblock; ++ib) {                                              \
+#define LATTICE_ROWS(name, LAT, blk, fn, needs)                                                                     \
+	size_t muse_quantize_##name##_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row,            \
+					  const float *importance)                                                  \
+	{                                                                                                           \
+		const lattice *g = lattice_get(LAT);                                                                \
+		int64_t nblock = n_per_row / MUSE_QK_K;                                                             \
+		blk *y = dst;                                                                                       \
+		for (int64_t row = 0; row < nrows; ++row, src += n_per_row, y += nblock)                            \
+			for (int64_t ib = 0; ib < nblock; ++ib) {                                                   \
 				const float *qw = importance ? importance + MUSE_QK_K * ib : (needs) ? ONES : NULL; \
-				fn(g, src + MUSE_QK_K * ib, qw, y + ib);                                       \
-			}                                                                                      \
-		return (size_t)(nrows * nblock) * sizeof(blk);                                                 \
+				fn(g, src + MUSE_QK_K * ib, qw, y + ib);                                            \
+			}                                                                                           \
+		return (size_t)(nrows * nblock) * sizeof(blk);                                                      \
 	}
 
-LATTICE_ROWS(iq2_xxs, LAT_IQ2XXS, block_iq2_xxs, iq2_xxs_block, true)
-LATTICE_ROWS(iq2_xs, LAT_IQ2XS, block_iq2_xs, iq2_xs_block, true)
-LATTICE_ROWS(iq2_s, LAT_IQ2S, block_iq2_s, iq2_s_block, false)
-LATTICE_ROWS(iq3_xxs, LAT_IQ3XXS, block_iq3_xxs, iq3_xxs_block, false)
-LATTICE_ROWS(iq3_s, LAT_IQ3S, block_iq3_s, iq3_s_block, false)
-LATTICE_ROWS(iq1_s, LAT_IQ1S, block_iq1_s, iq1_s_block, true)
-LATTICE_ROWS(iq1_m, LAT_IQ1S, block_iq1_m, iq1_m_block, false)
+LATTICE_ROWS(iq2_xxs, LAT_IQ2XXS, muse_block_iq2_xxs, iq2_xxs_block, true)
+LATTICE_ROWS(iq2_xs, LAT_IQ2XS, muse_block_iq2_xs, iq2_xs_block, true)
+LATTICE_ROWS(iq2_s, LAT_IQ2S, muse_block_iq2_s, iq2_s_block, false)
+LATTICE_ROWS(iq3_xxs, LAT_IQ3XXS, muse_block_iq3_xxs, iq3_xxs_block, false)
+LATTICE_ROWS(iq3_s, LAT_IQ3S, muse_block_iq3_s, iq3_s_block, false)
+LATTICE_ROWS(iq1_s, LAT_IQ1S, muse_block_iq1_s, iq1_s_block, true)
+LATTICE_ROWS(iq1_m, LAT_IQ1S, muse_block_iq1_m, iq1_m_block, false)
 
 /* ---- decoders: dequantize_row_<type> of ggml-quants.c, same float operations ---- */
 
@@ -1374,11 +1318,11 @@ static inline float sign_of(uint8_t signs, int j)
 
 void muse_dequantize_iq2_xxs(const void *src, float *dst, int64_t n)
 {
-	const block_iq2_xxs *x = src;
+	const muse_block_iq2_xxs *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		for (int ib32 = 0; ib32 < MUSE_QK_K / 32; ++ib32) {
-			const uint8_t *q = x[i].qs + 8 * ib32;
+			const uint8_t *q = (const uint8_t *)x[i].qs + 8 * ib32;
 			uint32_t aux1 = get_u32(q + 4);
 			const float db = d * (0.5f + (float)(aux1 >> 28)) * 0.25f;
 			for (int l = 0; l < 4; ++l, dst += 8) {
@@ -1393,15 +1337,15 @@ void muse_dequantize_iq2_xxs(const void *src, float *dst, int64_t n)
 
 void muse_dequantize_iq2_xs(const void *src, float *dst, int64_t n)
 {
-	const block_iq2_xs *x = src;
+	const muse_block_iq2_xs *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		for (int ib32 = 0; ib32 < MUSE_QK_K / 32; ++ib32) {
 			float db[2];
 			db[0] = d * (0.5f + (float)(x[i].scales[ib32] & 0xf)) * 0.25f;
 			db[1] = d * (0.5f + (float)(x[i].scales[ib32] >> 4)) * 0.25f;
 			for (int l = 0; l < 4; ++l, dst += 8) {
-				uint16_t q = get_u16(x[i].qs + 2 * (4 * ib32 + l));
+				uint16_t q = x[i].qs[4 * ib32 + l];
 				uint64_t grid = muse_iq2xs_grid[q & 511];
 				uint8_t signs = muse_iq_ksigns[q >> 9];
 				for (int j = 0; j < 8; ++j)
@@ -1413,9 +1357,9 @@ void muse_dequantize_iq2_xs(const void *src, float *dst, int64_t n)
 
 void muse_dequantize_iq2_s(const void *src, float *dst, int64_t n)
 {
-	const block_iq2_s *x = src;
+	const muse_block_iq2_s *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		const uint8_t *qs = x[i].qs, *signs = x[i].qs + MUSE_QK_K / 8;
 		for (int ib32 = 0; ib32 < MUSE_QK_K / 32; ++ib32, qs += 4, signs += 4) {
 			float db[2];
@@ -1433,9 +1377,9 @@ void muse_dequantize_iq2_s(const void *src, float *dst, int64_t n)
 
 void muse_dequantize_iq3_xxs(const void *src, float *dst, int64_t n)
 {
-	const block_iq3_xxs *x = src;
+	const muse_block_iq3_xxs *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		const uint8_t *qs = x[i].qs;
 		for (int ib32 = 0; ib32 < MUSE_QK_K / 32; ++ib32, qs += 8) {
 			uint32_t aux32 = get_u32(x[i].qs + MUSE_QK_K / 4 + 4 * ib32);
@@ -1454,9 +1398,9 @@ void muse_dequantize_iq3_xxs(const void *src, float *dst, int64_t n)
 
 void muse_dequantize_iq3_s(const void *src, float *dst, int64_t n)
 {
-	const block_iq3_s *x = src;
+	const muse_block_iq3_s *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		const uint8_t *qs = x[i].qs, *qh = x[i].qh, *signs = x[i].signs;
 		for (int ib32 = 0; ib32 < MUSE_QK_K / 32; ib32 += 2, qh += 2) {
 			const float db[2] = { d * (float)(1 + 2 * (x[i].scales[ib32 / 2] & 0xf)),
@@ -1477,12 +1421,12 @@ void muse_dequantize_iq3_s(const void *src, float *dst, int64_t n)
 
 void muse_dequantize_iq1_s(const void *src, float *dst, int64_t n)
 {
-	const block_iq1_s *x = src;
+	const muse_block_iq1_s *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		const uint8_t *qs = x[i].qs;
 		for (int ib = 0; ib < MUSE_QK_K / 32; ++ib, qs += 4) {
-			uint16_t qh = get_u16(x[i].qh + 2 * ib);
+			uint16_t qh = x[i].qh[ib];
 			const float dl = d * (float)(2 * ((qh >> 12) & 7) + 1);
 			const float delta = qh & 0x8000 ? -MUSE_IQ1S_DELTA : MUSE_IQ1S_DELTA;
 			for (int l = 0; l < 4; ++l, dst += 8) {
@@ -1496,7 +1440,7 @@ void muse_dequantize_iq1_s(const void *src, float *dst, int64_t n)
 
 void muse_dequantize_iq1_m(const void *src, float *dst, int64_t n)
 {
-	const block_iq1_m *x = src;
+	const muse_block_iq1_m *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
 		uint16_t sc[4];
 		for (int k = 0; k < 4; ++k)

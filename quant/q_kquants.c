@@ -11,7 +11,7 @@
  *    with the weights of the row's columns (the imatrix column for column, as ggml_quantize_chunk).
  *  - fp16 is round-to-nearest-even (muse_f32_to_f16), except NaN, which ggml turns into
  *    sign | 0x7E00 without payload.
- * Block structs are the on-disk layouts; host byte order is little-endian, as everywhere in muse.
+ * Block structs (lib/block_layout.h) are the on-disk layouts; the host is little-endian, as everywhere in muse.
  */
 #include "quant.h"
 #include "q_search.h"
@@ -24,54 +24,9 @@
 #error "q_kquants.c assumes a little-endian host (the block structs are the on-disk layout)"
 #endif
 
-#define QK_K 256
-/* Below this a group counts as all zero (ggml's GROUP_MAX_EPS). */
-#define KQ_EPS 1e-15f
-
 /* ggml's MIN/MAX, kept as macros so NaN comparisons pick the same operand. */
 #define KQ_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KQ_MAX(a, b) ((a) > (b) ? (a) : (b))
-
-typedef struct {
-	uint8_t scales[16]; /* 4-bit scale (low nibble) and 4-bit min (high nibble) per 16 elements: 0.5 bpw */
-	uint8_t qs[64];     /* 2-bit quants: 2 bpw */
-	uint16_t d;         /* fp16 super-block scale of the scales */
-	uint16_t dmin;      /* fp16 super-block scale of the mins */
-} kq_block_q2;          /* 2.625 bpw */
-_Static_assert(sizeof(kq_block_q2) == 84, "Q2_K block is 84 bytes");
-
-typedef struct {
-	uint8_t hmask[32];  /* high bit of each 3-bit quant: 1 bpw */
-	uint8_t qs[64];     /* low 2 bits: 2 bpw */
-	uint8_t scales[12]; /* sixteen 6-bit signed scales (biased by 32): 0.375 bpw */
-	uint16_t d;         /* fp16 super-block scale */
-} kq_block_q3;          /* 3.4375 bpw */
-_Static_assert(sizeof(kq_block_q3) == 110, "Q3_K block is 110 bytes");
-
-typedef struct {
-	uint16_t d;         /* fp16 scale of the 6-bit scales */
-	uint16_t dmin;      /* fp16 scale of the 6-bit mins */
-	uint8_t scales[12]; /* eight 6-bit scales and eight 6-bit mins, packed: 0.375 bpw */
-	uint8_t qs[128];    /* 4-bit quants: 4 bpw */
-} kq_block_q4;          /* 4.5 bpw */
-_Static_assert(sizeof(kq_block_q4) == 144, "Q4_K block is 144 bytes");
-
-typedef struct {
-	uint16_t d;         /* fp16 scale of the 6-bit scales */
-	uint16_t dmin;      /* fp16 scale of the 6-bit mins */
-	uint8_t scales[12]; /* as Q4_K: 0.375 bpw */
-	uint8_t qh[32];     /* 5th bit of each quant: 1 bpw */
-	uint8_t qs[128];    /* low 4 bits: 4 bpw */
-} kq_block_q5;          /* 5.5 bpw */
-_Static_assert(sizeof(kq_block_q5) == 176, "Q5_K block is 176 bytes");
-
-typedef struct {
-	uint8_t ql[128];   /* low 4 bits: 4 bpw */
-	uint8_t qh[64];    /* high 2 bits: 2 bpw */
-	int8_t scales[16]; /* 8-bit signed scale per 16 elements: 0.5 bpw */
-	uint16_t d;        /* fp16 super-block scale */
-} kq_block_q6;         /* 6.5625 bpw */
-_Static_assert(sizeof(kq_block_q6) == 210, "Q6_K block is 210 bytes");
 
 /* ---- helpers shared by the five types ---- */
 
@@ -90,7 +45,7 @@ static float kq_fit_signed(int n, int nmax, const float *x, int8_t *L, const flo
 			max = x[i];
 		}
 	}
-	if (amax < KQ_EPS) {
+	if (amax < MUSE_GROUP_MAX_EPS) {
 		memset(L, 0, (size_t)n);
 		return 0.f;
 	}
@@ -145,7 +100,7 @@ static float kq_fit_q3(int n, int nmax, const float *x, int8_t *L)
 			max = x[i];
 		}
 	}
-	if (amax < KQ_EPS) {
+	if (amax < MUSE_GROUP_MAX_EPS) {
 		memset(L, 0, (size_t)n);
 		return 0.f;
 	}
@@ -191,7 +146,7 @@ static float kq_fit_q3(int n, int nmax, const float *x, int8_t *L)
 /* Packs 2-bit levels: byte 32h + l holds elements 128h + l, +32, +64, +96 (Q2_K and Q3_K). */
 static void kq_pack2(const uint8_t *L, uint8_t *qs)
 {
-	for (int j = 0; j < QK_K; j += 128)
+	for (int j = 0; j < MUSE_QK_K; j += 128)
 		for (int l = 0; l < 32; l++)
 			qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
 						  (L[j + l + 96] << 6));
@@ -243,7 +198,7 @@ static inline int kq_scale_q3(int j, const uint8_t *q)
 static float kq_sumsq(const float *x)
 {
 	float s = 0;
-	for (int j = 0; j < QK_K; j++)
+	for (int j = 0; j < MUSE_QK_K; j++)
 		s += x[j] * x[j];
 	return s;
 }
@@ -251,10 +206,10 @@ static float kq_sumsq(const float *x)
 /* ---- Q2_K ---- */
 
 /* Second pass shared by both Q2_K paths: requantize with the stored (rounded) scales and mins. */
-static void q2_finish(const float *x, kq_block_q2 *y, uint8_t *L)
+static void q2_finish(const float *x, muse_block_q2_k *y, uint8_t *L)
 {
 	float dall = muse_f16_to_f32(y->d), mall = muse_f16_to_f32(y->dmin);
-	for (int j = 0; j < QK_K / 16; j++) {
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		const float d = dall * (y->scales[j] & 0xF);
 		if (!d)
 			continue;
@@ -267,12 +222,12 @@ static void q2_finish(const float *x, kq_block_q2 *y, uint8_t *L)
 	kq_pack2(L, y->qs);
 }
 
-static void q2_block_ref(const float *x, kq_block_q2 *y)
+static void q2_block_ref(const float *x, muse_block_q2_k *y)
 {
-	uint8_t L[QK_K], Laux[16];
-	float weights[16], mins[QK_K / 16], scales[QK_K / 16];
+	uint8_t L[MUSE_QK_K], Laux[16];
+	float weights[16], mins[MUSE_QK_K / 16], scales[MUSE_QK_K / 16];
 	float max_scale = 0, max_min = 0; /* scales are positive: the min is taken out */
-	for (int j = 0; j < QK_K / 16; j++) {
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		for (int l = 0; l < 16; l++)
 			weights[l] = fabsf(x[16 * j + l]);
 		scales[j] = muse_q_fit_min(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
@@ -283,7 +238,7 @@ static void q2_block_ref(const float *x, kq_block_q2 *y)
 	}
 	if (max_scale > 0) {
 		float iscale = 15.f / max_scale;
-		for (int j = 0; j < QK_K / 16; j++)
+		for (int j = 0; j < MUSE_QK_K / 16; j++)
 			y->scales[j] = (uint8_t)muse_q_nearest_int(iscale * scales[j]);
 		y->d = muse_q_fp16(max_scale / 15.f);
 	} else {
@@ -292,7 +247,7 @@ static void q2_block_ref(const float *x, kq_block_q2 *y)
 	}
 	if (max_min > 0) {
 		float iscale = 15.f / max_min;
-		for (int j = 0; j < QK_K / 16; j++)
+		for (int j = 0; j < MUSE_QK_K / 16; j++)
 			y->scales[j] |= (uint8_t)((unsigned)muse_q_nearest_int(iscale * mins[j]) << 4);
 		y->dmin = muse_q_fp16(max_min / 15.f);
 	} else {
@@ -301,12 +256,12 @@ static void q2_block_ref(const float *x, kq_block_q2 *y)
 	q2_finish(x, y, L);
 }
 
-static void q2_block_imp(const float *x, kq_block_q2 *y, const float *qw_block)
+static void q2_block_imp(const float *x, muse_block_q2_k *y, const float *qw_block)
 {
-	uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
-	float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
-	float sigma2 = kq_sumsq(x) / QK_K; /* Q2_K alone uses mean x^2, not twice it */
-	for (int j = 0; j < QK_K / 16; j++) {
+	uint8_t L[MUSE_QK_K], Laux[16], Ls[MUSE_QK_K / 16], Lm[MUSE_QK_K / 16];
+	float mins[MUSE_QK_K / 16], scales[MUSE_QK_K / 16], sw[MUSE_QK_K / 16], weight[16];
+	float sigma2 = kq_sumsq(x) / MUSE_QK_K; /* Q2_K alone uses mean x^2, not twice it */
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		const float *qw = qw_block + 16 * j;
 		for (int l = 0; l < 16; l++)
 			weight[l] = qw[l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
@@ -315,37 +270,37 @@ static void q2_block_imp(const float *x, kq_block_q2 *y, const float *qw_block)
 			sw[j] += weight[l];
 		scales[j] = muse_q_fit_min(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
 	}
-	float dm = muse_q_fit_pos(QK_K / 16, 15, scales, Ls, sw);
-	float mm = muse_q_fit_pos(QK_K / 16, 15, mins, Lm, sw);
+	float dm = muse_q_fit_pos(MUSE_QK_K / 16, 15, scales, Ls, sw);
+	float mm = muse_q_fit_pos(MUSE_QK_K / 16, 15, mins, Lm, sw);
 	y->d = muse_q_fp16(dm);
 	y->dmin = muse_q_fp16(mm);
-	for (int j = 0; j < QK_K / 16; j++)
+	for (int j = 0; j < MUSE_QK_K / 16; j++)
 		y->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
 	q2_finish(x, y, L);
 }
 
 size_t muse_quantize_q2_k_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
 {
-	int64_t nb = n_per_row / QK_K;
-	kq_block_q2 *y = dst;
+	int64_t nb = n_per_row / MUSE_QK_K;
+	muse_block_q2_k *y = dst;
 	for (int64_t r = 0; r < nrows; r++)
-		for (int64_t i = 0; i < nb; i++, src += QK_K, y++) {
+		for (int64_t i = 0; i < nb; i++, src += MUSE_QK_K, y++) {
 			if (importance)
-				q2_block_imp(src, y, importance + QK_K * i);
+				q2_block_imp(src, y, importance + MUSE_QK_K * i);
 			else
 				q2_block_ref(src, y);
 		}
-	return (size_t)(nrows * nb) * sizeof(kq_block_q2);
+	return (size_t)(nrows * nb) * sizeof(muse_block_q2_k);
 }
 
 void muse_dequantize_q2_k(const void *src, float *y, int64_t n)
 {
-	const kq_block_q2 *x = src;
-	for (int64_t i = 0; i < n / QK_K; i++) {
+	const muse_block_q2_k *x = src;
+	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
 		const float d = muse_f16_to_f32(x[i].d), min = muse_f16_to_f32(x[i].dmin);
 		const uint8_t *q = x[i].qs;
 		int is = 0;
-		for (int h = 0; h < QK_K; h += 128, q += 32)
+		for (int h = 0; h < MUSE_QK_K; h += 128, q += 32)
 			for (int shift = 0; shift < 8; shift += 2)
 				for (int half = 0; half < 32; half += 16) {
 					uint8_t sc = x[i].scales[is++];
@@ -359,10 +314,10 @@ void muse_dequantize_q2_k(const void *src, float *y, int64_t n)
 /* ---- Q3_K ---- */
 
 /* Shared tail: requantize with the stored scales, split off the high bits, pack. */
-static void q3_finish(const float *x, kq_block_q3 *y, int8_t *L)
+static void q3_finish(const float *x, muse_block_q3_k *y, int8_t *L)
 {
 	float dall = muse_f16_to_f32(y->d);
-	for (int j = 0; j < QK_K / 16; j++) {
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		float d = dall * kq_scale_q3(j, y->scales);
 		if (!d)
 			continue;
@@ -373,7 +328,7 @@ static void q3_finish(const float *x, kq_block_q3 *y, int8_t *L)
 	}
 	/* element e's high bit goes to bit e/32 of hmask[e % 32] */
 	memset(y->hmask, 0, sizeof y->hmask);
-	for (int j = 0; j < QK_K; j++)
+	for (int j = 0; j < MUSE_QK_K; j++)
 		if (L[j] > 3) {
 			y->hmask[j % 32] |= (uint8_t)(1u << (j / 32));
 			L[j] -= 4;
@@ -381,11 +336,11 @@ static void q3_finish(const float *x, kq_block_q3 *y, int8_t *L)
 	kq_pack2((const uint8_t *)L, y->qs);
 }
 
-static void q3_block_ref(const float *x, kq_block_q3 *y)
+static void q3_block_ref(const float *x, muse_block_q3_k *y)
 {
-	int8_t L[QK_K];
-	float scales[QK_K / 16], max_scale = 0, amax = 0;
-	for (int j = 0; j < QK_K / 16; j++) {
+	int8_t L[MUSE_QK_K];
+	float scales[MUSE_QK_K / 16], max_scale = 0, amax = 0;
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		scales[j] = kq_fit_q3(16, 4, x + 16 * j, L + 16 * j);
 		float a = fabsf(scales[j]);
 		if (a > amax) {
@@ -396,7 +351,7 @@ static void q3_block_ref(const float *x, kq_block_q3 *y)
 	memset(y->scales, 0, sizeof y->scales);
 	if (max_scale != 0) {
 		float iscale = -32.f / max_scale;
-		for (int j = 0; j < QK_K / 16; j++) {
+		for (int j = 0; j < MUSE_QK_K / 16; j++) {
 			/* ggml narrows to int8_t before clamping */
 			int8_t l = (int8_t)muse_q_nearest_int(iscale * scales[j]);
 			kq_put_scale_q3(j, KQ_MAX(-32, KQ_MIN(31, l)) + 32, y->scales);
@@ -408,12 +363,12 @@ static void q3_block_ref(const float *x, kq_block_q3 *y)
 	q3_finish(x, y, L);
 }
 
-static void q3_block_imp(const float *x, kq_block_q3 *y, const float *qw_block)
+static void q3_block_imp(const float *x, muse_block_q3_k *y, const float *qw_block)
 {
-	int8_t L[QK_K], Ls[QK_K / 16];
-	float scales[QK_K / 16], weight[16], sw[QK_K / 16];
-	float sigma2 = 2 * kq_sumsq(x) / QK_K;
-	for (int j = 0; j < QK_K / 16; j++) {
+	int8_t L[MUSE_QK_K], Ls[MUSE_QK_K / 16];
+	float scales[MUSE_QK_K / 16], weight[16], sw[MUSE_QK_K / 16];
+	float sigma2 = 2 * kq_sumsq(x) / MUSE_QK_K;
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		const float *qw = qw_block + 16 * j;
 		for (int l = 0; l < 16; l++)
 			weight[l] = qw[l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
@@ -424,8 +379,8 @@ static void q3_block_imp(const float *x, kq_block_q3 *y, const float *qw_block)
 		scales[j] = kq_fit_signed(16, 4, x + 16 * j, L + 16 * j, weight);
 	}
 	memset(y->scales, 0, sizeof y->scales);
-	float d_block = kq_fit_signed(QK_K / 16, 32, scales, Ls, sw);
-	for (int j = 0; j < QK_K / 16; j++)
+	float d_block = kq_fit_signed(MUSE_QK_K / 16, 32, scales, Ls, sw);
+	for (int j = 0; j < MUSE_QK_K / 16; j++)
 		kq_put_scale_q3(j, Ls[j], y->scales);
 	y->d = muse_q_fp16(d_block);
 	q3_finish(x, y, L);
@@ -433,27 +388,27 @@ static void q3_block_imp(const float *x, kq_block_q3 *y, const float *qw_block)
 
 size_t muse_quantize_q3_k_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
 {
-	int64_t nb = n_per_row / QK_K;
-	kq_block_q3 *y = dst;
+	int64_t nb = n_per_row / MUSE_QK_K;
+	muse_block_q3_k *y = dst;
 	for (int64_t r = 0; r < nrows; r++)
-		for (int64_t i = 0; i < nb; i++, src += QK_K, y++) {
+		for (int64_t i = 0; i < nb; i++, src += MUSE_QK_K, y++) {
 			if (importance)
-				q3_block_imp(src, y, importance + QK_K * i);
+				q3_block_imp(src, y, importance + MUSE_QK_K * i);
 			else
 				q3_block_ref(src, y);
 		}
-	return (size_t)(nrows * nb) * sizeof(kq_block_q3);
+	return (size_t)(nrows * nb) * sizeof(muse_block_q3_k);
 }
 
 void muse_dequantize_q3_k(const void *src, float *y, int64_t n)
 {
-	const kq_block_q3 *x = src;
-	for (int64_t i = 0; i < n / QK_K; i++) {
+	const muse_block_q3_k *x = src;
+	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
 		const float d_all = muse_f16_to_f32(x[i].d);
 		const uint8_t *q = x[i].qs, *hm = x[i].hmask;
 		uint8_t m = 1;
 		int is = 0;
-		for (int h = 0; h < QK_K; h += 128, q += 32)
+		for (int h = 0; h < MUSE_QK_K; h += 128, q += 32)
 			for (int shift = 0; shift < 8; shift += 2, m = (uint8_t)(m << 1))
 				for (int half = 0; half < 32; half += 16) {
 					float dl = d_all * kq_scale_q3(is++, x[i].scales);
@@ -468,7 +423,7 @@ void muse_dequantize_q3_k(const void *src, float *y, int64_t n)
 /* Requantizes with the stored 6-bit scales/mins into L[0..255] in [0, nmax]. */
 static void q45_requant(const float *x, uint16_t d16, uint16_t dmin16, const uint8_t *scales, int nmax, uint8_t *L)
 {
-	for (int j = 0; j < QK_K / 32; j++) {
+	for (int j = 0; j < MUSE_QK_K / 32; j++) {
 		uint8_t sc, m;
 		kq_scale_min(j, scales, &sc, &m);
 		const float d = muse_f16_to_f32(d16) * sc;
@@ -487,9 +442,9 @@ static void q45_scales_ref(const float *x, int nmax, float rmin, float rdelta, i
 			   uint8_t *scales_out, uint16_t *d, uint16_t *dmin)
 {
 	uint8_t Laux[32];
-	float weights[32], mins[QK_K / 32], scales[QK_K / 32];
+	float weights[32], mins[MUSE_QK_K / 32], scales[MUSE_QK_K / 32];
 	float max_scale = 0, max_min = 0;
-	for (int j = 0; j < QK_K / 32; j++) {
+	for (int j = 0; j < MUSE_QK_K / 32; j++) {
 		float sum_x2 = 0;
 		for (int l = 0; l < 32; l++)
 			sum_x2 += x[32 * j + l] * x[32 * j + l];
@@ -505,7 +460,7 @@ static void q45_scales_ref(const float *x, int nmax, float rmin, float rdelta, i
 	}
 	float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
 	float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-	for (int j = 0; j < QK_K / 32; j++) {
+	for (int j = 0; j < MUSE_QK_K / 32; j++) {
 		/* ggml narrows to uint8_t before the clamp to 63 */
 		uint8_t ls = (uint8_t)muse_q_nearest_int(inv_scale * scales[j]);
 		uint8_t lm = (uint8_t)muse_q_nearest_int(inv_min * mins[j]);
@@ -523,10 +478,10 @@ static void q45_scales_ref(const float *x, int nmax, float rmin, float rdelta, i
 static void q45_scales_imp(const float *x, const float *qw_block, int nmax, bool clamp63, uint8_t *L,
 			   uint8_t *scales_out, uint16_t *d, uint16_t *dmin)
 {
-	uint8_t Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
-	float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
-	float sigma2 = 2 * kq_sumsq(x) / QK_K;
-	for (int j = 0; j < QK_K / 32; j++) {
+	uint8_t Laux[32], Ls[MUSE_QK_K / 32], Lm[MUSE_QK_K / 32];
+	float weights[32], sw[MUSE_QK_K / 32], mins[MUSE_QK_K / 32], scales[MUSE_QK_K / 32];
+	float sigma2 = 2 * kq_sumsq(x) / MUSE_QK_K;
+	for (int j = 0; j < MUSE_QK_K / 32; j++) {
 		const float *qw = qw_block + 32 * j;
 		for (int l = 0; l < 32; l++)
 			weights[l] = qw[l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
@@ -537,9 +492,9 @@ static void q45_scales_imp(const float *x, const float *qw_block, int nmax, bool
 		scales[j] = muse_q_fit_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
 				       false);
 	}
-	float d_block = muse_q_fit_pos(QK_K / 32, 63, scales, Ls, sw);
-	float m_block = muse_q_fit_pos(QK_K / 32, 63, mins, Lm, sw);
-	for (int j = 0; j < QK_K / 32; j++) {
+	float d_block = muse_q_fit_pos(MUSE_QK_K / 32, 63, scales, Ls, sw);
+	float m_block = muse_q_fit_pos(MUSE_QK_K / 32, 63, mins, Lm, sw);
+	for (int j = 0; j < MUSE_QK_K / 32; j++) {
 		uint8_t ls = Ls[j], lm = Lm[j];
 		if (clamp63) {
 			ls = KQ_MIN(63, ls);
@@ -553,30 +508,30 @@ static void q45_scales_imp(const float *x, const float *qw_block, int nmax, bool
 
 size_t muse_quantize_q4_k_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
 {
-	int64_t nb = n_per_row / QK_K;
-	kq_block_q4 *y = dst;
-	uint8_t L[QK_K];
+	int64_t nb = n_per_row / MUSE_QK_K;
+	muse_block_q4_k *y = dst;
+	uint8_t L[MUSE_QK_K];
 	for (int64_t r = 0; r < nrows; r++)
-		for (int64_t i = 0; i < nb; i++, src += QK_K, y++) {
+		for (int64_t i = 0; i < nb; i++, src += MUSE_QK_K, y++) {
 			if (importance)
-				q45_scales_imp(src, importance + QK_K * i, 15, false, L, y->scales, &y->d, &y->dmin);
+				q45_scales_imp(src, importance + MUSE_QK_K * i, 15, false, L, y->scales, &y->d, &y->dmin);
 			else
 				q45_scales_ref(src, 15, -1.f, 0.1f, 20, L, y->scales, &y->d, &y->dmin);
 			q45_requant(src, y->d, y->dmin, y->scales, 15, L);
-			for (int j = 0; j < QK_K; j += 64)
+			for (int j = 0; j < MUSE_QK_K; j += 64)
 				for (int l = 0; l < 32; l++)
 					y->qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
 		}
-	return (size_t)(nrows * nb) * sizeof(kq_block_q4);
+	return (size_t)(nrows * nb) * sizeof(muse_block_q4_k);
 }
 
 void muse_dequantize_q4_k(const void *src, float *y, int64_t n)
 {
-	const kq_block_q4 *x = src;
-	for (int64_t i = 0; i < n / QK_K; i++) {
+	const muse_block_q4_k *x = src;
+	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
 		const uint8_t *q = x[i].qs;
 		const float d = muse_f16_to_f32(x[i].d), min = muse_f16_to_f32(x[i].dmin);
-		for (int is = 0; is < QK_K / 32; is += 2, q += 32) {
+		for (int is = 0; is < MUSE_QK_K / 32; is += 2, q += 32) {
 			uint8_t sc, m;
 			kq_scale_min(is, x[i].scales, &sc, &m);
 			const float d1 = d * sc, m1 = min * m;
@@ -592,13 +547,13 @@ void muse_dequantize_q4_k(const void *src, float *y, int64_t n)
 
 size_t muse_quantize_q5_k_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
 {
-	int64_t nb = n_per_row / QK_K;
-	kq_block_q5 *y = dst;
-	uint8_t L[QK_K];
+	int64_t nb = n_per_row / MUSE_QK_K;
+	muse_block_q5_k *y = dst;
+	uint8_t L[MUSE_QK_K];
 	for (int64_t r = 0; r < nrows; r++)
-		for (int64_t i = 0; i < nb; i++, src += QK_K, y++) {
+		for (int64_t i = 0; i < nb; i++, src += MUSE_QK_K, y++) {
 			if (importance)
-				q45_scales_imp(src, importance + QK_K * i, 31, true, L, y->scales, &y->d, &y->dmin);
+				q45_scales_imp(src, importance + MUSE_QK_K * i, 31, true, L, y->scales, &y->d, &y->dmin);
 			else
 				q45_scales_ref(src, 31, -0.5f, 0.1f, 15, L, y->scales, &y->d, &y->dmin);
 			q45_requant(src, y->d, y->dmin, y->scales, 31, L);
@@ -618,17 +573,17 @@ size_t muse_quantize_q5_k_ref(const float *src, void *dst, int64_t nrows, int64_
 					y->qs[32 * c + l] = (uint8_t)(l1 | (l2 << 4));
 				}
 		}
-	return (size_t)(nrows * nb) * sizeof(kq_block_q5);
+	return (size_t)(nrows * nb) * sizeof(muse_block_q5_k);
 }
 
 void muse_dequantize_q5_k(const void *src, float *y, int64_t n)
 {
-	const kq_block_q5 *x = src;
-	for (int64_t i = 0; i < n / QK_K; i++) {
+	const muse_block_q5_k *x = src;
+	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
 		const uint8_t *ql = x[i].qs, *qh = x[i].qh;
 		const float d = muse_f16_to_f32(x[i].d), min = muse_f16_to_f32(x[i].dmin);
 		uint8_t u1 = 1, u2 = 2;
-		for (int is = 0; is < QK_K / 32; is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
+		for (int is = 0; is < MUSE_QK_K / 32; is += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
 			uint8_t sc, m;
 			kq_scale_min(is, x[i].scales, &sc, &m);
 			const float d1 = d * sc, m1 = min * m;
@@ -645,11 +600,11 @@ void muse_dequantize_q5_k(const void *src, float *y, int64_t n)
 /* ---- Q6_K ---- */
 
 /* qw_block: NULL (x^2 weights, the _ref path) or the block's importance weights, used as they are. */
-static void q6_block(const float *x, kq_block_q6 *y, const float *qw_block)
+static void q6_block(const float *x, muse_block_q6_k *y, const float *qw_block)
 {
-	int8_t L[QK_K];
-	float scales[QK_K / 16], max_scale = 0, max_abs = 0;
-	for (int ib = 0; ib < QK_K / 16; ib++) {
+	int8_t L[MUSE_QK_K];
+	float scales[MUSE_QK_K / 16], max_scale = 0, max_abs = 0;
+	for (int ib = 0; ib < MUSE_QK_K / 16; ib++) {
 		scales[ib] = kq_fit_signed(16, 32, x + 16 * ib, L + 16 * ib, qw_block ? qw_block + 16 * ib : NULL);
 		float a = fabsf(scales[ib]);
 		if (a > max_abs) {
@@ -657,17 +612,17 @@ static void q6_block(const float *x, kq_block_q6 *y, const float *qw_block)
 			max_scale = scales[ib];
 		}
 	}
-	if (max_abs < KQ_EPS) {
+	if (max_abs < MUSE_GROUP_MAX_EPS) {
 		memset(y, 0, sizeof *y);
 		y->d = muse_q_fp16(0.f);
 		return;
 	}
 	float iscale = -128.f / max_scale;
 	y->d = muse_q_fp16(1 / iscale);
-	for (int ib = 0; ib < QK_K / 16; ib++)
+	for (int ib = 0; ib < MUSE_QK_K / 16; ib++)
 		y->scales[ib] = (int8_t)KQ_MIN(127, muse_q_nearest_int(iscale * scales[ib]));
 	const float dall = muse_f16_to_f32(y->d);
-	for (int j = 0; j < QK_K / 16; j++) {
+	for (int j = 0; j < MUSE_QK_K / 16; j++) {
 		float d = dall * y->scales[j];
 		if (!d)
 			continue;
@@ -679,7 +634,7 @@ static void q6_block(const float *x, kq_block_q6 *y, const float *qw_block)
 	/* half h: ql[64h + l] = elems l | l+64 (nibbles), ql[64h + 32 + l] = l+32 | l+96, qh[32h + l] = top bits */
 	uint8_t *ql = y->ql, *qh = y->qh;
 	const uint8_t *U = (const uint8_t *)L;
-	for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
+	for (int j = 0; j < MUSE_QK_K; j += 128, ql += 64, qh += 32)
 		for (int l = 0; l < 32; l++) {
 			ql[l] = (uint8_t)((U[j + l] & 0xF) | ((U[j + l + 64] & 0xF) << 4));
 			ql[l + 32] = (uint8_t)((U[j + l + 32] & 0xF) | ((U[j + l + 96] & 0xF) << 4));
@@ -690,22 +645,22 @@ static void q6_block(const float *x, kq_block_q6 *y, const float *qw_block)
 
 size_t muse_quantize_q6_k_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *importance)
 {
-	int64_t nb = n_per_row / QK_K;
-	kq_block_q6 *y = dst;
+	int64_t nb = n_per_row / MUSE_QK_K;
+	muse_block_q6_k *y = dst;
 	for (int64_t r = 0; r < nrows; r++)
-		for (int64_t i = 0; i < nb; i++, src += QK_K, y++)
-			q6_block(src, y, importance ? importance + QK_K * i : NULL);
-	return (size_t)(nrows * nb) * sizeof(kq_block_q6);
+		for (int64_t i = 0; i < nb; i++, src += MUSE_QK_K, y++)
+			q6_block(src, y, importance ? importance + MUSE_QK_K * i : NULL);
+	return (size_t)(nrows * nb) * sizeof(muse_block_q6_k);
 }
 
 void muse_dequantize_q6_k(const void *src, float *y, int64_t n)
 {
-	const kq_block_q6 *x = src;
-	for (int64_t i = 0; i < n / QK_K; i++) {
+	const muse_block_q6_k *x = src;
+	for (int64_t i = 0; i < n / MUSE_QK_K; i++) {
 		const float d = muse_f16_to_f32(x[i].d);
 		const uint8_t *ql = x[i].ql, *qh = x[i].qh;
 		const int8_t *sc = x[i].scales;
-		for (int h = 0; h < QK_K; h += 128, y += 128, ql += 64, qh += 32, sc += 8)
+		for (int h = 0; h < MUSE_QK_K; h += 128, y += 128, ql += 64, qh += 32, sc += 8)
 			for (int l = 0; l < 32; l++) {
 				int is = l / 16;
 				int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;

@@ -23,8 +23,6 @@
 #define Q_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define Q_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-#define GROUP_MAX_EPS 1e-15f /* ggml: blocks whose largest magnitude is below this are all zero */
-
 /* The low byte of a float-to-int cast, as ggml's (int8_t)/(uint8_t) casts give on x86-64. */
 static inline int8_t cast_i8(float f)
 {
@@ -53,9 +51,9 @@ static float row_sigma2(const float *x, int64_t n_per_row)
 	return sum_x2 / (float)n_per_row;
 }
 
-static void block_weights(float *weight, const float *xb, const float *qw, float sigma2)
+static void block_weights(int n, float *weight, const float *xb, const float *qw, float sigma2)
 {
-	for (int j = 0; j < MUSE_QK32; ++j)
+	for (int j = 0; j < n; ++j)
 		weight[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
 }
 
@@ -76,7 +74,7 @@ static float make_qx_quants_w(int n, int nmax, const float *x, int8_t *L, const 
 			max = x[i];
 		}
 	}
-	if (amax < GROUP_MAX_EPS) {
+	if (amax < MUSE_GROUP_MAX_EPS) {
 		for (int i = 0; i < n; ++i)
 			L[i] = 0;
 		return 0.f;
@@ -122,11 +120,11 @@ static float make_qx_quants_w(int n, int nmax, const float *x, int8_t *L, const 
  * The row loop Q4_0, Q4_1, Q5_0 and Q5_1 share, as ggml's quantize_<t>: the plain
  * reference per row without importance, the weighted search with it.
  */
-#define LEGACY_QUANTIZE(name)                                                                                \
-	size_t muse_quantize_##name##_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row,      \
+#define LEGACY_QUANTIZE(name, qk)                                                                            \
+	size_t muse_quantize_##name##_ref(const float *src, void *dst, int64_t nrows, int64_t n_per_row,     \
 					  const float *importance)                                           \
 	{                                                                                                    \
-		size_t row_size = (size_t)(n_per_row / MUSE_QK32) * sizeof(muse_block_##name);              \
+		size_t row_size = (size_t)(n_per_row / (qk)) * sizeof(muse_block_##name);                    \
 		for (int64_t r = 0; r < nrows; r++) {                                                        \
 			muse_block_##name *y = (muse_block_##name *)((uint8_t *)dst + (size_t)r * row_size); \
 			if (importance)                                                                      \
@@ -141,9 +139,9 @@ static float make_qx_quants_w(int n, int nmax, const float *x, int8_t *L, const 
 
 static void q4_0_row_ref(const float *x, muse_block_q4_0 *y, int64_t k)
 {
-	for (int64_t i = 0; i < k / MUSE_QK32; i++, x += MUSE_QK32) {
+	for (int64_t i = 0; i < k / MUSE_QK4_0; i++, x += MUSE_QK4_0) {
 		float amax = 0.0f, max = 0.0f; /* the signed value of largest magnitude, the first on ties */
-		for (int j = 0; j < MUSE_QK32; j++) {
+		for (int j = 0; j < MUSE_QK4_0; j++) {
 			if (amax < fabsf(x[j])) {
 				amax = fabsf(x[j]);
 				max = x[j];
@@ -151,7 +149,7 @@ static void q4_0_row_ref(const float *x, muse_block_q4_0 *y, int64_t k)
 		}
 		const float d = max / -8;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
+		y[i].d = muse_q_fp16(d);
 		for (int j = 0; j < 16; ++j) {
 			/* x/d + 8.5 truncated: round half up; |x/d| <= 8, so only the top value 16 is clipped */
 			uint8_t xi0 = (uint8_t)Q_MIN(15, cast_i8(x[j] * id + 8.5f));
@@ -163,26 +161,26 @@ static void q4_0_row_ref(const float *x, muse_block_q4_0 *y, int64_t k)
 
 static void q4_0_row_impl(const float *x, muse_block_q4_0 *y, int64_t n_per_row, const float *quant_weights)
 {
-	float weight[MUSE_QK32];
-	int8_t L[MUSE_QK32];
+	float weight[MUSE_QK4_0];
+	int8_t L[MUSE_QK4_0];
 	float sigma2 = row_sigma2(x, n_per_row);
-	for (int64_t ib = 0; ib < n_per_row / MUSE_QK32; ++ib) {
-		const float *xb = x + MUSE_QK32 * ib;
-		block_weights(weight, xb, quant_weights + MUSE_QK32 * ib, sigma2);
-		float d = make_qx_quants_w(MUSE_QK32, 8, xb, L, weight);
-		muse_q_put_fp16(y[ib].d, d);
+	for (int64_t ib = 0; ib < n_per_row / MUSE_QK4_0; ++ib) {
+		const float *xb = x + MUSE_QK4_0 * ib;
+		block_weights(MUSE_QK4_0, weight, xb, quant_weights + MUSE_QK4_0 * ib, sigma2);
+		float d = make_qx_quants_w(MUSE_QK4_0, 8, xb, L, weight);
+		y[ib].d = muse_q_fp16(d);
 		for (int j = 0; j < 16; ++j)
 			y[ib].qs[j] = (uint8_t)(L[j] | L[j + 16] << 4);
 	}
 }
 
-LEGACY_QUANTIZE(q4_0)
+LEGACY_QUANTIZE(q4_0, MUSE_QK4_0)
 
 void muse_dequantize_q4_0(const void *src, float *dst, int64_t n)
 {
 	const muse_block_q4_0 *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
-		const float d = muse_q_get_fp16(x[i].d);
+	for (int64_t i = 0; i < n / MUSE_QK4_0; i++, dst += MUSE_QK4_0) {
+		const float d = muse_f16_to_f32(x[i].d);
 		for (int j = 0; j < 16; ++j) {
 			dst[j] = (float)((x[i].qs[j] & 0x0F) - 8) * d;
 			dst[j + 16] = (float)((x[i].qs[j] >> 4) - 8) * d;
@@ -194,9 +192,9 @@ void muse_dequantize_q4_0(const void *src, float *dst, int64_t n)
 
 static void q4_1_row_ref(const float *x, muse_block_q4_1 *y, int64_t k)
 {
-	for (int64_t i = 0; i < k / MUSE_QK32; i++, x += MUSE_QK32) {
+	for (int64_t i = 0; i < k / MUSE_QK4_1; i++, x += MUSE_QK4_1) {
 		float min = FLT_MAX, max = -FLT_MAX;
-		for (int j = 0; j < MUSE_QK32; j++) {
+		for (int j = 0; j < MUSE_QK4_1; j++) {
 			if (x[j] < min)
 				min = x[j];
 			if (x[j] > max)
@@ -204,8 +202,8 @@ static void q4_1_row_ref(const float *x, muse_block_q4_1 *y, int64_t k)
 		}
 		const float d = (max - min) / 15;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
-		muse_q_put_fp16(y[i].m, min);
+		y[i].d = muse_q_fp16(d);
+		y[i].m = muse_q_fp16(min);
 		for (int j = 0; j < 16; ++j) {
 			uint8_t xi0 = (uint8_t)Q_MIN(15, cast_i8((x[j] - min) * id + 0.5f));
 			uint8_t xi1 = (uint8_t)Q_MIN(15, cast_i8((x[j + 16] - min) * id + 0.5f));
@@ -216,29 +214,29 @@ static void q4_1_row_ref(const float *x, muse_block_q4_1 *y, int64_t k)
 
 static void q4_1_row_impl(const float *x, muse_block_q4_1 *y, int64_t n_per_row, const float *quant_weights)
 {
-	float weight[MUSE_QK32];
-	uint8_t L[MUSE_QK32], Laux[MUSE_QK32];
+	float weight[MUSE_QK4_1];
+	uint8_t L[MUSE_QK4_1], Laux[MUSE_QK4_1];
 	float sigma2 = row_sigma2(x, n_per_row);
-	for (int64_t ib = 0; ib < n_per_row / MUSE_QK32; ++ib) {
-		const float *xb = x + MUSE_QK32 * ib;
-		block_weights(weight, xb, quant_weights + MUSE_QK32 * ib, sigma2);
+	for (int64_t ib = 0; ib < n_per_row / MUSE_QK4_1; ++ib) {
+		const float *xb = x + MUSE_QK4_1 * ib;
+		block_weights(MUSE_QK4_1, weight, xb, quant_weights + MUSE_QK4_1 * ib, sigma2);
 		float min;
-		float d = muse_q_fit_min(MUSE_QK32, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
-		muse_q_put_fp16(y[ib].d, d);
-		muse_q_put_fp16(y[ib].m, -min);
+		float d = muse_q_fit_min(MUSE_QK4_1, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+		y[ib].d = muse_q_fp16(d);
+		y[ib].m = muse_q_fp16(-min);
 		for (int j = 0; j < 16; ++j)
 			y[ib].qs[j] = (uint8_t)(L[j] | L[j + 16] << 4);
 	}
 }
 
-LEGACY_QUANTIZE(q4_1)
+LEGACY_QUANTIZE(q4_1, MUSE_QK4_1)
 
 void muse_dequantize_q4_1(const void *src, float *dst, int64_t n)
 {
 	const muse_block_q4_1 *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
-		const float d = muse_q_get_fp16(x[i].d);
-		const float m = muse_q_get_fp16(x[i].m);
+	for (int64_t i = 0; i < n / MUSE_QK4_1; i++, dst += MUSE_QK4_1) {
+		const float d = muse_f16_to_f32(x[i].d);
+		const float m = muse_f16_to_f32(x[i].m);
 		for (int j = 0; j < 16; ++j) {
 			dst[j] = (float)(x[i].qs[j] & 0x0F) * d + m;
 			dst[j + 16] = (float)(x[i].qs[j] >> 4) * d + m;
@@ -262,10 +260,10 @@ static void pack_q5(uint8_t qs[16], uint8_t qh_out[4], const uint8_t *xi)
 
 static void q5_0_row_ref(const float *x, muse_block_q5_0 *y, int64_t k)
 {
-	uint8_t xi[MUSE_QK32];
-	for (int64_t i = 0; i < k / MUSE_QK32; i++, x += MUSE_QK32) {
+	uint8_t xi[MUSE_QK5_0];
+	for (int64_t i = 0; i < k / MUSE_QK5_0; i++, x += MUSE_QK5_0) {
 		float amax = 0.0f, max = 0.0f;
-		for (int j = 0; j < MUSE_QK32; j++) {
+		for (int j = 0; j < MUSE_QK5_0; j++) {
 			if (amax < fabsf(x[j])) {
 				amax = fabsf(x[j]);
 				max = x[j];
@@ -273,8 +271,8 @@ static void q5_0_row_ref(const float *x, muse_block_q5_0 *y, int64_t k)
 		}
 		const float d = max / -16;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
-		for (int j = 0; j < MUSE_QK32; ++j)
+		y[i].d = muse_q_fp16(d);
+		for (int j = 0; j < MUSE_QK5_0; ++j)
 			xi[j] = (uint8_t)Q_MIN(31, cast_i8(x[j] * id + 16.5f));
 		pack_q5(y[i].qs, y[i].qh, xi);
 	}
@@ -282,28 +280,28 @@ static void q5_0_row_ref(const float *x, muse_block_q5_0 *y, int64_t k)
 
 static void q5_0_row_impl(const float *x, muse_block_q5_0 *y, int64_t n_per_row, const float *quant_weights)
 {
-	float weight[MUSE_QK32];
-	int8_t L[MUSE_QK32];
-	uint8_t xi[MUSE_QK32];
+	float weight[MUSE_QK5_0];
+	int8_t L[MUSE_QK5_0];
+	uint8_t xi[MUSE_QK5_0];
 	float sigma2 = row_sigma2(x, n_per_row);
-	for (int64_t ib = 0; ib < n_per_row / MUSE_QK32; ++ib) {
-		const float *xb = x + MUSE_QK32 * ib;
-		block_weights(weight, xb, quant_weights + MUSE_QK32 * ib, sigma2);
-		float d = make_qx_quants_w(MUSE_QK32, 16, xb, L, weight);
-		muse_q_put_fp16(y[ib].d, d);
-		for (int j = 0; j < MUSE_QK32; ++j)
+	for (int64_t ib = 0; ib < n_per_row / MUSE_QK5_0; ++ib) {
+		const float *xb = x + MUSE_QK5_0 * ib;
+		block_weights(MUSE_QK5_0, weight, xb, quant_weights + MUSE_QK5_0 * ib, sigma2);
+		float d = make_qx_quants_w(MUSE_QK5_0, 16, xb, L, weight);
+		y[ib].d = muse_q_fp16(d);
+		for (int j = 0; j < MUSE_QK5_0; ++j)
 			xi[j] = (uint8_t)L[j];
 		pack_q5(y[ib].qs, y[ib].qh, xi);
 	}
 }
 
-LEGACY_QUANTIZE(q5_0)
+LEGACY_QUANTIZE(q5_0, MUSE_QK5_0)
 
 void muse_dequantize_q5_0(const void *src, float *dst, int64_t n)
 {
 	const muse_block_q5_0 *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
-		const float d = muse_q_get_fp16(x[i].d);
+	for (int64_t i = 0; i < n / MUSE_QK5_0; i++, dst += MUSE_QK5_0) {
+		const float d = muse_f16_to_f32(x[i].d);
 		const uint32_t qh = get_u32le(x[i].qh);
 		for (int j = 0; j < 16; ++j) {
 			int x0 = (int)((x[i].qs[j] & 0x0F) | ((qh >> j) << 4 & 0x10)) - 16;
@@ -318,10 +316,10 @@ void muse_dequantize_q5_0(const void *src, float *dst, int64_t n)
 
 static void q5_1_row_ref(const float *x, muse_block_q5_1 *y, int64_t k)
 {
-	uint8_t xi[MUSE_QK32];
-	for (int64_t i = 0; i < k / MUSE_QK32; i++, x += MUSE_QK32) {
+	uint8_t xi[MUSE_QK5_1];
+	for (int64_t i = 0; i < k / MUSE_QK5_1; i++, x += MUSE_QK5_1) {
 		float min = FLT_MAX, max = -FLT_MAX;
-		for (int j = 0; j < MUSE_QK32; j++) {
+		for (int j = 0; j < MUSE_QK5_1; j++) {
 			if (x[j] < min)
 				min = x[j];
 			if (x[j] > max)
@@ -329,10 +327,10 @@ static void q5_1_row_ref(const float *x, muse_block_q5_1 *y, int64_t k)
 		}
 		const float d = (max - min) / 31;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
-		muse_q_put_fp16(y[i].m, min);
+		y[i].d = muse_q_fp16(d);
+		y[i].m = muse_q_fp16(min);
 		/* ggml has no clamp to 31 here: (x - min)/d + 0.5 stays below 32 for finite scales */
-		for (int j = 0; j < MUSE_QK32; ++j)
+		for (int j = 0; j < MUSE_QK5_1; ++j)
 			xi[j] = (uint8_t)cast_i8((x[j] - min) * id + 0.5f);
 		pack_q5(y[i].qs, y[i].qh, xi);
 	}
@@ -340,28 +338,28 @@ static void q5_1_row_ref(const float *x, muse_block_q5_1 *y, int64_t k)
 
 static void q5_1_row_impl(const float *x, muse_block_q5_1 *y, int64_t n_per_row, const float *quant_weights)
 {
-	float weight[MUSE_QK32];
-	uint8_t L[MUSE_QK32], Laux[MUSE_QK32];
+	float weight[MUSE_QK5_1];
+	uint8_t L[MUSE_QK5_1], Laux[MUSE_QK5_1];
 	float sigma2 = row_sigma2(x, n_per_row);
-	for (int64_t ib = 0; ib < n_per_row / MUSE_QK32; ++ib) {
-		const float *xb = x + MUSE_QK32 * ib;
-		block_weights(weight, xb, quant_weights + MUSE_QK32 * ib, sigma2);
+	for (int64_t ib = 0; ib < n_per_row / MUSE_QK5_1; ++ib) {
+		const float *xb = x + MUSE_QK5_1 * ib;
+		block_weights(MUSE_QK5_1, weight, xb, quant_weights + MUSE_QK5_1 * ib, sigma2);
 		float min;
-		float d = muse_q_fit_min(MUSE_QK32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
-		muse_q_put_fp16(y[ib].d, d);
-		muse_q_put_fp16(y[ib].m, -min);
+		float d = muse_q_fit_min(MUSE_QK5_1, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+		y[ib].d = muse_q_fp16(d);
+		y[ib].m = muse_q_fp16(-min);
 		pack_q5(y[ib].qs, y[ib].qh, L);
 	}
 }
 
-LEGACY_QUANTIZE(q5_1)
+LEGACY_QUANTIZE(q5_1, MUSE_QK5_1)
 
 void muse_dequantize_q5_1(const void *src, float *dst, int64_t n)
 {
 	const muse_block_q5_1 *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
-		const float d = muse_q_get_fp16(x[i].d);
-		const float m = muse_q_get_fp16(x[i].m);
+	for (int64_t i = 0; i < n / MUSE_QK5_1; i++, dst += MUSE_QK5_1) {
+		const float d = muse_f16_to_f32(x[i].d);
+		const float m = muse_f16_to_f32(x[i].m);
 		const uint32_t qh = get_u32le(x[i].qh);
 		for (int j = 0; j < 16; ++j) {
 			int x0 = (int)((x[i].qs[j] & 0x0F) | ((qh >> j) << 4 & 0x10));
@@ -379,15 +377,15 @@ size_t muse_quantize_q8_0_ref(const float *src, void *dst, int64_t nrows, int64_
 	(void)importance; /* ggml's Q8_0 has no weighted variant */
 	muse_block_q8_0 *y = dst;
 	const float *x = src;
-	int64_t nb = nrows * (n_per_row / MUSE_QK32);
-	for (int64_t i = 0; i < nb; i++, x += MUSE_QK32) {
+	int64_t nb = nrows * (n_per_row / MUSE_QK8_0);
+	for (int64_t i = 0; i < nb; i++, x += MUSE_QK8_0) {
 		float amax = 0.0f;
-		for (int j = 0; j < MUSE_QK32; j++)
+		for (int j = 0; j < MUSE_QK8_0; j++)
 			amax = Q_MAX(amax, fabsf(x[j]));
 		const float d = amax / 127;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
-		for (int j = 0; j < MUSE_QK32; ++j)
+		y[i].d = muse_q_fp16(d);
+		for (int j = 0; j < MUSE_QK8_0; ++j)
 			y[i].qs[j] = cast_i8(roundf(x[j] * id)); /* half away from zero */
 	}
 	return (size_t)nb * sizeof(muse_block_q8_0);
@@ -396,9 +394,9 @@ size_t muse_quantize_q8_0_ref(const float *src, void *dst, int64_t nrows, int64_
 void muse_dequantize_q8_0(const void *src, float *dst, int64_t n)
 {
 	const muse_block_q8_0 *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
-		const float d = muse_q_get_fp16(x[i].d);
-		for (int j = 0; j < MUSE_QK32; ++j)
+	for (int64_t i = 0; i < n / MUSE_QK8_0; i++, dst += MUSE_QK8_0) {
+		const float d = muse_f16_to_f32(x[i].d);
+		for (int j = 0; j < MUSE_QK8_0; ++j)
 			dst[j] = (float)x[i].qs[j] * d;
 	}
 }

@@ -32,10 +32,10 @@ size_t muse_quantize_mxfp4_ref(const float *src, void *dst, int64_t nrows, int64
 	(void)importance;
 	muse_block_mxfp4 *y = dst;
 	const float *x = src;
-	int64_t nb = nrows * (n_per_row / MUSE_QK32);
-	for (int64_t i = 0; i < nb; i++, x += MUSE_QK32) {
+	int64_t nb = nrows * (n_per_row / MUSE_QK_MXFP4);
+	for (int64_t i = 0; i < nb; i++, x += MUSE_QK_MXFP4) {
 		float amax = 0.0f;
-		for (int j = 0; j < MUSE_QK32; j++)
+		for (int j = 0; j < MUSE_QK_MXFP4; j++)
 			if (amax < fabsf(x[j]))
 				amax = fabsf(x[j]);
 		/*
@@ -62,7 +62,7 @@ size_t muse_quantize_mxfp4_ref(const float *src, void *dst, int64_t nrows, int64
 void muse_dequantize_mxfp4(const void *src, float *dst, int64_t n)
 {
 	const muse_block_mxfp4 *x = src;
-	for (int64_t i = 0; i < n / MUSE_QK32; i++, dst += MUSE_QK32) {
+	for (int64_t i = 0; i < n / MUSE_QK_MXFP4; i++, dst += MUSE_QK_MXFP4) {
 		const float d = muse_q_e8m0_half(x[i].e);
 		for (int j = 0; j < 16; ++j) {
 			dst[j] = (float)muse_kvalues_mxfp4[x[i].qs[j] & 0x0F] * d;
@@ -106,7 +106,7 @@ size_t muse_quantize_tq1_0_ref(const float *src, void *dst, int64_t nrows, int64
 			amax = Q_MAX(amax, fabsf(x[j]));
 		const float d = amax;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
+		y[i].d = muse_q_fp16(d);
 		/* bytes 0..31: five trits each, elems m + 32n; bytes 32..47: elems 160 + m + 16n */
 		for (int m = 0; m < 32; ++m)
 			y[i].qs[m] = pack_trits(x + m, 32, 5, id);
@@ -127,7 +127,7 @@ void muse_dequantize_tq1_0(const void *src, float *dst, int64_t n)
 	static const uint8_t pow3[6] = { 1, 3, 9, 27, 81, 243 };
 	const muse_block_tq1_0 *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; ++i) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		/* multiplying by 3^n (mod 256) moves trit n to the top; * 3 >> 8 reads it */
 		for (int nn = 0; nn < 5; ++nn)
 			for (int m = 0; m < 32; ++m) {
@@ -162,7 +162,7 @@ size_t muse_quantize_tq2_0_ref(const float *src, void *dst, int64_t nrows, int64
 			amax = Q_MAX(amax, fabsf(x[j]));
 		const float d = amax;
 		const float id = d ? 1.0f / d : 0.0f;
-		muse_q_put_fp16(y[i].d, d);
+		y[i].d = muse_q_fp16(d);
 		/* byte 32h + m holds elems 128h + m + 32n in bits 2n, 2n+1 */
 		for (int h = 0; h < 2; ++h, x += 128)
 			for (int m = 0; m < 32; ++m) {
@@ -179,7 +179,7 @@ void muse_dequantize_tq2_0(const void *src, float *dst, int64_t n)
 {
 	const muse_block_tq2_0 *x = src;
 	for (int64_t i = 0; i < n / MUSE_QK_K; ++i) {
-		const float d = muse_q_get_fp16(x[i].d);
+		const float d = muse_f16_to_f32(x[i].d);
 		for (int h = 0; h < 2; ++h)
 			for (int l = 0; l < 4; ++l)
 				for (int m = 0; m < 32; ++m) {

@@ -96,7 +96,7 @@ float muse_q_fit_pos(int n, int nmax, const float *x, uint8_t *L, const float *q
 	float max = 0;
 	for (int i = 0; i < n; i++)
 		max = Q_FIT_MAX(max, x[i]);
-	if (max < 1e-15f) {
+	if (max < MUSE_GROUP_MAX_EPS) {
 		memset(L, 0, (size_t)n);
 		return 0.f;
 	}

@@ -29,6 +29,7 @@ typedef struct muse_quant_traits {
 	muse_quantize_fn quantize_fast; /* NULL: use quantize_ref */
 	muse_dequantize_fn dequantize;  /* NULL when muse cannot decode this type yet */
 	bool needs_importance;          /* ggml refuses to quantize without an imatrix (IQ2_*, IQ1_*) */
+	size_t align;                   /* alignment of the type's block struct (lib/block_layout.h) */
 } muse_quant_traits;
 
 /* The row for t; NULL for non-block types and unknown values. */
@@ -37,12 +38,12 @@ const muse_quant_traits *muse_quant_traits_of(muse_dtype t);
 /*
  * Threaded driver: splits rows over OpenMP threads (nthreads <= 0: all).
  * Output is byte-identical for every thread count. Fails for types without
- * a quantizer, rows that are not whole blocks, and missing importance where
- * the type needs it.
+ * a quantizer, rows that are not whole blocks, missing importance where
+ * the type needs it, and a dst not aligned for the type's block struct.
  */
 muse_status muse_quantize_rows(muse_dtype t, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
 			       const float *importance, int nthreads, muse_err *err);
-/* Dequantizes n elements (threaded for large n). */
+/* Dequantizes n elements (threaded for large n); src may have any alignment (a tensor mapped from a GGUF file). */
 muse_status muse_dequantize(muse_dtype t, const void *src, float *dst, int64_t n, muse_err *err);
 
 /* ---- per-type functions (quant/q_*.c); the traits table in quant.c points at them ---- */

@@ -6,6 +6,8 @@
 
 #include "rtn.h"
 
+#include "../lib/block_layout.h"
+
 muse_status muse_wq_config_check(const muse_wq_config *c, uint64_t cols, muse_err *err)
 {
 	if (c->bits != 2 && c->bits != 3 && c->bits != 4 && c->bits != 8)
@@ -61,7 +63,7 @@ void muse_wq_params(const muse_wq_config *c, double xmin, double xmax, float *sc
 		if (c->sym) {
 			double amax = fmax(fabs(xmin), fabs(xmax));
 			*scale = round_scale(fmax(amax, 1e-5) / (double)(half - 1 > 0 ? half - 1 : 1), c->scale_dtype);
-			*zero = (uint8_t)half;
+			*zero = (uint8_t)MUSE_PACKED_SYM_ZERO(c->bits);
 			return;
 		}
 		*scale = round_scale(fmax(xmax - xmin, 1e-5) / maxq, c->scale_dtype);
@@ -85,7 +87,7 @@ void muse_wq_params(const muse_wq_config *c, double xmin, double xmax, float *sc
 	double s = (xmax - xmin) / maxq;
 	if (c->sym) {
 		*scale = round_scale(s, c->scale_dtype);
-		*zero = (uint8_t)((maxq + 1) / 2);
+		*zero = (uint8_t)MUSE_PACKED_SYM_ZERO(c->bits);
 		return;
 	}
 	*scale = round_scale(s, c->scale_dtype);

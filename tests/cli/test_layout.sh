@@ -16,3 +16,6 @@ bad=$(nm -g --defined-only build/asan/lib/*.o build/asan/formats/*.o build/asan/
 # File names are unique across the tree (STYLE 5).
 dups=$(git ls-files '*.c' '*.h' '*.cu' | xargs -n1 basename | sort | uniq -d | grep -v '^unit.h$')
 [ -z "$dups" ] && pass unique_file_names || fail unique_file_names "$dups"
+# Block structs and block sizes are defined once, in lib/block_layout.h, which C, CUDA and HIP code share.
+if blk=$("$(dirname "$0")/../../scripts/check_blocks.sh" 2>&1); then pass block_layout_once
+else fail block_layout_once "defined outside lib/block_layout.h: $(echo "$blk" | head -3 | tr '\n' ' ')"; fi

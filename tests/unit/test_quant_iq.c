@@ -26,11 +26,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../lib/block_layout.h"
 #include "../../lib/dtype.h"
 #include "../../quant/quant.h"
 #include "unit.h"
-
-#define QK_K 256
 
 static const muse_dtype IQTYPES[] = { MUSE_DT_IQ1_S, MUSE_DT_IQ1_M,   MUSE_DT_IQ2_XXS, MUSE_DT_IQ2_XS,
 				      MUSE_DT_IQ2_S, MUSE_DT_IQ3_XXS, MUSE_DT_IQ3_S };
@@ -46,7 +45,7 @@ static int needs_imatrix(muse_dtype t)
 
 static size_t row_bytes(muse_dtype t, int64_t n_per_row)
 {
-	return (size_t)(n_per_row / QK_K) * muse_dtype_info(t)->block_bytes;
+	return (size_t)(n_per_row / MUSE_QK_K) * muse_dtype_info(t)->block_bytes;
 }
 
 static size_t quant_ref(muse_dtype t, const float *x, void *out, int64_t nrows, int64_t npr, const float *imp)
@@ -69,8 +68,8 @@ static void golden_input(float *x, float *imp)
 		for (int i = 0; i < G_N; i++)
 			x[r * G_N + i] = rng_normal() * sc[r];
 	for (int b = 0; b < 2; b++) {
-		x[4 * G_N + b * QK_K + 17] = 40.0f;
-		x[5 * G_N + b * QK_K + 200] = -40.0f;
+		x[4 * G_N + b * MUSE_QK_K + 17] = 40.0f;
+		x[5 * G_N + b * MUSE_QK_K + 200] = -40.0f;
 	}
 	for (int i = 64; i < 96; i++)
 		x[i] = 0.0f;
@@ -216,21 +215,21 @@ static void test_roundtrip_error(void)
 /* Zero and -0 super-blocks quantize to all-zero bytes and decode to zeros, with or without importance. */
 static void test_zero_blocks(void)
 {
-	float x[2 * QK_K], y[2 * QK_K], imp[2 * QK_K];
-	for (int i = 0; i < 2 * QK_K; i++) {
-		x[i] = i < QK_K ? 0.0f : -0.0f;
+	float x[2 * MUSE_QK_K], y[2 * MUSE_QK_K], imp[2 * MUSE_QK_K];
+	for (int i = 0; i < 2 * MUSE_QK_K; i++) {
+		x[i] = i < MUSE_QK_K ? 0.0f : -0.0f;
 		imp[i] = 1.0f;
 	}
 	for (size_t k = 0; k < NIQ; k++) {
 		const muse_quant_traits *tr = muse_quant_traits_of(IQTYPES[k]);
-		size_t rb = row_bytes(IQTYPES[k], 2 * QK_K);
+		size_t rb = row_bytes(IQTYPES[k], 2 * MUSE_QK_K);
 		uint8_t *q = xmalloc(rb), *zero = xmalloc(rb);
 		for (int pass = 0; pass < 2; pass++) {
 			memset(q, 0xAA, rb);
-			CHECK_EQ_U64(tr->quantize_ref(x, q, 1, 2 * QK_K, pass ? imp : NULL), rb);
+			CHECK_EQ_U64(tr->quantize_ref(x, q, 1, 2 * MUSE_QK_K, pass ? imp : NULL), rb);
 			CHECK(memcmp(q, zero, rb) == 0);
-			tr->dequantize(q, y, 2 * QK_K);
-			for (int i = 0; i < 2 * QK_K; i++)
+			tr->dequantize(q, y, 2 * MUSE_QK_K);
+			for (int i = 0; i < 2 * MUSE_QK_K; i++)
 				CHECK(y[i] == 0);
 		}
 		free(q);
@@ -245,22 +244,22 @@ static void test_zero_blocks(void)
  */
 static void test_constant_blocks(void)
 {
-	float x[QK_K], y[QK_K], imp[QK_K];
+	float x[MUSE_QK_K], y[MUSE_QK_K], imp[MUSE_QK_K];
 	static const float vals[] = { 0.75f, -0.75f, 3e4f, -1e-3f };
-	for (int i = 0; i < QK_K; i++)
+	for (int i = 0; i < MUSE_QK_K; i++)
 		imp[i] = 1.0f;
 	for (size_t k = 0; k < NIQ; k++) {
 		const muse_quant_traits *tr = muse_quant_traits_of(IQTYPES[k]);
 		uint8_t q[128];
 		for (size_t v = 0; v < sizeof vals / sizeof *vals; v++) {
-			for (int i = 0; i < QK_K; i++)
+			for (int i = 0; i < MUSE_QK_K; i++)
 				x[i] = vals[v];
-			tr->quantize_ref(x, q, 1, QK_K, imp);
-			tr->dequantize(q, y, QK_K);
+			tr->quantize_ref(x, q, 1, MUSE_QK_K, imp);
+			tr->dequantize(q, y, MUSE_QK_K);
 			double mean = 0;
-			for (int i = 0; i < QK_K; i++)
+			for (int i = 0; i < MUSE_QK_K; i++)
 				mean += y[i];
-			mean /= QK_K;
+			mean /= MUSE_QK_K;
 			if (!(fabs(mean - vals[v]) <= 0.35 * fabsf(vals[v])))
 				printf("#   %s constant %g: mean %g\n", muse_dtype_name(IQTYPES[k]), vals[v], mean);
 			CHECK(fabs(mean - vals[v]) <= 0.35 * fabsf(vals[v]));
@@ -271,12 +270,12 @@ static void test_constant_blocks(void)
 /* Huge, tiny, subnormal, outlier and non-finite inputs: no sanitizer report; output is deterministic. */
 static void test_extreme_magnitudes(void)
 {
-	const int64_t n = 8 * QK_K;
+	const int64_t n = 8 * MUSE_QK_K;
 	float *x = xmalloc(sizeof(float) * n), *imp = xmalloc(sizeof(float) * n), *y = xmalloc(sizeof(float) * n);
 	rng_state = 5;
 	for (int64_t i = 0; i < n; i++) {
 		float g = rng_normal();
-		switch (i / QK_K) {
+		switch (i / MUSE_QK_K) {
 		case 0: x[i] = g * 1e30f; break;
 		case 1: x[i] = g * 1e-30f; break;
 		case 2: x[i] = g * 1e-40f; break; /* subnormal */
@@ -313,7 +312,7 @@ static void test_extreme_magnitudes(void)
  */
 static void test_refusals(void)
 {
-	float x[2 * QK_K] = { 0 }, y[2 * QK_K];
+	float x[2 * MUSE_QK_K] = { 0 }, y[2 * MUSE_QK_K];
 	uint8_t q[2 * 128], zero[2 * 128] = { 0 };
 	for (size_t k = 0; k < NIQ; k++) {
 		muse_dtype t = IQTYPES[k];
@@ -322,7 +321,7 @@ static void test_refusals(void)
 		CHECK(tr->needs_importance == (needs_imatrix(t) != 0));
 		muse_err err = { 0 };
 		memset(q, 0, sizeof q);
-		muse_status st = muse_quantize_rows(t, x, q, 1, QK_K, NULL, 1, &err);
+		muse_status st = muse_quantize_rows(t, x, q, 1, MUSE_QK_K, NULL, 1, &err);
 		if (needs_imatrix(t)) {
 			CHECK(st == MUSE_ERR_USAGE);
 			CHECK(strstr(err.msg, muse_dtype_name(t)) != NULL);
@@ -332,10 +331,10 @@ static void test_refusals(void)
 		}
 		CHECK(memcmp(q, zero, sizeof q) == 0);
 		muse_err err2 = { 0 };
-		CHECK(muse_quantize_rows(t, x, q, 1, QK_K + 32, x, 1, &err2) == MUSE_ERR_FORMAT);
+		CHECK(muse_quantize_rows(t, x, q, 1, MUSE_QK_K + 32, x, 1, &err2) == MUSE_ERR_FORMAT);
 		CHECK(strstr(err2.msg, "288") != NULL);
 		muse_err err3 = { 0 };
-		CHECK(muse_dequantize(t, q, y, QK_K / 2, &err3) == MUSE_ERR_FORMAT);
+		CHECK(muse_dequantize(t, q, y, MUSE_QK_K / 2, &err3) == MUSE_ERR_FORMAT);
 	}
 }
 
@@ -372,18 +371,18 @@ static void test_null_importance_is_ones(void)
  */
 static void test_iq3s_zero_block_shift(void)
 {
-	float x[QK_K];
+	float x[MUSE_QK_K];
 	uint8_t first[110], last[110];
 	rng_state = 8;
-	for (int i = 0; i < QK_K; i++)
+	for (int i = 0; i < MUSE_QK_K; i++)
 		x[i] = rng_normal();
 	float save[32];
 	memcpy(save, x, sizeof save);
 	memset(x, 0, 32 * sizeof(float));
-	quant_ref(MUSE_DT_IQ3_S, x, first, 1, QK_K, NULL);
+	quant_ref(MUSE_DT_IQ3_S, x, first, 1, MUSE_QK_K, NULL);
 	memcpy(x, save, sizeof save);
 	memset(x + 224, 0, 32 * sizeof(float));
-	quant_ref(MUSE_DT_IQ3_S, x, last, 1, QK_K, NULL);
+	quant_ref(MUSE_DT_IQ3_S, x, last, 1, MUSE_QK_K, NULL);
 	static const uint8_t zero[8] = { 0 };
 	/* layout: d[2] qs[64] qh[8] signs[32] scales[4] */
 	CHECK(memcmp(first + 2 + 56, zero, 8) == 0);       /* qs of the last slot empty */
@@ -541,7 +540,7 @@ static double now(void)
 static int mode_bench(int argc, char **argv)
 {
 	const int64_t nrows = atoll(argv[2]), npr = atoll(argv[3]);
-	if (nrows <= 0 || npr <= 0 || npr % QK_K) {
+	if (nrows <= 0 || npr <= 0 || npr % MUSE_QK_K) {
 		fprintf(stderr, "test_quant_iq: bench ROWS N_PER_ROW (a multiple of 256)\n");
 		return 2;
 	}

@@ -19,11 +19,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../lib/block_layout.h"
 #include "../../lib/dtype.h"
 #include "../../quant/quant.h"
 #include "unit.h"
-
-#define QK_K 256
 
 static const muse_dtype KTYPES[] = { MUSE_DT_Q2_K, MUSE_DT_Q3_K, MUSE_DT_Q4_K, MUSE_DT_Q5_K, MUSE_DT_Q6_K };
 #define NKT (sizeof KTYPES / sizeof *KTYPES)
@@ -32,7 +31,7 @@ static const muse_dtype KTYPES[] = { MUSE_DT_Q2_K, MUSE_DT_Q3_K, MUSE_DT_Q4_K, M
 
 static size_t row_bytes(muse_dtype t, int64_t n_per_row)
 {
-	return (size_t)(n_per_row / QK_K) * muse_dtype_info(t)->block_bytes;
+	return (size_t)(n_per_row / MUSE_QK_K) * muse_dtype_info(t)->block_bytes;
 }
 
 /*
@@ -49,8 +48,8 @@ static void golden_input(float *x, float *imp)
 		for (int i = 0; i < G_N; i++)
 			x[r * G_N + i] = rng_normal() * sc[r];
 	for (int b = 0; b < 2; b++) {
-		x[4 * G_N + b * QK_K + 17] = 40.0f;
-		x[5 * G_N + b * QK_K + 200] = -40.0f;
+		x[4 * G_N + b * MUSE_QK_K + 17] = 40.0f;
+		x[5 * G_N + b * MUSE_QK_K + 200] = -40.0f;
 	}
 	for (int i = 0; i < G_N; i++)
 		imp[i] = i % 7 == 0 ? 0.0f : (float)((rng32() >> 8) + 1) * 0x1p-23f;
@@ -162,7 +161,7 @@ static void test_decode_matches_spec(void)
 		muse_dtype t = KTYPES[k];
 		size_t bb = muse_dtype_info(t)->block_bytes, nblk = 64;
 		uint8_t *raw = xmalloc(bb * nblk);
-		float *out = xmalloc(sizeof(float) * QK_K * nblk);
+		float *out = xmalloc(sizeof(float) * MUSE_QK_K * nblk);
 		for (size_t i = 0; i < bb * nblk; i++)
 			raw[i] = (uint8_t)rng32();
 		for (size_t i = 0; i < nblk; i++) { /* keep each fp16 finite: clear its top exponent bit */
@@ -178,13 +177,13 @@ static void test_decode_matches_spec(void)
 			for (int f = 0; f < nf; f++)
 				b[offs[f] + 1] &= 0xBF;
 		}
-		muse_quant_traits_of(t)->dequantize(raw, out, (int64_t)(QK_K * nblk));
+		muse_quant_traits_of(t)->dequantize(raw, out, (int64_t)(MUSE_QK_K * nblk));
 		int bad = 0;
 		for (size_t i = 0; i < nblk; i++)
-			for (int e = 0; e < QK_K; e++)
-				if (!same_float(out[i * QK_K + e], spec_elem(t, raw + i * bb, e)) && !bad++)
+			for (int e = 0; e < MUSE_QK_K; e++)
+				if (!same_float(out[i * MUSE_QK_K + e], spec_elem(t, raw + i * bb, e)) && !bad++)
 					printf("#   %s block %zu elem %d: %a vs spec %a\n", muse_dtype_name(t), i, e,
-					       out[i * QK_K + e], spec_elem(t, raw + i * bb, e));
+					       out[i * MUSE_QK_K + e], spec_elem(t, raw + i * bb, e));
 		CHECK(bad == 0);
 		free(raw);
 		free(out);
@@ -237,21 +236,21 @@ static void test_roundtrip_error(void)
 /* Zero and -0 super-blocks quantize to all-zero bytes and decode to zeros, with or without importance. */
 static void test_zero_blocks(void)
 {
-	float x[2 * QK_K], y[2 * QK_K], imp[2 * QK_K];
-	for (int i = 0; i < 2 * QK_K; i++) {
-		x[i] = i < QK_K ? 0.0f : -0.0f;
+	float x[2 * MUSE_QK_K], y[2 * MUSE_QK_K], imp[2 * MUSE_QK_K];
+	for (int i = 0; i < 2 * MUSE_QK_K; i++) {
+		x[i] = i < MUSE_QK_K ? 0.0f : -0.0f;
 		imp[i] = 1.0f;
 	}
 	for (size_t k = 0; k < NKT; k++) {
 		const muse_quant_traits *tr = muse_quant_traits_of(KTYPES[k]);
-		size_t rb = row_bytes(KTYPES[k], 2 * QK_K);
+		size_t rb = row_bytes(KTYPES[k], 2 * MUSE_QK_K);
 		uint8_t *q = xmalloc(rb), *zero = xmalloc(rb);
 		for (int pass = 0; pass < 2; pass++) {
 			memset(q, 0xAA, rb);
-			CHECK_EQ_U64(tr->quantize_ref(x, q, 1, 2 * QK_K, pass ? imp : NULL), rb);
+			CHECK_EQ_U64(tr->quantize_ref(x, q, 1, 2 * MUSE_QK_K, pass ? imp : NULL), rb);
 			CHECK(memcmp(q, zero, rb) == 0);
-			tr->dequantize(q, y, 2 * QK_K);
-			for (int i = 0; i < 2 * QK_K; i++) /* Q6_K gives -0 (d * sc * -32), as ggml does */
+			tr->dequantize(q, y, 2 * MUSE_QK_K);
+			for (int i = 0; i < 2 * MUSE_QK_K; i++) /* Q6_K gives -0 (d * sc * -32), as ggml does */
 				CHECK(y[i] == 0);
 		}
 		free(q);
@@ -262,17 +261,17 @@ static void test_zero_blocks(void)
 /* Constant blocks of either sign decode within 3% (Q6_K's fp16 scale goes subnormal for 1e-3: 2.3%). */
 static void test_constant_blocks(void)
 {
-	float x[QK_K], y[QK_K];
+	float x[MUSE_QK_K], y[MUSE_QK_K];
 	static const float vals[] = { 0.75f, -0.75f, 3e4f, 1e-3f };
 	for (size_t k = 0; k < NKT; k++) {
 		const muse_quant_traits *tr = muse_quant_traits_of(KTYPES[k]);
 		uint8_t q[256];
 		for (size_t v = 0; v < sizeof vals / sizeof *vals; v++) {
-			for (int i = 0; i < QK_K; i++)
+			for (int i = 0; i < MUSE_QK_K; i++)
 				x[i] = vals[v];
-			tr->quantize_ref(x, q, 1, QK_K, NULL);
-			tr->dequantize(q, y, QK_K);
-			for (int i = 0; i < QK_K; i++)
+			tr->quantize_ref(x, q, 1, MUSE_QK_K, NULL);
+			tr->dequantize(q, y, MUSE_QK_K);
+			for (int i = 0; i < MUSE_QK_K; i++)
 				CHECK(fabsf(y[i] - x[i]) <= 0.03f * fabsf(x[i]));
 		}
 	}
@@ -281,12 +280,12 @@ static void test_constant_blocks(void)
 /* Huge, tiny, subnormal and outlier inputs: no sanitizer report; output is deterministic run to run. */
 static void test_extreme_magnitudes(void)
 {
-	const int64_t n = 6 * QK_K;
+	const int64_t n = 6 * MUSE_QK_K;
 	float *x = xmalloc(sizeof(float) * n), *imp = xmalloc(sizeof(float) * n), *y = xmalloc(sizeof(float) * n);
 	rng_state = 5;
 	for (int64_t i = 0; i < n; i++) {
 		float g = rng_normal();
-		switch (i / QK_K) {
+		switch (i / MUSE_QK_K) {
 		case 0: x[i] = g * 1e30f; break;
 		case 1: x[i] = g * 1e-30f; break;
 		case 2: x[i] = g * 1e-40f; break; /* subnormal */

@@ -224,6 +224,42 @@ static void threads_identical(void)
 	free(im);
 }
 
+/*
+ * The block structs need their alignment (2 for most types, lib/block_layout.h): muse_dequantize takes a source
+ * at any address (a tensor mapped from a GGUF whose general.alignment is 1) and gives the aligned decode, across
+ * several bounce chunks; UBSan's alignment check runs here. A misaligned output buffer is refused.
+ */
+static void misaligned_buffers(void)
+{
+	const int64_t nblk = 2600;
+	for (int t = 1; t < MUSE_DT_COUNT; t++) {
+		const muse_quant_traits *q = muse_quant_traits_of((muse_dtype)t);
+		if (!q || !q->dequantize)
+			continue;
+		const muse_dtype_traits *dt = muse_dtype_info((muse_dtype)t);
+		size_t nb = (size_t)nblk * dt->block_bytes;
+		int64_t nel = nblk * dt->blck;
+		uint8_t *raw = xmalloc(nb + 8);
+		float *d1 = xmalloc(sizeof(float) * (size_t)nel), *d2 = xmalloc(sizeof(float) * (size_t)nel);
+		for (size_t i = 0; i < nb + 8; i++)
+			raw[i] = (uint8_t)rng();
+		muse_err err;
+		CHECK(muse_dequantize((muse_dtype)t, raw, d1, nel, &err) == MUSE_OK);
+		for (size_t off = 1; off < 4; off++) {
+			memmove(raw + off, raw + off - 1, nb);
+			CHECK(muse_dequantize((muse_dtype)t, raw + off, d2, nel, &err) == MUSE_OK);
+			CHECK(memcmp(d1, d2, sizeof(float) * (size_t)nel) == 0);
+		}
+		if (q->align > 1) {
+			float x[256] = { 0 };
+			CHECK(muse_quantize_rows((muse_dtype)t, x, raw + 1, 1, dt->blck, x, 1, &err) == MUSE_ERR_USAGE);
+		}
+		free(raw);
+		free(d1);
+		free(d2);
+	}
+}
+
 static void driver_errors(void)
 {
 	float x[64] = { 0 };
@@ -649,6 +685,7 @@ int main(int argc, char **argv)
 	RUN(hostile_values);
 	RUN(threads_identical);
 	RUN(driver_errors);
+	RUN(misaligned_buffers);
 	RUN(golden_hashes);
 	UNIT_MAIN_END();
 }
