@@ -16,11 +16,10 @@ Allowed names (relative to OUT's parent; B is OUT's base name):
 - the resume journal B.journal/ and what it holds (cmd/quantize_method.c, quant/journal.c);
 - nothing at all under TMPDIR.
 
-Today the --type and --method paths from an HF directory convert the whole model to a scratch GGUF beside OUT
-(cmd/quantize.c OUT.muse-src-PID.gguf; quant/pack_model.c OUT.muse-hf2gguf-PID.tmp, OUT.muse-calib[-PID].gguf,
-OUT.muse-awq-inputs-PID.safetensors), so those cases are expected to fail (SCRATCH_XFAIL below); --method rtn
-into a packed layout and imatrix read the directory directly and are the controls that must pass now.
-When the HF view lands, delete SCRATCH_XFAIL's use (one line: set it to NO_XFAIL).
+Before the HF view (formats/hf_view.c) the --type and --method paths from an HF directory converted the whole model
+to a scratch GGUF beside OUT (OUT.muse-src-PID.gguf, OUT.muse-hf2gguf-PID.tmp, OUT.muse-calib[-PID].gguf); these
+cases failed then and pass now. AWQ still writes its calibration inputs (OUT.muse-awq-inputs-PID.safetensors, not
+the model): that case is a strict xfail (AWQ_INPUTS_XFAIL) until they stay in memory.
 """
 import ctypes
 import ctypes.util
@@ -40,15 +39,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "oracle"))
 from conftest import MUSE  # noqa: E402
 
-# The one line to change when the HF view lands (issue 13): SCRATCH_XFAIL = NO_XFAIL.
 class ScratchFiles(AssertionError):
     """A run made files other than its output, the output's own temporaries and the journal (only this failure is
     the expected one: a crash or a missing output fails the xfail cases too)."""
 
 
 NO_XFAIL = ()
-SCRATCH_XFAIL = (pytest.mark.xfail(strict=True, raises=ScratchFiles,
-                                   reason="scratch GGUF until the HF view lands (issue 13)"),)
+# The HF view (formats/hf_view.c) removed the scratch GGUF copies of the model. AWQ still writes its calibration
+# inputs (activations, not the model) to OUT.muse-awq-inputs-PID.safetensors for its layer runs.
+SCRATCH_XFAIL = NO_XFAIL
+AWQ_INPUTS_XFAIL = (pytest.mark.xfail(strict=True, raises=ScratchFiles,
+                                      reason="AWQ writes its calibration inputs beside the output (issue 13)"),)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
@@ -203,7 +204,7 @@ CASES = [
     ("gptq-gguf-Q4_0", method("gptq", "gguf:Q4_0"), "model.gguf", SCRATCH_XFAIL),
     ("gptq-gptq", method("gptq", "gptq"), "model", SCRATCH_XFAIL),
     ("gptq-gptq-no-resume", method("gptq", "gptq", True, "--no-resume"), "model", SCRATCH_XFAIL),
-    ("awq-awq", method("awq", "awq"), "model", SCRATCH_XFAIL),
+    ("awq-awq", method("awq", "awq"), "model", AWQ_INPUTS_XFAIL),
     ("rtn-gguf-Q4_0", method("rtn", "gguf:Q4_0", False), "model.gguf", SCRATCH_XFAIL),
     # Controls: no scratch today, so the watcher is seen to pass a clean run.
     ("rtn-gptq", method("rtn", "gptq", False), "model", NO_XFAIL),
