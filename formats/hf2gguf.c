@@ -20,7 +20,7 @@
 #include "model_card.h"
 #include "model_writer.h"
 #include "reader.h"
-#include "tokenizer_gguf.h"
+#include "vocab.h"
 
 #define MAX_LAYERS 65536u      /* far above any model; bounds the per-block bookkeeping */
 #define MAX_EXPERTS 65536u     /* DeepSeek-V3 has 256; bounds the per-stack source lists */
@@ -1254,7 +1254,7 @@ muse_status muse_hf2gguf_ex(const char *dir, const char *out, const muse_hf2gguf
 		goto done;
 	}
 	NOMEM(muse_meta_set_u32(&meta, "general.quantization_version", 2));
-	if ((s = muse_tokenizer_gguf_load(dir, c.cfg.vocab_size, &meta, opt->quiet ? NULL : stderr, err)))
+	if ((s = muse_vocab_hf_to_meta(dir, c.cfg.vocab_size, &meta, opt->quiet ? NULL : stderr, err)))
 		goto done;
 
 	if ((s = muse_model_writer_create(&w, MUSE_OUT_GGUF, out, opt->shard_bytes, err)) ||
