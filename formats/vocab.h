@@ -91,9 +91,17 @@ typedef struct muse_vocab_template {
 } muse_vocab_template;
 
 /*
- * Every reading fills the vocabulary part; the GGUF part is what the
- * converter's reading computes for the GGUF writer; the encoding part is
- * what every other reading computes for the encoder. Everything is owned.
+ * A tokenizer as one of the readings below gives it; everything is owned.
+ * Every reading fills the vocabulary part. The GGUF part is what
+ * convert_hf_to_gguf.py's reading (muse_vocab_convert_hf) computes for the
+ * GGUF writer; the encoding part is what the encoder needs, filled by the
+ * readings of GGUF keys (llama.cpp's), tokenizer.model (sentencepiece's)
+ * and tokenizer.json (HF tokenizers'). An HF directory has two readings
+ * because muse matches two programs that read it differently: convert
+ * writes what convert_hf_to_gguf.py writes (its padding, token types and
+ * special ids) and `muse tokenize DIR` encodes as tokenizers does
+ * (normalizers, Metaspace, added-token flags: what no GGUF key expresses,
+ * so going through the GGUF form would lose it).
  */
 typedef struct muse_vocab {
 	/* ---- the vocabulary ---- */

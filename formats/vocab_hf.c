@@ -1,4 +1,4 @@
-/* vocab_hf.c: HF tokenizer files read as HF `tokenizers` reads them (tokenizer.json: vocab, added tokens, merges, normalizers, pre-tokenizers, post-processor; tokenizer_config.json: bos/eos), for the encoder. */
+/* vocab_hf.c: HF tokenizer files read as HF `tokenizers` reads them (tokenizer.json: vocab, added tokens, merges, normalizers, pre-tokenizers, post-processor; tokenizer_config.json: bos/eos), for the encoder; and the JSON loading vocab_convert.c shares. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
