@@ -11,7 +11,7 @@
 #include "gguf2hf.h"
 #include "model_writer.h"
 #include "reader.h"
-#include "tokenizer_hf.h"
+#include "vocab_to_hf.h"
 
 #define MAX_CANDIDATES 16
 #define MAX_BLOCKS 65536u         /* far above any model; bounds names and loops */
@@ -935,7 +935,7 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 	uint64_t ctx = 0;
 	hp_u64(&g, "context_length", &ctx);
 	int has_tok = muse_meta_find(&g.r->meta, "tokenizer.ggml.model") != NULL;
-	if (has_tok && (s = muse_tokenizer_hf_build(&g.r->meta, in, ctx, &tok, &tcfg, err)))
+	if (has_tok && (s = muse_vocab_meta_to_hf(&g.r->meta, in, ctx, &tok, &tcfg, err)))
 		goto done;
 
 	snprintf(path, sizeof path, "%s/model.safetensors", d.tmp);
@@ -986,7 +986,7 @@ muse_status muse_gguf2hf(const char *in, const char *out_dir, const muse_gguf2hf
 	if (tok) { /* SentencePiece vocabularies: tokenizer.model too, so HF -> GGUF keeps scores and types */
 		uint8_t *spm = NULL;
 		size_t spm_len = 0;
-		if ((s = muse_tokenizer_hf_spm_model(&g.r->meta, in, &spm, &spm_len, err)))
+		if ((s = muse_vocab_meta_to_spm(&g.r->meta, in, &spm, &spm_len, err)))
 			goto done;
 		if (spm)
 			s = muse_outdir_write(&d, "tokenizer.model", spm, spm_len, err);

@@ -17,7 +17,7 @@
 #include "hf_general.h"
 #include "hf_view.h"
 #include "model_card.h"
-#include "tokenizer_gguf.h"
+#include "vocab.h"
 
 #define MAX_LAYERS 65536u      /* far above any model; bounds the per-block bookkeeping */
 #define MAX_EXPERTS 65536u     /* DeepSeek-V3 has 256; bounds the per-stack source lists */
@@ -992,7 +992,7 @@ muse_status muse_hf_view_open(const char *dir, const muse_hf_view_opts *opt, mus
 	}
 	NOMEM(muse_meta_set_u32(meta, "general.quantization_version", 2));
 	if (!opt->no_tokenizer &&
-	    (s = muse_tokenizer_gguf_load(dir, c->cfg.vocab_size, meta, opt->quiet ? NULL : stderr, err)))
+	    (s = muse_vocab_hf_to_meta(dir, c->cfg.vocab_size, meta, opt->quiet ? NULL : stderr, err)))
 		goto done;
 
 	if (c->extra && (s = add_view_tensor(v, c, NULL, err)))

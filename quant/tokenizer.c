@@ -1,21 +1,11 @@
-/* tokenizer.c: text -> ids as HF `tokenizers` does for tokenizer.json (added tokens, normalizers, pre-tokenizers with PCRE2, BPE) and as llama.cpp does for GGUF vocabularies and SentencePiece models. */
-#include <jansson.h>
+/* tokenizer.c: text -> ids as HF `tokenizers` does for tokenizer.json (added tokens, normalizers, pre-tokenizers with PCRE2, BPE) and as llama.cpp does for GGUF vocabularies and SentencePiece models, built from a muse_vocab. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <utf8proc.h>
 
-#include "../formats/spm.h"
-#include "../formats/tokenizer_gguf.h"
 #include "../lib/utf8.h"
 #include "tokenizer_impl.h"
-
-#define TK_MAX_VOCAB (1u << 24)
-#define META_SOURCE "GGUF tokenizer metadata"
-
-/* HF ByteLevel's own split regex (GPT-2's, with the trailing \s+ tokenizers adds). */
-static const char GPT2_REGEX[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 /* ------------------------------------------------------------------ lifecycle */
 
@@ -31,13 +21,18 @@ void muse_tokenizer_free(muse_tokenizer *t)
 	muse_strmap_free(&t->map);
 	free(t->merges);
 	for (size_t i = 0; i < t->n_norm; i++) {
-		free(t->norm[i].a);
-		pcre2_code_free(t->norm[i].re);
+		free(t->norm[i].text);
+		free(t->norm[i].pattern);
+		pcre2_code_free(t->norm_re ? t->norm_re[i] : NULL);
 	}
 	free(t->norm);
-	for (size_t i = 0; i < t->n_pre; i++)
-		pcre2_code_free(t->pre[i].re);
+	free(t->norm_re);
+	for (size_t i = 0; i < t->n_pre; i++) {
+		free(t->pre[i].pattern);
+		pcre2_code_free(t->pre_re ? t->pre_re[i] : NULL);
+	}
 	free(t->pre);
+	free(t->pre_re);
 	for (size_t i = 0; i < t->n_added; i++)
 		free(t->added[i].text);
 	free(t->added);
@@ -60,19 +55,6 @@ static muse_tokenizer *tk_new(void)
 	return t;
 }
 
-/* Sizes the vocabulary: n entries, all holes (""). */
-static muse_status tk_vocab_alloc(muse_tokenizer *t, size_t n, const char *src, muse_err *err)
-{
-	if (n == 0 || n > TK_MAX_VOCAB)
-		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: vocabulary size %zu outside 1..%u", src, n, TK_MAX_VOCAB);
-	t->n_vocab = n;
-	t->text = calloc(n, sizeof *t->text);
-	t->len = calloc(n, sizeof *t->len);
-	if (!t->text || !t->len)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	return MUSE_OK;
-}
-
 static muse_status tk_set_text(muse_tokenizer *t, size_t id, const char *s, size_t len, muse_err *err)
 {
 	char *c = malloc(len + 1);
@@ -82,7 +64,7 @@ static muse_status tk_set_text(muse_tokenizer *t, size_t id, const char *s, size
 	c[len] = '\0';
 	free(t->text[id]);
 	t->text[id] = c;
-	t->len[id] = (uint32_t)len;
+	t->len[id] = len;
 	return MUSE_OK;
 }
 
@@ -314,7 +296,7 @@ typedef struct repl_ctx {
 	plist *out;
 	const char *s;
 	size_t prev;
-	const tk_norm *nm;
+	const muse_vocab_norm *nm;
 	muse_err *err;
 } repl_ctx;
 
@@ -323,7 +305,7 @@ static muse_status repl_cb(void *c, size_t a, size_t b)
 	repl_ctx *r = c;
 	muse_status st = pl_append(r->out, r->s + r->prev, a - r->prev, r->err);
 	if (!st)
-		st = pl_append(r->out, r->nm->a, r->nm->a_len, r->err);
+		st = pl_append(r->out, r->nm->text, r->nm->text_len, r->err);
 	r->prev = b;
 	return st;
 }
@@ -336,16 +318,17 @@ static muse_status normalize(const muse_tokenizer *t, const char *s, size_t len,
 	if ((st = pl_add(out, s, len, first, err)))
 		return st;
 	for (size_t k = 0; k < t->n_norm; k++) {
-		const tk_norm *nm = &t->norm[k];
+		const muse_vocab_norm *nm = &t->norm[k];
 		piece cur = out->p[out->n - 1];
 		pl_clear(tmp);
 		if ((st = pl_begin(tmp, first, err)))
 			return st;
 		const char *c = out->buf + cur.off;
 		switch (nm->kind) {
-		case NM_NFC: case NM_NFD: case NM_NFKC: case NM_NFKD: {
-			int opt = UTF8PROC_STABLE | (nm->kind == NM_NFC || nm->kind == NM_NFKC ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) |
-				  (nm->kind == NM_NFKC || nm->kind == NM_NFKD ? UTF8PROC_COMPAT : 0);
+		case MUSE_NORM_NFC: case MUSE_NORM_NFD: case MUSE_NORM_NFKC: case MUSE_NORM_NFKD: {
+			bool compose = nm->kind == MUSE_NORM_NFC || nm->kind == MUSE_NORM_NFKC;
+			bool compat = nm->kind == MUSE_NORM_NFKC || nm->kind == MUSE_NORM_NFKD;
+			int opt = UTF8PROC_STABLE | (compose ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE) | (compat ? UTF8PROC_COMPAT : 0);
 			utf8proc_uint8_t *dst = NULL;
 			utf8proc_ssize_t n = cur.len ? utf8proc_map((const utf8proc_uint8_t *)c, (utf8proc_ssize_t)cur.len, &dst,
 								  (utf8proc_option_t)opt) : 0;
@@ -355,7 +338,7 @@ static muse_status normalize(const muse_tokenizer *t, const char *s, size_t len,
 			free(dst);
 			break;
 		}
-		case NM_LOWERCASE:
+		case MUSE_NORM_LOWERCASE:
 			for (size_t i = 0; i < cur.len && !st;) {
 				utf8proc_int32_t cp;
 				utf8proc_ssize_t k2 = utf8proc_iterate((const utf8proc_uint8_t *)c + i, (utf8proc_ssize_t)(cur.len - i), &cp);
@@ -367,20 +350,20 @@ static muse_status normalize(const muse_tokenizer *t, const char *s, size_t len,
 				i += (size_t)k2;
 			}
 			break;
-		case NM_PREPEND:
+		case MUSE_NORM_PREPEND:
 			if (cur.len)
-				st = pl_append(tmp, nm->a, nm->a_len, err);
+				st = pl_append(tmp, nm->text, nm->text_len, err);
 			if (!st)
 				st = pl_append(tmp, c, cur.len, err);
 			break;
-		case NM_REPLACE: {
+		case MUSE_NORM_REPLACE: {
 			repl_ctx r = { tmp, c, 0, nm, err };
-			st = tk_find_all(nm->re, c, cur.len, repl_cb, &r, err);
+			st = tk_find_all(t->norm_re[k], c, cur.len, repl_cb, &r, err);
 			if (!st)
 				st = pl_append(tmp, c + r.prev, cur.len - r.prev, err);
 			break;
 		}
-		case NM_STRIP: {
+		case MUSE_NORM_STRIP: {
 			size_t a = 0, b = cur.len;
 			while (nm->left && a < b) {
 				utf8proc_int32_t cp;
@@ -465,7 +448,7 @@ static muse_status split_piece(const pcre2_code *re, int behavior, const char *s
 		size_t ma = i < sp->n ? sp->v[i][0] : len, mb = i < sp->n ? sp->v[i][1] : len;
 		/* the non-match before this match */
 		if (ma > prev) {
-			if (behavior == SB_MERGED_NEXT && have && prev_match) {
+			if (behavior == MUSE_SPLIT_MERGED_NEXT && have && prev_match) {
 				cur_b = ma; /* a match waiting for what follows */
 			} else {
 				EMIT();
@@ -477,12 +460,12 @@ static muse_status split_piece(const pcre2_code *re, int behavior, const char *s
 		}
 		if (i == sp->n)
 			break;
-		if (mb > ma || behavior == SB_ISOLATED) {
+		if (mb > ma || behavior == MUSE_SPLIT_ISOLATED) {
 			switch (behavior) {
-			case SB_REMOVED:
+			case MUSE_SPLIT_REMOVED:
 				EMIT();
 				break;
-			case SB_MERGED_PREV:
+			case MUSE_SPLIT_MERGED_PREV:
 				if (have && !prev_match) {
 					cur_b = mb;
 				} else {
@@ -492,7 +475,7 @@ static muse_status split_piece(const pcre2_code *re, int behavior, const char *s
 					have = true;
 				}
 				break;
-			case SB_CONTIGUOUS:
+			case MUSE_SPLIT_CONTIGUOUS:
 				if (have && prev_match) {
 					cur_b = mb;
 				} else {
@@ -517,8 +500,9 @@ static muse_status split_piece(const pcre2_code *re, int behavior, const char *s
 	return MUSE_OK;
 }
 
-/* One pre-tokenizer step over every piece of in, into out (tmp: scratch). */
-static muse_status pre_step(const tk_pre *pre, const plist *in, plist *out, plist *tmp, spans *sp, muse_err *err)
+/* One pre-tokenizer step (re: its compiled pattern) over every piece of in, into out (tmp: scratch). */
+static muse_status pre_step(const muse_vocab_pre *pre, const pcre2_code *re, const plist *in, plist *out, plist *tmp,
+			    spans *sp, muse_err *err)
 {
 	muse_status st = MUSE_OK;
 	pl_clear(out);
@@ -526,9 +510,9 @@ static muse_status pre_step(const tk_pre *pre, const plist *in, plist *out, plis
 		const char *s = in->buf + in->p[i].off;
 		size_t len = in->p[i].len;
 		bool first = in->p[i].first;
-		if (pre->kind == PT_SPLIT) {
-			st = split_piece(pre->re, pre->behavior, s, len, first, out, sp, err);
-		} else if (pre->kind == PT_BYTELEVEL) {
+		if (pre->kind == MUSE_PRE_SPLIT) {
+			st = split_piece(re, pre->behavior, s, len, first, out, sp, err);
+		} else if (pre->kind == MUSE_PRE_BYTELEVEL) {
 			/* optional prefix space, GPT-2 regex split, then bytes -> code points */
 			pl_clear(tmp);
 			if ((st = pl_begin(tmp, first, err)))
@@ -540,8 +524,8 @@ static muse_status pre_step(const tk_pre *pre, const plist *in, plist *out, plis
 			const char *w = tmp->buf;
 			size_t wl = tmp->n_buf;
 			size_t start = out->n;
-			if (pre->re)
-				st = split_piece(pre->re, SB_ISOLATED, w, wl, first, out, sp, err);
+			if (re)
+				st = split_piece(re, MUSE_SPLIT_ISOLATED, w, wl, first, out, sp, err);
 			else if (wl)
 				st = pl_add(out, w, wl, first, err);
 			if (st)
@@ -569,7 +553,7 @@ static muse_status pre_step(const tk_pre *pre, const plist *in, plist *out, plis
 				}
 			}
 			free(saved);
-		} else { /* PT_METASPACE: ' ' -> replacement, prepend by scheme, optional split before each replacement */
+		} else { /* MUSE_PRE_METASPACE: ' ' -> replacement, prepend by scheme, optional split before each replacement */
 			if ((st = pl_begin(out, first, err)))
 				break;
 			bool starts = (len && s[0] == ' ') || (len >= pre->repl_len && !memcmp(s, pre->repl, pre->repl_len));
@@ -597,7 +581,7 @@ static muse_status pre_step(const tk_pre *pre, const plist *in, plist *out, plis
 
 static int cmp_added(const void *a, const void *b)
 {
-	const tk_added *x = a, *y = b;
+	const muse_vocab_added *x = a, *y = b;
 	uint8_t cx = (uint8_t)x->text[0], cy = (uint8_t)y->text[0];
 	if (cx != cy)
 		return cx < cy ? -1 : 1;
@@ -615,7 +599,8 @@ static muse_status tk_added_finish(muse_tokenizer *t, muse_err *err)
 			free(t->added[i].text);
 	}
 	t->n_added = w;
-	qsort(t->added, t->n_added, sizeof *t->added, cmp_added);
+	if (t->n_added) /* qsort's base must not be NULL, even for no elements */
+		qsort(t->added, t->n_added, sizeof *t->added, cmp_added);
 	size_t k = 0;
 	for (int b = 0; b <= 256; b++) {
 		while (b < 256 && k < t->n_added && (uint8_t)t->added[k].text[0] < b)
@@ -623,25 +608,6 @@ static muse_status tk_added_finish(muse_tokenizer *t, muse_err *err)
 		t->added_start[b] = (uint32_t)(b == 256 ? t->n_added : k);
 	}
 	(void)err;
-	return MUSE_OK;
-}
-
-static muse_status tk_added_push(muse_tokenizer *t, const char *s, size_t len, int32_t id, bool special, muse_err *err)
-{
-	tk_added *na = realloc(t->added, (t->n_added + 1) * sizeof *na);
-	if (!na)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	t->added = na;
-	tk_added *a = &t->added[t->n_added];
-	memset(a, 0, sizeof *a);
-	if (!(a->text = malloc(len + 1)))
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	memcpy(a->text, s, len);
-	a->text[len] = '\0';
-	a->len = len;
-	a->id = id;
-	a->special = special;
-	t->n_added++;
 	return MUSE_OK;
 }
 
@@ -684,7 +650,7 @@ static bool find_added(const muse_tokenizer *t, const char *s, size_t from, size
 		uint32_t lo = t->added_start[c], hi = t->added_start[c + 1];
 		size_t best = SIZE_MAX;
 		for (uint32_t k = lo; k < hi; k++) {
-			const tk_added *a = &t->added[k];
+			const muse_vocab_added *a = &t->added[k];
 			if (a->normalized != normalized_phase || (a->special && !parse_special) || a->len > len - i ||
 			    memcmp(s + i, a->text, a->len))
 				continue;
@@ -696,7 +662,7 @@ static bool find_added(const muse_tokenizer *t, const char *s, size_t from, size
 		}
 		if (best == SIZE_MAX)
 			continue;
-		const tk_added *a = &t->added[best];
+		const muse_vocab_added *a = &t->added[best];
 		size_t ca = i, cb = i + a->len;
 		if (a->lstrip)
 			while (ca > from) {
@@ -815,7 +781,7 @@ static muse_status bpe_text(enc *e, const char *s, size_t len, bool first)
 		return st;
 	plist *in = &e->a, *out = &e->b;
 	for (size_t k = 0; k < t->n_pre; k++) {
-		if ((st = pre_step(&t->pre[k], in, out, &e->scratch, &e->sp, e->err)))
+		if ((st = pre_step(&t->pre[k], t->pre_re[k], in, out, &e->scratch, &e->sp, e->err)))
 			return st;
 		plist *x = in;
 		in = out;
@@ -843,7 +809,7 @@ static muse_status text_segment(enc *e, const char *s, size_t len, bool first)
 {
 	const muse_tokenizer *t = e->t;
 	muse_status st;
-	if (t->model == TK_SPM) {
+	if (t->model == MUSE_VOCAB_SPM) {
 		/* llama.cpp: a space before the fragment when it starts the text or follows a token, then ' ' -> U+2581 */
 		pl_clear(&e->nrm);
 		if ((st = pl_begin(&e->nrm, first, e->err)))
@@ -936,639 +902,152 @@ muse_status muse_tokenizer_encode(const muse_tokenizer *t, const char *text, siz
 	return MUSE_OK;
 }
 
-/* ------------------------------------------------------------------ loading: tokenizer.json */
+/* ------------------------------------------------------------------ building */
 
-static int jtype(json_t *o, const char *t)
+/* A refusal the reading left (MUSE_OK: none) becomes this build's error. */
+static muse_status refused(const muse_err *ref, muse_err *err)
 {
-	json_t *v = json_object_get(o, "type");
-	return json_is_string(v) && !strcmp(json_string_value(v), t);
+	if (ref->code && err)
+		*err = *ref;
+	return ref->code;
 }
 
-static muse_status add_norm(muse_tokenizer *t, tk_norm nm, muse_err *err)
-{
-	tk_norm *nn = realloc(t->norm, (t->n_norm + 1) * sizeof *nn);
-	if (!nn) {
-		free(nm.a);
-		pcre2_code_free(nm.re);
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	}
-	t->norm = nn;
-	t->norm[t->n_norm++] = nm;
-	return MUSE_OK;
-}
-
-static muse_status add_pre(muse_tokenizer *t, tk_pre p, muse_err *err)
-{
-	tk_pre *np = realloc(t->pre, (t->n_pre + 1) * sizeof *np);
-	if (!np) {
-		pcre2_code_free(p.re);
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	}
-	t->pre = np;
-	t->pre[t->n_pre++] = p;
-	return MUSE_OK;
-}
-
-/* JSON_ENCODE_ANY: a bare string or number is what most unsupported values are (without it: NULL). */
-static char *jdump(json_t *j)
-{
-	return j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-}
-
-static muse_status unsupported(const char *path, const char *what, json_t *j, muse_err *err)
-{
-	char *d = jdump(j);
-	muse_status s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: %s not supported: %.200s", path, what, d ? d : "?");
-	free(d);
-	return s;
-}
-
-/* A {"String": s} or {"Regex": r} pattern compiled for PCRE2. */
-static pcre2_code *pattern(json_t *p, const char *path, muse_err *err)
-{
-	json_t *str = json_object_get(p, "String"), *rx = json_object_get(p, "Regex");
-	if (json_is_string(str))
-		return tk_regex(json_string_value(str), json_string_length(str), true, path, err);
-	if (json_is_string(rx))
-		return tk_regex(json_string_value(rx), json_string_length(rx), false, path, err);
-	unsupported(path, "pattern", p, err);
-	return NULL;
-}
-
-typedef muse_status (*tk_load_fn)(muse_tokenizer *t, json_t *j, const char *path, int depth, muse_err *err);
-
-/* A normalizer or pre_tokenizer {"type": "Sequence", key: [...]}: each element through load, one level deeper. */
-static muse_status load_sequence(muse_tokenizer *t, json_t *j, const char *key, const char *what, tk_load_fn load, const char *path, int depth, muse_err *err)
-{
-	json_t *arr = json_object_get(j, key);
-	if (!json_is_array(arr))
-		return unsupported(path, what, j, err);
-	for (size_t i = 0; i < json_array_size(arr); i++) {
-		muse_status s = load(t, json_array_get(arr, i), path, depth + 1, err);
-		if (s)
-			return s;
-	}
-	return MUSE_OK;
-}
-
-static muse_status load_normalizer(muse_tokenizer *t, json_t *n, const char *path, int depth, muse_err *err)
-{
-	tk_norm nm = { 0 };
-	if (!n || json_is_null(n))
-		return MUSE_OK;
-	if (depth > 8)
-		return unsupported(path, "normalizer nesting", n, err);
-	if (jtype(n, "Sequence"))
-		return load_sequence(t, n, "normalizers", "normalizer", load_normalizer, path, depth, err);
-	if (jtype(n, "NFC"))
-		nm.kind = NM_NFC;
-	else if (jtype(n, "NFD"))
-		nm.kind = NM_NFD;
-	else if (jtype(n, "NFKC"))
-		nm.kind = NM_NFKC;
-	else if (jtype(n, "NFKD"))
-		nm.kind = NM_NFKD;
-	else if (jtype(n, "Lowercase"))
-		nm.kind = NM_LOWERCASE;
-	else if (jtype(n, "Prepend") && json_is_string(json_object_get(n, "prepend"))) {
-		nm.kind = NM_PREPEND;
-		nm.a_len = json_string_length(json_object_get(n, "prepend"));
-		if (!(nm.a = strdup(json_string_value(json_object_get(n, "prepend")))))
-			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	} else if (jtype(n, "Replace") && json_is_string(json_object_get(n, "content"))) {
-		nm.kind = NM_REPLACE;
-		if (!(nm.re = pattern(json_object_get(n, "pattern"), path, err)))
-			return err->code;
-		nm.a_len = json_string_length(json_object_get(n, "content"));
-		if (!(nm.a = strdup(json_string_value(json_object_get(n, "content"))))) {
-			pcre2_code_free(nm.re);
-			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-		}
-	} else if (jtype(n, "Strip")) {
-		nm.kind = NM_STRIP;
-		nm.left = json_is_true(json_object_get(n, "strip_left"));
-		nm.right = json_is_true(json_object_get(n, "strip_right"));
-	} else {
-		return unsupported(path, "normalizer", n, err);
-	}
-	return add_norm(t, nm, err);
-}
-
-static muse_status load_pre(muse_tokenizer *t, json_t *p, const char *path, int depth, muse_err *err)
-{
-	tk_pre pr = { 0 };
-	if (!p || json_is_null(p))
-		return MUSE_OK;
-	if (depth > 8)
-		return unsupported(path, "pre_tokenizer nesting", p, err);
-	if (jtype(p, "Sequence"))
-		return load_sequence(t, p, "pretokenizers", "pre_tokenizer", load_pre, path, depth, err);
-	if (jtype(p, "Split")) {
-		static const char *const beh[] = { "", "Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous" };
-		json_t *b = json_object_get(p, "behavior");
-		pr.kind = PT_SPLIT;
-		for (int i = 1; i <= 5; i++)
-			if (json_is_string(b) && !strcmp(json_string_value(b), beh[i]))
-				pr.behavior = i;
-		if (!pr.behavior || json_is_true(json_object_get(p, "invert")))
-			return unsupported(path, "Split behavior/invert", p, err);
-		if (!(pr.re = pattern(json_object_get(p, "pattern"), path, err)))
-			return err->code;
-	} else if (jtype(p, "Digits")) {
-		int ind = json_is_true(json_object_get(p, "individual_digits"));
-		pr.kind = PT_SPLIT;
-		pr.behavior = ind ? SB_ISOLATED : SB_CONTIGUOUS;
-		if (!(pr.re = tk_regex("\\p{N}", 5, false, path, err)))
-			return err->code;
-	} else if (jtype(p, "ByteLevel")) {
-		json_t *ur = json_object_get(p, "use_regex");
-		pr.kind = PT_BYTELEVEL;
-		pr.add_prefix_space = json_is_true(json_object_get(p, "add_prefix_space"));
-		t->byte_level = true;
-		if ((!ur || json_is_true(ur)) && !(pr.re = tk_regex(GPT2_REGEX, strlen(GPT2_REGEX), false, path, err)))
-			return err->code;
-	} else if (jtype(p, "Metaspace")) {
-		json_t *r = json_object_get(p, "replacement"), *ps = json_object_get(p, "prepend_scheme");
-		json_t *sp = json_object_get(p, "split");
-		pr.kind = PT_METASPACE;
-		const char *rep = json_is_string(r) ? json_string_value(r) : "\xe2\x96\x81";
-		pr.repl_len = strlen(rep);
-		if (!pr.repl_len || pr.repl_len >= sizeof pr.repl)
-			return unsupported(path, "Metaspace replacement", p, err);
-		memcpy(pr.repl, rep, pr.repl_len);
-		pr.split = !sp || json_is_true(sp);
-		if (json_is_string(ps)) {
-			const char *v = json_string_value(ps);
-			pr.prepend = !strcmp(v, "always") ? 1 : !strcmp(v, "first") ? 2 : !strcmp(v, "never") ? 0 : -1;
-			if (pr.prepend < 0)
-				return unsupported(path, "Metaspace prepend_scheme", p, err);
-		} else {
-			/* older files: add_prefix_space */
-			json_t *aps = json_object_get(p, "add_prefix_space");
-			pr.prepend = !aps || json_is_true(aps) ? 1 : 0;
-		}
-	} else {
-		return unsupported(path, "pre_tokenizer", p, err);
-	}
-	return add_pre(t, pr, err);
-}
-
-/* The ids a TemplateProcessing special token stands for. */
-static muse_status tmpl_ids(json_t *proc, const char *name, int32_t *dst, int *n, const char *path, muse_err *err)
-{
-	json_t *ids = json_object_get(json_object_get(json_object_get(proc, "special_tokens"), name), "ids");
-	if (!json_is_array(ids))
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: post_processor: special token '%.100s' has no ids", path, name);
-	for (size_t i = 0; i < json_array_size(ids); i++) {
-		json_t *v = json_array_get(ids, i);
-		if (*n >= 4 || !json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= TK_MAX_VOCAB)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: post_processor: bad ids for '%.100s'", path, name);
-		dst[(*n)++] = (int32_t)json_integer_value(v);
-	}
-	return MUSE_OK;
-}
-
-static muse_status load_post(muse_tokenizer *t, json_t *p, const char *path, int depth, muse_err *err)
+/* The merges as (left id, right id) -> (rank, merged id); see muse_vocab.llama_merges for the two readings. */
+static muse_status build_merges(muse_tokenizer *t, const muse_vocab *v, muse_err *err)
 {
 	muse_status s;
-	if (!p || json_is_null(p) || jtype(p, "ByteLevel"))
-		return MUSE_OK;
-	if (depth > 8)
-		return unsupported(path, "post_processor nesting", p, err);
-	if (jtype(p, "Sequence")) {
-		json_t *arr = json_object_get(p, "processors");
-		for (size_t i = 0; json_is_array(arr) && i < json_array_size(arr); i++)
-			if ((s = load_post(t, json_array_get(arr, i), path, depth + 1, err)))
-				return s;
-		return MUSE_OK;
-	}
-	if (jtype(p, "TemplateProcessing")) {
-		json_t *single = json_object_get(p, "single");
-		bool seen_a = false;
-		for (size_t i = 0; json_is_array(single) && i < json_array_size(single); i++) {
-			json_t *it = json_array_get(single, i);
-			json_t *sp = json_object_get(json_object_get(it, "SpecialToken"), "id");
-			if (json_object_get(it, "Sequence")) {
-				seen_a = true;
-			} else if (json_is_string(sp)) {
-				if ((s = seen_a ? tmpl_ids(p, json_string_value(sp), t->suffix, &t->n_suffix, path, err)
-						: tmpl_ids(p, json_string_value(sp), t->prefix, &t->n_prefix, path, err)))
-					return s;
-			} else {
-				return unsupported(path, "TemplateProcessing item", it, err);
-			}
-		}
-		return MUSE_OK;
-	}
-	if (jtype(p, "BertProcessing") || jtype(p, "RobertaProcessing")) {
-		json_t *cls = json_array_get(json_object_get(p, "cls"), 1), *sep = json_array_get(json_object_get(p, "sep"), 1);
-		if (!json_is_integer(cls) || !json_is_integer(sep) || t->n_prefix >= 4 || t->n_suffix >= 4)
-			return unsupported(path, "post_processor", p, err);
-		t->prefix[t->n_prefix++] = (int32_t)json_integer_value(cls);
-		t->suffix[t->n_suffix++] = (int32_t)json_integer_value(sep);
-		return MUSE_OK;
-	}
-	return unsupported(path, "post_processor", p, err);
-}
-
-static const char *tc_content(json_t *e)
-{
-	if (json_is_string(e))
-		return json_string_value(e);
-	json_t *c = json_object_get(e, "content");
-	return json_is_string(c) ? json_string_value(c) : NULL;
-}
-
-static json_t *load_json_file(const char *path, size_t flags, muse_status *s, muse_err *err)
-{
-	json_error_t je;
-	*s = MUSE_OK;
-	json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES | flags, &je);
-	if (!j) {
-		*s = muse_err_at(err, MUSE_ERR_FORMAT, path, (uint64_t)(je.position > 0 ? je.position : 0), "%s", je.text);
-	} else if (!json_is_object(j)) {
-		*s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: not a JSON object", path);
-		json_decref(j);
-		j = NULL;
-	}
-	return j;
-}
-
-static muse_status from_hf_json(muse_tokenizer *t, json_t *tok, json_t *tcfg, const char *path, muse_err *err)
-{
-	muse_status s;
-	json_t *model = json_object_get(tok, "model"), *vocab = json_object_get(model, "vocab");
-	json_t *at = json_object_get(tok, "added_tokens"), *ty = json_object_get(model, "type");
-	if (!jtype(model, "BPE") && !(json_is_object(model) && !ty && json_object_get(model, "merges")))
-		/* name the type (WordPiece, Unigram, WordLevel) and what would work instead */
-		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tokenizer model type '%.40s' is not supported (muse "
-				    "encodes BPE: tokenizer.json with model type BPE, a SentencePiece BPE tokenizer.model, "
-				    "GGUF tokenizer.ggml.model gpt2 or llama)", path,
-				    json_is_string(ty) ? json_string_value(ty) : ty ? "(not a string)" : "(none)");
-	if (!json_is_object(vocab))
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.vocab is not an object", path);
-	static const char *const nulls[] = { "continuing_subword_prefix", "end_of_word_suffix" };
-	for (int i = 0; i < 2; i++) {
-		json_t *v = json_object_get(model, nulls[i]);
-		if (v && !json_is_null(v) && !(json_is_string(v) && !json_string_length(v)))
-			return unsupported(path, nulls[i], v, err);
-	}
-	json_t *dropout = json_object_get(model, "dropout");
-	if (dropout && !json_is_null(dropout) && !(json_is_number(dropout) && json_number_value(dropout) == 0))
-		return unsupported(path, "BPE dropout", dropout, err);
-	t->model = TK_BPE;
-	size_t n = 0;
-	const char *key;
-	json_t *val;
-	json_object_foreach(vocab, key, val) {
-		if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TK_MAX_VOCAB)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: token '%.100s': id not in 0..%u", path, key, TK_MAX_VOCAB - 1);
-		if ((size_t)json_integer_value(val) + 1 > n)
-			n = (size_t)json_integer_value(val) + 1;
-	}
-	for (size_t i = 0; json_is_array(at) && i < json_array_size(at); i++) {
-		json_t *a = json_array_get(at, i), *id = json_object_get(a, "id"), *c = json_object_get(a, "content");
-		if (!json_is_integer(id) || !json_is_string(c) || json_integer_value(id) < 0 ||
-		    json_integer_value(id) >= TK_MAX_VOCAB)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: added_tokens[%zu]: bad id or content", path, i);
-		if ((size_t)json_integer_value(id) + 1 > n)
-			n = (size_t)json_integer_value(id) + 1;
-	}
-	if ((s = tk_vocab_alloc(t, n, path, err)))
+	if ((s = tk_merges_alloc(t, v->n_merges, err)))
 		return s;
-	json_object_foreach(vocab, key, val) {
-		size_t id = (size_t)json_integer_value(val);
-		if (t->text[id])
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokens '%.100s' and '%.100s' share id %zu", path,
-					    t->text[id], key, id);
-		if ((s = tk_set_text(t, id, key, strlen(key), err)))
-			return s;
+	for (size_t i = 0; i < v->n_merges; i++) {
+		const muse_vocab_merge *m = &v->merges[i];
+		if (!v->llama_merges) {
+			if ((s = tk_merge(t, m->a, m->la, m->b, m->lb, i, false, v->source, err)))
+				return s;
+			continue;
+		}
+		muse_err ignore = { 0 };
+		if (m->b && tk_merge(t, m->a, m->la, m->b, m->lb, i, true, v->source, &ignore) == MUSE_ERR_NOMEM)
+			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	}
+	return refused(&v->merges_refusal, err);
+}
+
+/* The normalizer and pre-tokenizer steps move in with their regexes compiled, each section's refusal after its steps. */
+static muse_status build_pipeline(muse_tokenizer *t, muse_vocab *v, muse_err *err)
+{
+	t->norm = v->norm;
+	t->n_norm = v->n_norm;
+	t->pre = v->pre_steps;
+	t->n_pre = v->n_pre_steps;
+	v->norm = NULL;
+	v->n_norm = 0;
+	v->pre_steps = NULL;
+	v->n_pre_steps = 0;
+	t->norm_re = calloc(t->n_norm ? t->n_norm : 1, sizeof *t->norm_re);
+	t->pre_re = calloc(t->n_pre ? t->n_pre : 1, sizeof *t->pre_re);
+	if (!t->norm_re || !t->pre_re)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < t->n_norm; i++) {
+		const muse_vocab_norm *d = &t->norm[i];
+		if (d->pattern && !(t->norm_re[i] = tk_regex(d->pattern, d->pattern_len, d->literal, v->source, err)))
+			return err->code;
+	}
+	muse_status s = refused(&v->norm_refusal, err);
+	for (size_t i = 0; i < t->n_pre && !s; i++) {
+		const muse_vocab_pre *d = &t->pre[i];
+		if (d->pattern && !(t->pre_re[i] = tk_regex(d->pattern, d->pattern_len, d->literal, v->source, err)))
+			return err->code;
+	}
+	return s ? s : refused(&v->pre_refusal, err);
+}
+
+/* An id by name: among the added tokens first, then the model's vocabulary (-1: neither). */
+static int32_t lookup_special(const muse_tokenizer *t, const char *name)
+{
+	for (size_t i = 0; i < t->n_added; i++)
+		if (!strcmp(t->added[i].text, name))
+			return t->added[i].id;
+	return tk_lookup(t, name);
+}
+
+static muse_status build(muse_tokenizer *t, muse_vocab *v, muse_err *err)
+{
+	muse_status s;
+	const char *src = v->source;
+	/* The vocabulary moves into the tokenizer. */
+	t->model = v->model;
+	t->n_vocab = v->n;
+	t->text = v->text;
+	t->len = v->len;
+	t->scores = v->scores;
+	v->text = NULL;
+	v->len = NULL;
+	v->scores = NULL;
 	/* Only the model's vocabulary is looked up by the model (added tokens are matched before it). */
 	if ((s = tk_index(t, err)))
 		return s;
-	for (size_t i = 0; json_is_array(at) && i < json_array_size(at); i++) {
-		json_t *a = json_array_get(at, i);
-		size_t id = (size_t)json_integer_value(json_object_get(a, "id"));
-		json_t *c = json_object_get(a, "content");
-		if (!t->len[id] && (s = tk_set_text(t, id, json_string_value(c), json_string_length(c), err)))
-			return s;
-		if ((s = tk_added_push(t, json_string_value(c), json_string_length(c), (int32_t)id,
-				       json_is_true(json_object_get(a, "special")), err)))
-			return s;
-		tk_added *ad = &t->added[t->n_added - 1];
-		ad->lstrip = json_is_true(json_object_get(a, "lstrip"));
-		ad->rstrip = json_is_true(json_object_get(a, "rstrip"));
-		ad->single_word = json_is_true(json_object_get(a, "single_word"));
-		ad->normalized = json_is_true(json_object_get(a, "normalized"));
-	}
-	if ((s = tk_added_finish(t, err)))
-		return s;
-	json_t *merges = json_object_get(model, "merges");
-	size_t nm = json_is_array(merges) ? json_array_size(merges) : 0;
-	if ((s = tk_merges_alloc(t, nm, err)))
-		return s;
-	for (size_t i = 0; i < nm; i++) {
-		json_t *m = json_array_get(merges, i);
-		if (json_is_string(m)) {
-			/* tokenizers splits "a b" on ' ' and wants exactly two parts */
-			const char *ms = json_string_value(m), *sp = strchr(ms, ' ');
-			if (!sp || strchr(sp + 1, ' '))
-				return muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.merges[%zu] is not 'a b'", path, i);
-			s = tk_merge(t, ms, (size_t)(sp - ms), sp + 1, strlen(sp + 1), i, false, path, err);
-		} else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-			   json_is_string(json_array_get(m, 1))) {
-			json_t *a = json_array_get(m, 0), *b = json_array_get(m, 1);
-			s = tk_merge(t, json_string_value(a), json_string_length(a), json_string_value(b),
-				     json_string_length(b), i, false, path, err);
-		} else {
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.merges[%zu] is malformed", path, i);
-		}
-		if (s)
+	/* Added tokens move in; they fill only the ids the vocabulary leaves empty. */
+	t->added = v->added;
+	t->n_added = v->n_added;
+	v->added = NULL;
+	v->n_added = 0;
+	for (size_t i = 0; i < t->n_added; i++) {
+		const muse_vocab_added *a = &t->added[i];
+		if (!t->len[a->id] && (s = tk_set_text(t, (size_t)a->id, a->text, a->len, err)))
 			return s;
 	}
-	t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
-	t->fuse_unk = json_is_true(json_object_get(model, "fuse_unk"));
-	t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
-	json_t *unk = json_object_get(model, "unk_token");
-	if (json_is_string(unk)) {
-		t->unk = tk_lookup(t, json_string_value(unk));
-		if (t->unk < 0)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.unk_token '%.100s' is not a token", path,
-					    json_string_value(unk));
-	}
-	if ((s = load_normalizer(t, json_object_get(tok, "normalizer"), path, 0, err)) ||
-	    (s = load_pre(t, json_object_get(tok, "pre_tokenizer"), path, 0, err)) ||
-	    (s = load_post(t, json_object_get(tok, "post_processor"), path, 0, err)))
+	if ((s = tk_added_finish(t, err)) || (s = build_merges(t, v, err)))
 		return s;
+	t->byte_fallback = v->byte_fallback;
+	t->fuse_unk = v->fuse_unk;
+	t->ignore_merges = v->ignore_merges;
+	t->unk = v->unk;
+	if (v->unk_text && (t->unk = tk_lookup(t, v->unk_text)) < 0)
+		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.unk_token '%.100s' is not a token", src, v->unk_text);
+	if ((s = build_pipeline(t, v, err)) || (s = refused(&v->post_refusal, err)))
+		return s;
+	memcpy(t->prefix, v->prefix, sizeof t->prefix);
+	memcpy(t->suffix, v->suffix, sizeof t->suffix);
+	t->n_prefix = v->n_prefix;
+	t->n_suffix = v->n_suffix;
 	for (int i = 0; i < t->n_prefix; i++)
 		if ((size_t)t->prefix[i] >= t->n_vocab)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: post_processor id %d outside the vocabulary", path, t->prefix[i]);
+			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: post_processor id %d outside the vocabulary", src, t->prefix[i]);
 	for (int i = 0; i < t->n_suffix; i++)
 		if ((size_t)t->suffix[i] >= t->n_vocab)
-			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: post_processor id %d outside the vocabulary", path, t->suffix[i]);
-	/* bos/eos for callers: tokenizer_config's, looked up among added tokens, then the vocabulary. */
-	const char *names[2] = { tc_content(json_object_get(tcfg, "bos_token")), tc_content(json_object_get(tcfg, "eos_token")) };
-	int32_t *dst[2] = { &t->bos, &t->eos };
-	for (int k = 0; k < 2; k++) {
-		if (!names[k])
-			continue;
-		for (size_t i = 0; i < t->n_added && *dst[k] < 0; i++)
-			if (!strcmp(t->added[i].text, names[k]))
-				*dst[k] = t->added[i].id;
-		if (*dst[k] < 0)
-			*dst[k] = tk_lookup(t, names[k]);
-	}
+			return muse_err_set(err, MUSE_ERR_FORMAT, "%s: post_processor id %d outside the vocabulary", src, t->suffix[i]);
+	t->bos = v->bos_text ? lookup_special(t, v->bos_text) : v->bos;
+	t->eos = v->eos_text ? lookup_special(t, v->eos_text) : v->eos;
+	t->add_space_prefix = v->spm_space_prefix;
 	return MUSE_OK;
 }
 
-/* ------------------------------------------------------------------ loading: SentencePiece and GGUF */
-
-/* Added tokens from token types: CONTROL/UNKNOWN special, USER_DEFINED not (llama.cpp's partition set). */
-static muse_status added_from_types(muse_tokenizer *t, const int32_t *types, muse_err *err)
+muse_status muse_tokenizer_create(muse_vocab *v, muse_tokenizer **out, muse_err *err)
 {
-	muse_status s;
-	for (size_t i = 0; i < t->n_vocab; i++) {
-		int ty = types ? types[i] : 1;
-		if ((ty == 2 || ty == 3 || ty == 4) && t->len[i] &&
-		    (s = tk_added_push(t, t->text[i], t->len[i], (int32_t)i, ty != 4, err)))
-			return s;
-	}
-	return tk_added_finish(t, err);
-}
-
-static void set_post(muse_tokenizer *t, bool add_bos, bool add_eos)
-{
-	if (add_bos && t->bos >= 0 && (size_t)t->bos < t->n_vocab)
-		t->prefix[t->n_prefix++] = t->bos;
-	if (add_eos && t->eos >= 0 && (size_t)t->eos < t->n_vocab)
-		t->suffix[t->n_suffix++] = t->eos;
-}
-
-static muse_status from_spm_model(muse_tokenizer *t, const char *path, json_t *tcfg, muse_err *err)
-{
-	muse_spm_model *m = NULL;
-	int32_t *types = NULL;
-	muse_status s = muse_spm_load(path, &m, err);
-	if (s)
-		return s;
-	if (m->model_type != MUSE_SPM_BPE) {
-		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: SentencePiece model type %d is not supported (BPE only)", path,
-				 m->model_type);
-		goto done;
-	}
-	if ((m->normalizer_name && strcmp(m->normalizer_name, "identity")) ||
-	    (!m->normalizer_name && m->has_precompiled_charsmap)) {
-		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: SentencePiece normalizer '%s' is not supported (identity only)",
-				 path, m->normalizer_name ? m->normalizer_name : "precompiled");
-		goto done;
-	}
-	t->model = TK_SPM;
-	if ((s = tk_vocab_alloc(t, m->n_pieces, path, err)))
-		goto done;
-	t->scores = calloc(m->n_pieces, sizeof *t->scores);
-	types = calloc(m->n_pieces, sizeof *types);
-	if (!t->scores || !types) {
-		s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-		goto done;
-	}
-	for (size_t i = 0; i < m->n_pieces; i++) {
-		if ((s = tk_set_text(t, i, m->pieces[i].text, m->pieces[i].len, err)))
-			goto done;
-		t->scores[i] = m->pieces[i].score;
-		types[i] = m->pieces[i].type;
-		if (m->pieces[i].type == MUSE_SPM_UNKNOWN)
-			t->unk = (int32_t)i;
-	}
-	if ((s = tk_index(t, err)) || (s = added_from_types(t, types, err)))
-		goto done;
-	t->add_space_prefix = m->add_dummy_prefix;
-	t->bos = m->bos_id;
-	t->eos = m->eos_id;
-	json_t *ab = json_object_get(tcfg, "add_bos_token"), *ae = json_object_get(tcfg, "add_eos_token");
-	set_post(t, ab ? json_is_true(ab) : true, ae ? json_is_true(ae) : false);
-done:
-	free(types);
-	muse_spm_free(m);
-	return s;
-}
-
-static const muse_kv *meta_arr(const muse_meta *meta, const char *key, muse_kv_type want)
-{
-	const muse_kv *kv = muse_meta_find(meta, key);
-	return kv && kv->type == MUSE_KV_ARRAY && kv->arr_type == want ? kv : NULL;
-}
-
-static int meta_bool(const muse_meta *meta, const char *key, int def)
-{
-	const muse_kv *kv = muse_meta_find(meta, key);
-	return kv && kv->type == MUSE_KV_BOOL ? kv->v.b : def;
-}
-
-static int32_t meta_id(const muse_meta *meta, const char *key, int32_t def, size_t n)
-{
-	uint64_t v;
-	if (!muse_meta_get_u64(meta, key, &v))
-		return def;
-	return v < n ? (int32_t)v : -1;
-}
-
-muse_status muse_tokenizer_from_meta(const muse_meta *meta, const char *path, muse_tokenizer **out, muse_err *err)
-{
-	muse_status s;
 	*out = NULL;
-	const char *src = path ? path : META_SOURCE;
-	const char *model = muse_meta_get_str(meta, "tokenizer.ggml.model");
-	if (!model)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: no tokenizer.ggml.model (the file carries no vocabulary)", src);
-	bool gpt2 = !strcmp(model, "gpt2"), spm = !strcmp(model, "llama");
-	if (!gpt2 && !spm)
-		return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.60s' is not supported (gpt2, llama)",
-				    src, model);
-	const muse_kv *toks = meta_arr(meta, "tokenizer.ggml.tokens", MUSE_KV_STRING);
-	if (!toks)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.tokens missing or not a string array", src);
-	const muse_kv *types = muse_meta_find(meta, "tokenizer.ggml.token_type");
-	const muse_kv *scores = muse_meta_find(meta, "tokenizer.ggml.scores");
-	if (types && (types->type != MUSE_KV_ARRAY || types->arr_type != MUSE_KV_I32 || types->n != toks->n))
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.token_type is not an int32 array of %llu", src,
-				    (unsigned long long)toks->n);
-	if (scores && (scores->type != MUSE_KV_ARRAY || scores->arr_type != MUSE_KV_F32 || scores->n != toks->n))
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.scores is not a float32 array of %llu", src,
-				    (unsigned long long)toks->n);
-	const muse_pre_rule *rule = NULL;
-	if (gpt2) {
-		const char *pre = muse_meta_get_str(meta, "tokenizer.ggml.pre");
-		if (!(rule = muse_tokenizer_pre_rule(pre)))
-			return muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre '%.60s' is not supported", src,
-					    pre ? pre : "(missing)");
-	}
 	muse_tokenizer *t = tk_new();
-	if (!t)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	t->model = gpt2 ? TK_BPE : TK_SPM;
-	if ((s = tk_vocab_alloc(t, (size_t)toks->n, src, err)))
-		goto fail;
-	const muse_str *st = toks->arr;
-	for (size_t i = 0; i < t->n_vocab; i++) {
-		if (!muse_utf8_valid(st[i].ptr, (size_t)st[i].len) || memchr(st[i].ptr, 0, (size_t)st[i].len)) {
-			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.tokens[%zu] is not valid UTF-8", src, i);
-			goto fail;
-		}
-		if ((s = tk_set_text(t, i, st[i].ptr, (size_t)st[i].len, err)))
-			goto fail;
-	}
-	if ((s = tk_index(t, err)) || (s = added_from_types(t, types ? types->arr : NULL, err)))
-		goto fail;
-	if (spm) {
-		if (!(t->scores = calloc(t->n_vocab, sizeof *t->scores))) {
-			s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-			goto fail;
-		}
-		if (scores)
-			memcpy(t->scores, scores->arr, t->n_vocab * sizeof *t->scores);
-		/* llama.cpp's SPM defaults */
-		t->bos = meta_id(meta, "tokenizer.ggml.bos_token_id", 1, t->n_vocab);
-		t->eos = meta_id(meta, "tokenizer.ggml.eos_token_id", 2, t->n_vocab);
-		t->unk = meta_id(meta, "tokenizer.ggml.unknown_token_id", 0, t->n_vocab);
-		t->add_space_prefix = meta_bool(meta, "tokenizer.ggml.add_space_prefix", 1);
-		set_post(t, meta_bool(meta, "tokenizer.ggml.add_bos_token", 1), meta_bool(meta, "tokenizer.ggml.add_eos_token", 0));
-	} else {
-		const muse_kv *mg = meta_arr(meta, "tokenizer.ggml.merges", MUSE_KV_STRING);
-		if (!mg) {
-			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: tokenizer.ggml.merges missing or not a string array", src);
-			goto fail;
-		}
-		if ((s = tk_merges_alloc(t, (size_t)mg->n, err)))
-			goto fail;
-		const muse_str *ms = mg->arr;
-		for (size_t i = 0; i < mg->n; i++) {
-			/* llama.cpp splits at the first ' ' after the first byte; merges naming no tokens are skipped */
-			const char *w = ms[i].ptr;
-			size_t wl = (size_t)ms[i].len;
-			const char *sp = wl > 1 ? memchr(w + 1, ' ', wl - 1) : NULL;
-			if (!sp)
-				continue;
-			muse_err ignore = { 0 };
-			muse_status ms_ = tk_merge(t, w, (size_t)(sp - w), sp + 1, wl - (size_t)(sp - w) - 1, i, true, src, &ignore);
-			if (ms_ == MUSE_ERR_NOMEM) {
-				s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-				goto fail;
-			}
-		}
-		t->ignore_merges = rule->ignore_merges;
-		if (rule->digits) {
-			tk_pre p = { .kind = PT_SPLIT, .behavior = SB_ISOLATED };
-			if (!(p.re = tk_regex("\\p{N}", 5, false, src, err)) || (s = add_pre(t, p, err))) {
-				s = err->code ? err->code : MUSE_ERR_NOMEM;
-				goto fail;
-			}
-		}
-		for (int k = 0; k < MUSE_PRE_MAX_SPLITS && rule->split[k]; k++) {
-			tk_pre p = { .kind = PT_SPLIT, .behavior = SB_ISOLATED };
-			if (!(p.re = tk_regex(rule->split[k], strlen(rule->split[k]), false, src, err)) || (s = add_pre(t, p, err))) {
-				s = err->code ? err->code : MUSE_ERR_NOMEM;
-				goto fail;
-			}
-		}
-		tk_pre bl = { .kind = PT_BYTELEVEL };
-		if (rule->bytelevel_regex && !(bl.re = tk_regex(GPT2_REGEX, strlen(GPT2_REGEX), false, src, err))) {
-			s = err->code;
-			goto fail;
-		}
-		if ((s = add_pre(t, bl, err)))
-			goto fail;
-		t->byte_level = true;
-		t->bos = meta_id(meta, "tokenizer.ggml.bos_token_id", -1, t->n_vocab);
-		t->eos = meta_id(meta, "tokenizer.ggml.eos_token_id", -1, t->n_vocab);
-		set_post(t, meta_bool(meta, "tokenizer.ggml.add_bos_token", rule->add_bos),
-			 meta_bool(meta, "tokenizer.ggml.add_eos_token", 0));
-	}
-	*out = t;
-	return MUSE_OK;
-fail:
-	muse_tokenizer_free(t);
-	return s;
-}
-
-static bool is_file(const char *p)
-{
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-muse_status muse_tokenizer_from_dir(const char *dir, muse_tokenizer **out, muse_err *err)
-{
-	char path[4096], cpath[4096], mpath[4096];
-	muse_status s = MUSE_OK;
-	json_t *tok = NULL, *tcfg = NULL;
-	*out = NULL;
-	if ((size_t)snprintf(path, sizeof path, "%s/tokenizer.json", dir) >= sizeof path)
-		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: path too long", dir);
-	snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-	snprintf(mpath, sizeof mpath, "%s/tokenizer.model", dir);
-	bool have_json = is_file(path), have_model = is_file(mpath);
-	if (!have_json && !have_model)
-		return muse_err_set(err, MUSE_ERR_FORMAT, "%s: no tokenizer.json or tokenizer.model", dir);
-	muse_tokenizer *t = tk_new();
-	if (!t)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	if (is_file(cpath) && !(tcfg = load_json_file(cpath, JSON_DECODE_INT_AS_REAL, &s, err)))
-		goto done;
-	if (have_json) {
-		if (!(tok = load_json_file(path, 0, &s, err)))
-			goto done;
-		s = from_hf_json(t, tok, tcfg, path, err);
-	} else {
-		s = from_spm_model(t, mpath, tcfg, err);
-	}
-done:
-	json_decref(tok);
-	json_decref(tcfg);
+	muse_status s = t ? build(t, v, err) : muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	muse_vocab_free(v);
 	if (s) {
 		muse_tokenizer_free(t);
 		return s;
 	}
 	*out = t;
 	return MUSE_OK;
+}
+
+muse_status muse_tokenizer_from_meta(const muse_meta *meta, const char *path, muse_tokenizer **out, muse_err *err)
+{
+	muse_vocab *v = NULL;
+	*out = NULL;
+	muse_status s = muse_vocab_from_meta(meta, path, &v, err);
+	return s ? s : muse_tokenizer_create(v, out, err);
+}
+
+muse_status muse_tokenizer_from_dir(const char *dir, muse_tokenizer **out, muse_err *err)
+{
+	muse_vocab *v = NULL;
+	*out = NULL;
+	muse_status s = muse_vocab_from_dir(dir, &v, err);
+	return s ? s : muse_tokenizer_create(v, out, err);
 }

@@ -1,4 +1,4 @@
-/* tokenizer.h: text -> token ids for every vocabulary muse reads (HF tokenizer.json / tokenizer.model, GGUF tokenizer.* keys); one implementation serves convert, calibration and eval. */
+/* tokenizer.h: text -> token ids for every vocabulary muse reads (HF tokenizer.json / tokenizer.model, GGUF tokenizer.* keys, all read into a muse_vocab by formats/vocab*.c); one encoder serves `muse tokenize`, calibration and eval. */
 #ifndef MUSE_TOKENIZER_H
 #define MUSE_TOKENIZER_H
 
@@ -10,15 +10,25 @@
 #include "../lib/status.h"
 
 typedef struct muse_tokenizer muse_tokenizer;
+struct muse_vocab;
 
 /*
- * Builds a tokenizer from GGUF tokenizer.* metadata (tokenizer.ggml.model
- * "gpt2": byte-level BPE with the pre-tokenizer named by .pre; "llama":
- * SentencePiece BPE with byte fallback). path names the file in errors.
+ * Builds the encoder for a vocabulary (formats/vocab.h) and takes it: v is
+ * freed on success and on failure. Fails on what the reading left as a
+ * refusal (a tokenizer.json feature muse cannot run) and on merges or an
+ * unk_token naming no token.
+ */
+muse_status muse_tokenizer_create(struct muse_vocab *v, muse_tokenizer **out, muse_err *err);
+
+/*
+ * muse_vocab_from_meta + create: GGUF tokenizer.* metadata as llama.cpp
+ * reads it ("gpt2": byte-level BPE with the pre-tokenizer named by .pre;
+ * "llama": SentencePiece BPE with byte fallback). path names the file in
+ * errors.
  */
 muse_status muse_tokenizer_from_meta(const muse_meta *meta, const char *path, muse_tokenizer **out, muse_err *err);
 
-/* From an HF model directory: tokenizer.json (else tokenizer.model) plus tokenizer_config.json. */
+/* muse_vocab_from_dir + create: an HF directory's tokenizer.json (else tokenizer.model) and tokenizer_config.json. */
 muse_status muse_tokenizer_from_dir(const char *dir, muse_tokenizer **out, muse_err *err);
 
 /*

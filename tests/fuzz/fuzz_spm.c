@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../formats/spm.h"
+#include "../../formats/vocab_spm.h"
 #include "../../lib/utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

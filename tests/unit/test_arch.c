@@ -8,7 +8,7 @@
 #include "../../formats/hf2gguf.h"
 #include "../../formats/hf_config.h"
 #include "../../formats/model_card.h"
-#include "../../formats/tokenizer_gguf.h"
+#include "../../formats/vocab.h"
 #include "unit.h"
 
 static void test_map_names(void)
@@ -88,21 +88,21 @@ static void test_names(void)
 
 static void test_pre(void)
 {
-	CHECK(!strcmp(muse_tokenizer_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"),
+	CHECK(!strcmp(muse_vocab_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"),
 		      "gpt-2"));
-	CHECK(!strcmp(muse_tokenizer_pre_name("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\","
+	CHECK(!strcmp(muse_vocab_pre_name("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\","
 					      "\"individual_digits\":true},{\"type\":\"ByteLevel\",\"add_prefix_space\":"
 					      "false,\"use_regex\":true}]}"), "smollm"));
-	CHECK(!strcmp(muse_tokenizer_pre_name(
+	CHECK(!strcmp(muse_vocab_pre_name(
 			      "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
 			      "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| "
 			      "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
 			      "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":"
 			      "false,\"use_regex\":false}]}"), "llama-bpe"));
-	CHECK(muse_tokenizer_pre_name("{\"type\":\"Metaspace\"}") == NULL);
-	CHECK(muse_tokenizer_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":true}") == NULL);
-	CHECK(muse_tokenizer_pre_name("null") == NULL);
-	CHECK(muse_tokenizer_pre_name("not json") == NULL);
+	CHECK(muse_vocab_pre_name("{\"type\":\"Metaspace\"}") == NULL);
+	CHECK(muse_vocab_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":true}") == NULL);
+	CHECK(muse_vocab_pre_name("null") == NULL);
+	CHECK(muse_vocab_pre_name("not json") == NULL);
 }
 
 
@@ -239,7 +239,7 @@ static void test_config(void)
 static muse_status tok_with(const char *tok, uint64_t n_vocab, muse_meta *m, muse_err *err)
 {
 	put("tokenizer.json", tok);
-	return muse_tokenizer_gguf_load(scratch, n_vocab, m, NULL, err);
+	return muse_vocab_hf_to_meta(scratch, n_vocab, m, NULL, err);
 }
 
 #define BL "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"
@@ -306,7 +306,7 @@ static void test_tokenizer(void)
 	muse_meta_init(&m);
 	CHECK(tok_with("{\"model\":{\"vocab\":{}}," BL "}", 0, &m, &err) == MUSE_ERR_LIMIT);
 	drop("tokenizer.json");
-	CHECK(muse_tokenizer_gguf_load(scratch, 8, &m, NULL, &err) == MUSE_ERR_UNSUPPORTED);
+	CHECK(muse_vocab_hf_to_meta(scratch, 8, &m, NULL, &err) == MUSE_ERR_UNSUPPORTED);
 	muse_meta_free(&m);
 }
 

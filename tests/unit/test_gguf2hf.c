@@ -3,7 +3,8 @@
 #include <string.h>
 
 #include "../../formats/gguf2hf.h"
-#include "../../formats/tokenizer_hf.h"
+#include "../../formats/vocab_impl.h"
+#include "../../formats/vocab_to_hf.h"
 #include "unit.h"
 
 /* Every table row, forward then backward: the HF name comes back (merging rows excepted, they refuse by name). */
@@ -121,7 +122,7 @@ static void test_tokenizer_json(void)
 	muse_meta_set_str(&m, "tokenizer.chat_template", "{{ x }}");
 	json_t *tok = NULL, *cfg = NULL;
 	muse_err err = { 0 };
-	CHECK(muse_tokenizer_hf_build(&m, "t.gguf", 128, &tok, &cfg, &err) == MUSE_OK);
+	CHECK(muse_vocab_meta_to_hf(&m, "t.gguf", 128, &tok, &cfg, &err) == MUSE_OK);
 	json_t *model = json_object_get(tok, "model"), *v = json_object_get(model, "vocab");
 	CHECK(json_object_size(v) == 6); /* the UNUSED hole is left out */
 	CHECK(json_integer_value(json_object_get(v, "ab")) == 3);
@@ -180,7 +181,7 @@ static void test_tokenizer_refusals(void)
 			muse_meta_set_arr(&m, "tokenizer.ggml.merges", MUSE_KV_I32, types, 2);
 		json_t *tok = (json_t *)1, *cfg = (json_t *)1;
 		muse_err err = { 0 };
-		muse_status s = muse_tokenizer_hf_build(&m, "t.gguf", 0, &tok, &cfg, &err);
+		muse_status s = muse_vocab_meta_to_hf(&m, "t.gguf", 0, &tok, &cfg, &err);
 		if (s != cases[i].want)
 			printf("#   case '%s': status %d, %s\n", cases[i].what, (int)s, err.msg);
 		CHECK(s == cases[i].want);
@@ -194,11 +195,11 @@ static void test_pre_tokenizers(void)
 {
 	static const char *const names[] = { "llama-bpe", "qwen2", "gpt-2", "smollm" };
 	for (size_t i = 0; i < 4; i++) {
-		json_t *p = muse_tokenizer_hf_pre(names[i]);
+		json_t *p = muse_vocab_pre_json(names[i]);
 		CHECK(json_is_object(p));
 		json_decref(p);
 	}
-	CHECK(!muse_tokenizer_hf_pre("default"));
+	CHECK(!muse_vocab_pre_json("default"));
 }
 
 int main(void)

@@ -1,8 +1,8 @@
 /* test_spm.c: the SentencePiece protobuf reader on hand-encoded ModelProtos (valid, defaults, and every refusal), and the pre-tokenizer table. */
 #include <math.h>
 
-#include "../../formats/spm.h"
-#include "../../formats/tokenizer_gguf.h"
+#include "../../formats/vocab_spm.h"
+#include "../../formats/vocab.h"
 #include "unit.h"
 
 /* A tiny protobuf writer for the tests. */
@@ -53,9 +53,9 @@ static void put_piece(buf *o, const char *text, float score, int type)
 static void base_model(buf *o, int with_specs)
 {
 	o->n = 0;
-	put_piece(o, "<unk>", 0, MUSE_SPM_UNKNOWN);
-	put_piece(o, "<s>", 0, MUSE_SPM_CONTROL);
-	put_piece(o, "</s>", 0, MUSE_SPM_CONTROL);
+	put_piece(o, "<unk>", 0, MUSE_TOKEN_UNKNOWN);
+	put_piece(o, "<s>", 0, MUSE_TOKEN_CONTROL);
+	put_piece(o, "</s>", 0, MUSE_TOKEN_CONTROL);
 	put_piece(o, "\xe2\x96\x81" "a", -1.5f, 0);
 	if (!with_specs)
 		return;
@@ -86,7 +86,7 @@ static void test_valid(void)
 		return;
 	CHECK_EQ_U64(m->n_pieces, 4);
 	CHECK(!strcmp(m->pieces[3].text, "\xe2\x96\x81" "a") && m->pieces[3].score == -1.5f);
-	CHECK(m->pieces[3].type == MUSE_SPM_NORMAL && m->pieces[0].type == MUSE_SPM_UNKNOWN);
+	CHECK(m->pieces[3].type == MUSE_TOKEN_NORMAL && m->pieces[0].type == MUSE_TOKEN_UNKNOWN);
 	CHECK(m->model_type == MUSE_SPM_BPE && m->byte_fallback);
 	CHECK(m->unk_id == 0 && m->bos_id == 1 && m->eos_id == 2 && m->pad_id == -1);
 	CHECK(!m->add_dummy_prefix && m->remove_extra_whitespaces && m->escape_whitespaces);
@@ -149,7 +149,7 @@ static void test_hostile(void)
 	put_piece(&t, "<s>", 0, 0);
 	CHECK(refused(&t, "are both '<s>'"));
 	t = o;
-	put_piece(&t, "<unk2>", 0, MUSE_SPM_UNKNOWN);
+	put_piece(&t, "<unk2>", 0, MUSE_TOKEN_UNKNOWN);
 	CHECK(refused(&t, "UNKNOWN"));
 	t = o;
 	put_piece(&t, "\xff\xfe", 0, 0);
@@ -161,7 +161,7 @@ static void test_hostile(void)
 	put_piece(&t, "x", 0, 9);
 	CHECK(refused(&t, "unknown type"));
 	t = o;
-	put_piece(&t, "<0x4g>", 0, MUSE_SPM_BYTE);
+	put_piece(&t, "<0x4g>", 0, MUSE_TOKEN_BYTE);
 	CHECK(refused(&t, "BYTE"));
 	t = o;
 	put_piece(&t, "", 0, 0);
@@ -183,17 +183,17 @@ static void test_hostile(void)
 
 static void test_pre_rules(void)
 {
-	const muse_pre_rule *r = muse_tokenizer_pre_rule("llama-bpe");
+	const muse_pre_rule *r = muse_vocab_pre_rule("llama-bpe");
 	CHECK(r && r->ignore_merges && r->add_bos && r->split[0] && !r->split[1] && !r->bytelevel_regex);
-	CHECK(muse_tokenizer_pre_rule("dbrx") == r); /* an alias of the same regex set */
-	r = muse_tokenizer_pre_rule("smollm");
+	CHECK(muse_vocab_pre_rule("dbrx") == r); /* an alias of the same regex set */
+	r = muse_vocab_pre_rule("smollm");
 	CHECK(r && r->digits && r->bytelevel_regex && !r->split[0]);
-	r = muse_tokenizer_pre_rule("deepseek-v3");
+	r = muse_vocab_pre_rule("deepseek-v3");
 	CHECK(r && r->split[2] && !r->bytelevel_regex);
-	CHECK(!muse_tokenizer_pre_rule("no-such-pre") && !muse_tokenizer_pre_rule(NULL));
-	CHECK(!strcmp(muse_tokenizer_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":false}"), "gpt-2"));
-	CHECK(!muse_tokenizer_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":true}"));
-	CHECK(!muse_tokenizer_pre_name("{\"type\":\"Metaspace\"}"));
+	CHECK(!muse_vocab_pre_rule("no-such-pre") && !muse_vocab_pre_rule(NULL));
+	CHECK(!strcmp(muse_vocab_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":false}"), "gpt-2"));
+	CHECK(!muse_vocab_pre_name("{\"type\":\"ByteLevel\",\"add_prefix_space\":true}"));
+	CHECK(!muse_vocab_pre_name("{\"type\":\"Metaspace\"}"));
 }
 
 int main(void)

@@ -1,6 +1,8 @@
-/* test_tokenizer.c: the encoder on hand-built GGUF vocabularies (SentencePiece scores, byte-level merges, special tokens) and its refusals of malformed metadata and text. */
+/* test_tokenizer.c: the encoder on hand-built GGUF vocabularies (SentencePiece scores, byte-level merges, special tokens), its refusals of malformed metadata and text, and of tokenizer.json features only encoding needs. */
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "../../formats/vocab.h"
 #include "../../quant/tokenizer.h"
 #include "../../quant/tokenizer_impl.h"
 #include "unit.h"
@@ -154,10 +156,71 @@ static void test_bpe(void)
 		free(toks[i]);
 }
 
+/* Writes dir/tokenizer.json and returns the encoder's build status (err holds the message). */
+static muse_status build_from_json(const char *dir, const char *json, muse_err *err)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return MUSE_ERR_IO;
+	fputs(json, f);
+	fclose(f);
+	muse_tokenizer *t = NULL;
+	muse_status s = muse_tokenizer_from_dir(dir, &t, err);
+	muse_tokenizer_free(t);
+	return s;
+}
+
+#define TJ_MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2}"
+#define TJ_BL "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false}"
+
+/*
+ * What only encoding needs is refused when the encoder is built, not when
+ * the files are read (convert reads the same tokenizer.json and must not be
+ * refused for it), and in the order tokenizers reads the file.
+ */
+static void test_hf_refusals(void)
+{
+	char dir[] = "/tmp/muse-test-tok.XXXXXX";
+	if (!mkdtemp(dir)) {
+		CHECK(0);
+		return;
+	}
+	muse_err err = { 0 };
+	const char *strip = "{" TJ_MODEL ",\"merges\":[\"a b\"]}," TJ_BL ",\"normalizer\":{\"type\":\"StripAccents\"}}";
+	CHECK(build_from_json(dir, strip, &err) == MUSE_ERR_UNSUPPORTED && strstr(err.msg, "normalizer not supported"));
+	muse_vocab *v = NULL;
+	CHECK(muse_vocab_convert_hf(dir, 3, NULL, &v, &err) == MUSE_OK && v && v->strip_accents == 1 && v->n_merges == 1);
+	muse_vocab_free(v);
+	/* a regex that does not compile comes before a later unsupported step */
+	const char *order = "{" TJ_MODEL ",\"merges\":[\"a b\"]},\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
+			    "{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(\"},\"content\":\"x\"},"
+			    "{\"type\":\"StripAccents\"}]},\"pre_tokenizer\":{\"type\":\"Whitespace\"}}";
+	CHECK(build_from_json(dir, order, &err) == MUSE_ERR_UNSUPPORTED && strstr(err.msg, "does not compile"));
+	/* a merge naming no token before a malformed one: the first is reported */
+	const char *merges = "{" TJ_MODEL ",\"merges\":[[\"a\",\"q\"],\"a b c\"]}," TJ_BL "}";
+	CHECK(build_from_json(dir, merges, &err) == MUSE_ERR_FORMAT && strstr(err.msg, "merge 0 'a q'"));
+	merges = "{" TJ_MODEL ",\"merges\":[\"a b\",\"a b c\"]}," TJ_BL "}";
+	CHECK(build_from_json(dir, merges, &err) == MUSE_ERR_FORMAT && strstr(err.msg, "model.merges[1] is not 'a b'"));
+	/* the post-processor after the pre-tokenizer */
+	const char *post = "{" TJ_MODEL "},\"pre_tokenizer\":{\"type\":\"Whitespace\"},"
+			   "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\"}}]}}";
+	CHECK(build_from_json(dir, post, &err) == MUSE_ERR_UNSUPPORTED && strstr(err.msg, "pre_tokenizer not supported"));
+	post = "{" TJ_MODEL "}," TJ_BL ",\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":["
+	       "{\"SpecialToken\":{\"id\":\"<s>\"}},{\"Sequence\":{\"id\":\"A\"}}]}}";
+	CHECK(build_from_json(dir, post, &err) == MUSE_ERR_FORMAT && strstr(err.msg, "'<s>' has no ids"));
+	char path[512];
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	unit_file_name = "tokenizer";
 	RUN(test_spm);
 	RUN(test_bpe);
+	RUN(test_hf_refusals);
 	return unit_failures_total ? 1 : 0;
 }

@@ -1,4 +1,4 @@
-/* tokenizer_gguf.c: HF tokenizer files -> GGUF tokenizer.* keys as convert_hf_to_gguf.py writes them: byte-level BPE (gpt2), SentencePiece tokenizer.model and SentencePiece-style tokenizer.json (llama), special ids, chat templates. */
+/* vocab_convert.c: HF tokenizer files read as convert_hf_to_gguf.py reads them (LlamaModel.set_vocab: byte-level BPE, SentencePiece tokenizer.model, SentencePiece-style tokenizer.json; gguf.SpecialVocab; chat templates), into the GGUF part of a muse_vocab. */
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -7,134 +7,8 @@
 #include <sys/stat.h>
 
 #include "../lib/strmap.h"
-#include "spm.h"
-#include "tokenizer_gguf.h"
-
-/* llama.cpp's token types (gguf.TokenType). */
-enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
-
-/*
- * Pre-tokenizers as data, keyed by llama.cpp's tokenizer.ggml.pre spelling.
- * Each is the tokenizer.json definition that llama-vocab.cpp's regexes for
- * that name reproduce ("original regex from tokenizer.json" there):
- * [Digits(individual_digits)] + Split(Regex, Isolated)... + ByteLevel.
- * Names sharing one definition (llama-bpe/dbrx/chatglm-bpe, smollm/
- * starcoder/refact) resolve to the first, the family convert_hf_to_gguf.py
- * names for the published tokenizers.
- */
-#define RX_LLAMA3 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RX_QWEN2 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RX_QWEN35 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RX_GPT4O "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RX_TEKKEN "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RX_SEED_CODER "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-
-static const muse_pre_rule pre_rules[] = {
-	{ "llama-bpe", { RX_LLAMA3 }, 0, 0, 1, 1 },
-	{ "qwen2", { RX_QWEN2 }, 0, 0, 0, 0 },
-	{ "qwen35", { RX_QWEN35 }, 0, 0, 0, 0 },
-	{ "gpt-2", { NULL }, 0, 1, 0, 0 },
-	{ "smollm", { NULL }, 1, 1, 0, 0 },
-	{ "deepseek-v3",
-	  { "\\p{N}{1,3}", "[\xe4\xb8\x80-\xe9\xbe\xa5\xe3\x81\x80-\xe3\x82\x9f\xe3\x82\xa0-\xe3\x83\xbf]+",
-	    /* literal CR/LF inside the classes, as tokenizer.json and llama-vocab.cpp spell this one */
-	    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
-	    "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+" },
-	  0, 0, 0, 0 },
-	{ "gpt-4o", { RX_GPT4O }, 0, 0, 0, 0 },
-	{ "tekken", { RX_TEKKEN }, 0, 0, 1, 1 },
-	{ "seed-coder", { RX_SEED_CODER }, 0, 0, 0, 0 },
-};
-
-const muse_pre_rule *muse_tokenizer_pre_rule(const char *name)
-{
-	/* llama.cpp's aliases of the same regex set. */
-	static const char *const alias[][2] = {
-		{ "llama3", "llama-bpe" }, { "llama-v3", "llama-bpe" }, { "dbrx", "llama-bpe" }, { "smaug-bpe", "llama-bpe" },
-		{ "falcon3", "llama-bpe" }, { "pixtral", "llama-bpe" }, { "starcoder", "smollm" }, { "refact", "smollm" },
-		{ "command-r", "smollm" }, { "codeshell", "smollm" }, { "exaone", "smollm" }, { "minerva-7b", "smollm" },
-		{ "phi-2", "gpt-2" }, { "mpt", "gpt-2" }, { "olmo", "gpt-2" }, { "jais", "gpt-2" }, { "stablelm2", "qwen2" },
-		{ "hunyuan", "qwen2" }, { "megrez", "qwen2" }, { "deepseek-r1-qwen", "qwen2" }, { "hunyuan-dense", "deepseek-v3" },
-		{ "chatglm-bpe", "llama-bpe" }, { "grok-2", "qwen2" },
-	};
-	if (!name)
-		return NULL;
-	for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
-		if (!strcmp(name, alias[i][0]))
-			name = alias[i][1];
-	for (size_t i = 0; i < sizeof pre_rules / sizeof pre_rules[0]; i++)
-		if (!strcmp(pre_rules[i].name, name))
-			return &pre_rules[i];
-	return NULL;
-}
-
-static int is_type(json_t *o, const char *t)
-{
-	json_t *v = json_object_get(o, "type");
-	return json_is_string(v) && !strcmp(json_string_value(v), t);
-}
-
-/* Matches a tokenizer.json pre_tokenizer against the table by structure: the same steps with the same regexes. */
-static const char *pre_match(json_t *pre)
-{
-	json_t *steps[MUSE_PRE_MAX_SPLITS + 2];
-	size_t n = 0;
-	if (is_type(pre, "Sequence")) {
-		json_t *arr = json_object_get(pre, "pretokenizers");
-		if (!json_is_array(arr) || json_array_size(arr) > MUSE_PRE_MAX_SPLITS + 2)
-			return NULL;
-		for (; n < json_array_size(arr); n++)
-			steps[n] = json_array_get(arr, n);
-	} else if (json_is_object(pre)) {
-		steps[n++] = pre;
-	}
-	const char *regex[MUSE_PRE_MAX_SPLITS] = { NULL };
-	int digits = 0, bl = -1, n_split = 0;
-	for (size_t i = 0; i < n; i++) {
-		json_t *s = steps[i];
-		if (is_type(s, "Split") && n_split < MUSE_PRE_MAX_SPLITS && bl < 0) {
-			json_t *pat = json_object_get(json_object_get(s, "pattern"), "Regex");
-			json_t *beh = json_object_get(s, "behavior");
-			json_t *inv = json_object_get(s, "invert");
-			if (!json_is_string(pat) || !json_is_string(beh) || strcmp(json_string_value(beh), "Isolated") ||
-			    json_is_true(inv))
-				return NULL;
-			regex[n_split++] = json_string_value(pat);
-		} else if (is_type(s, "Digits") && i == 0) {
-			if (!json_is_true(json_object_get(s, "individual_digits")))
-				return NULL;
-			digits = 1;
-		} else if (is_type(s, "ByteLevel") && i == n - 1) {
-			json_t *ur = json_object_get(s, "use_regex");
-			if (json_is_true(json_object_get(s, "add_prefix_space")))
-				return NULL;
-			bl = ur ? json_is_true(ur) : 1; /* tokenizers' default is use_regex = true */
-		} else {
-			return NULL;
-		}
-	}
-	if (bl < 0)
-		return NULL;
-	for (size_t i = 0; i < sizeof pre_rules / sizeof pre_rules[0]; i++) {
-		const muse_pre_rule *r = &pre_rules[i];
-		int k = 0, same = r->bytelevel_regex == bl && r->digits == digits;
-		for (; same && k < MUSE_PRE_MAX_SPLITS; k++) {
-			if (!r->split[k] != !regex[k] || (regex[k] && strcmp(r->split[k], regex[k])))
-				same = 0;
-		}
-		if (same)
-			return r->name;
-	}
-	return NULL;
-}
-
-const char *muse_tokenizer_pre_name(const char *pre_tokenizer_json)
-{
-	json_t *j = json_loads(pre_tokenizer_json, 0, NULL);
-	const char *r = j ? pre_match(j) : NULL;
-	json_decref(j);
-	return r;
-}
+#include "vocab_impl.h"
+#include "vocab_spm.h"
 
 /* convert_hf_to_gguf.py's does_token_look_special. */
 static int looks_special(const char *t)
@@ -177,42 +51,6 @@ static char *encode_part(const char *p, char *w)
 		}
 	}
 	return w;
-}
-
-/*
- * flags: JSON_DECODE_INT_AS_REAL for the config files, whose integers can
- * exceed int64 (tokenizer_config's model_max_length is often 1e30 written
- * out); ids are then read back with json_id.
- */
-static json_t *load_json(const char *dir, const char *name, int required, size_t flags, muse_status *s,
-			 muse_err *err)
-{
-	char path[4096];
-	json_error_t je;
-	*s = MUSE_OK;
-	if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) {
-		*s = muse_err_set(err, MUSE_ERR_LIMIT, "%s: path too long", dir);
-		return NULL;
-	}
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		if (required)
-			*s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
-					  "%s: missing",
-					  path);
-		return NULL;
-	}
-	json_t *j = json_loadf(f, JSON_REJECT_DUPLICATES | flags, &je);
-	fclose(f);
-	if (!j)
-		*s = muse_err_at(err, MUSE_ERR_FORMAT, path, (uint64_t)(je.position > 0 ? je.position : 0), "%s",
-				 je.text);
-	else if (!json_is_object(j)) {
-		*s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: not a JSON object", path);
-		json_decref(j);
-		j = NULL;
-	}
-	return j;
 }
 
 /* Reads a whole small text file (chat_template.jinja) into a fresh string; NULL when absent. */
@@ -273,16 +111,6 @@ static int64_t json_id(json_t *v)
 	return -1;
 }
 
-/* The content of a tokenizer_config "<typ>_token" entry (string or {"content": ...}), or NULL. */
-static const char *tc_content(json_t *e)
-{
-	if (json_is_string(e))
-		return json_string_value(e);
-	if (json_is_object(e) && json_is_string(json_object_get(e, "content")))
-		return json_string_value(json_object_get(e, "content"));
-	return NULL;
-}
-
 /* Python truthiness of a JSON value (None, "", {}, [], 0, false are false). */
 static int truthy(json_t *v)
 {
@@ -307,40 +135,34 @@ static int str_eq(const char *s, json_t *v)
 	return s && json_is_string(v) && !strcmp(s, json_string_value(v));
 }
 
-/* gguf.SpecialVocab's token types; cls has no GGUF writer handler (the converter logs and skips it). */
-enum { SV_BOS, SV_EOS, SV_UNK, SV_SEP, SV_PAD, SV_CLS, SV_MASK, SV_EOT, SV_EOM, SV_N };
-static const char *const sv_name[SV_N] = { "bos", "eos", "unk", "sep", "pad", "cls", "mask", "eot", "eom" };
-static const char *const sv_key[SV_N] = {
-	"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
-	"tokenizer.ggml.seperator_token_id", "tokenizer.ggml.padding_token_id", NULL, "tokenizer.ggml.mask_token_id",
-	"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
-};
+/* tokenizer_config's "<kind>_token" and config.json's "<kind>_token_id" spellings of the MUSE_SPECIAL_* kinds. */
+static const char *const sv_name[MUSE_SPECIAL_N] = { "bos", "eos", "unk", "sep", "pad", "cls", "mask", "eot", "eom" };
 
 typedef struct special_vocab {
-	int types[SV_N], n_types;        /* special_token_types, in order (eot/eom appended on demand) */
-	int64_t id[SV_N];                /* -1: unset */
-	int id_order[SV_N], n_id;        /* dict insertion order */
-	int add[SV_N];                   /* -1: unset */
-	int add_order[SV_N], n_add;
-	int lowercase, strip_accents;    /* -1: unset */
-	json_t *tc_val[SV_N];            /* tokenizer_config "<typ>_token" as the converter sees it (owned refs) */
+	int types[MUSE_SPECIAL_N], n_types;   /* special_token_types, in order (eot/eom appended on demand) */
+	int64_t id[MUSE_SPECIAL_N];           /* -1: unset */
+	int id_order[MUSE_SPECIAL_N], n_id;   /* dict insertion order */
+	int add[MUSE_SPECIAL_N];              /* -1: unset */
+	int add_order[MUSE_SPECIAL_N], n_add;
+	int lowercase, strip_accents;         /* -1: unset */
+	json_t *tc_val[MUSE_SPECIAL_N];       /* tokenizer_config "<kind>_token" as the converter sees it (owned refs) */
 } special_vocab;
 
 static void sv_init(special_vocab *sv)
 {
 	memset(sv, 0, sizeof *sv);
-	for (int i = 0; i < SV_N; i++) {
+	for (int i = 0; i < MUSE_SPECIAL_N; i++) {
 		sv->id[i] = -1;
 		sv->add[i] = -1;
 	}
-	for (int i = 0; i <= SV_MASK; i++)
+	for (int i = 0; i <= MUSE_SPECIAL_MASK; i++)
 		sv->types[sv->n_types++] = i;
 	sv->lowercase = sv->strip_accents = -1;
 }
 
 static void sv_free(special_vocab *sv)
 {
-	for (int i = 0; i < SV_N; i++)
+	for (int i = 0; i < MUSE_SPECIAL_N; i++)
 		json_decref(sv->tc_val[i]);
 }
 
@@ -386,17 +208,17 @@ static void sv_parse_normalizer(special_vocab *sv, json_t *n, int depth)
 {
 	if (!json_is_object(n) || depth > 8)
 		return;
-	if (is_type(n, "Lowercase")) {
+	if (muse_vocab_hf_is_type(n, "Lowercase")) {
 		sv->lowercase = 1;
-	} else if (is_type(n, "StripAccents")) {
+	} else if (muse_vocab_hf_is_type(n, "StripAccents")) {
 		sv->strip_accents = 1;
-	} else if (is_type(n, "BertNormalizer")) {
+	} else if (muse_vocab_hf_is_type(n, "BertNormalizer")) {
 		json_t *l = json_object_get(n, "lowercase"), *s = json_object_get(n, "strip_accents");
 		if (l)
 			sv->lowercase = truthy(l);
 		if (s)
 			sv->strip_accents = truthy(s);
-	} else if (is_type(n, "Sequence")) {
+	} else if (muse_vocab_hf_is_type(n, "Sequence")) {
 		json_t *arr = json_object_get(n, "normalizers");
 		for (size_t i = 0; json_is_array(arr) && i < json_array_size(arr); i++)
 			sv_parse_normalizer(sv, json_array_get(arr, i), depth + 1);
@@ -424,50 +246,51 @@ static void sv_post_processor(special_vocab *sv, json_t *pp, int have_tc)
 	json_t **v = sv->tc_val;
 	for (size_t i = 0; i < n; i++) {
 		json_t *p = json_is_array(procs) ? json_array_get(procs, i) : pp;
-		if (is_type(p, "ByteLevel")) {
-			sv_add(sv, SV_BOS, 0, 0);
-			sv_add(sv, SV_EOS, 0, 0);
-		} else if (is_type(p, "RobertaProcessing")) {
-			sv_add(sv, SV_BOS, 1, 1);
-			sv_add(sv, SV_EOS, 1, 1);
-			sv_add(sv, SV_SEP, 1, 1);
+		if (muse_vocab_hf_is_type(p, "ByteLevel")) {
+			sv_add(sv, MUSE_SPECIAL_BOS, 0, 0);
+			sv_add(sv, MUSE_SPECIAL_EOS, 0, 0);
+		} else if (muse_vocab_hf_is_type(p, "RobertaProcessing")) {
+			sv_add(sv, MUSE_SPECIAL_BOS, 1, 1);
+			sv_add(sv, MUSE_SPECIAL_EOS, 1, 1);
+			sv_add(sv, MUSE_SPECIAL_SEP, 1, 1);
 			json_t *cls = json_array_get(json_object_get(p, "cls"), 0);
 			json_t *sep = json_array_get(json_object_get(p, "sep"), 0);
-			if (!truthy(v[SV_CLS]) && have_tc)
-				sv_set_tc(sv, SV_CLS, json_object_get(p, "cls") ? cls : v[SV_BOS]);
-			if (!truthy(v[SV_SEP]) && have_tc)
-				sv_set_tc(sv, SV_SEP, json_object_get(p, "sep") ? sep : v[SV_EOS]);
-		} else if (is_type(p, "TemplateProcessing")) {
+			if (!truthy(v[MUSE_SPECIAL_CLS]) && have_tc)
+				sv_set_tc(sv, MUSE_SPECIAL_CLS, json_object_get(p, "cls") ? cls : v[MUSE_SPECIAL_BOS]);
+			if (!truthy(v[MUSE_SPECIAL_SEP]) && have_tc)
+				sv_set_tc(sv, MUSE_SPECIAL_SEP, json_object_get(p, "sep") ? sep : v[MUSE_SPECIAL_EOS]);
+		} else if (muse_vocab_hf_is_type(p, "TemplateProcessing")) {
 			json_t *single = json_object_get(p, "single"), *pair = json_object_get(p, "pair");
 			size_t ns = json_is_array(single) ? json_array_size(single) : 0;
 			const char *first = NULL, *last = NULL;
 			if (ns > 1) {
 				if ((first = tmpl_special(json_array_get(single, 0)))) {
 					json_t *fj = json_string(first);
-					if (have_tc && !str_eq(first, v[SV_BOS]) && !str_eq(first, v[SV_CLS])) {
-						if (!truthy(v[SV_BOS]))
-							sv_set_tc(sv, SV_BOS, fj);
-						if (!truthy(v[SV_CLS]))
-							sv_set_tc(sv, SV_CLS, fj);
+					if (have_tc && !str_eq(first, v[MUSE_SPECIAL_BOS]) && !str_eq(first, v[MUSE_SPECIAL_CLS])) {
+						if (!truthy(v[MUSE_SPECIAL_BOS]))
+							sv_set_tc(sv, MUSE_SPECIAL_BOS, fj);
+						if (!truthy(v[MUSE_SPECIAL_CLS]))
+							sv_set_tc(sv, MUSE_SPECIAL_CLS, fj);
 					}
 					json_decref(fj);
 					/* Without a tokenizer_config the converter compares against its own local copy, set to first. */
-					sv_add(sv, SV_BOS, !have_tc || str_eq(first, v[SV_BOS]) || str_eq(first, v[SV_CLS]), 1);
+					sv_add(sv, MUSE_SPECIAL_BOS,
+					       !have_tc || str_eq(first, v[MUSE_SPECIAL_BOS]) || str_eq(first, v[MUSE_SPECIAL_CLS]), 1);
 				}
 				if ((last = tmpl_special(json_array_get(single, ns - 1)))) {
 					json_t *lj = json_string(last);
-					if (have_tc && !str_eq(last, v[SV_EOS])) {
-						if (!sv_has_type(sv, SV_EOT)) {
-							sv->types[sv->n_types++] = SV_EOT;
-							sv_set_tc(sv, SV_EOT, v[SV_EOS]);
-						} else if (!sv_has_type(sv, SV_EOM)) {
-							sv->types[sv->n_types++] = SV_EOM;
-							sv_set_tc(sv, SV_EOM, v[SV_EOS]);
+					if (have_tc && !str_eq(last, v[MUSE_SPECIAL_EOS])) {
+						if (!sv_has_type(sv, MUSE_SPECIAL_EOT)) {
+							sv->types[sv->n_types++] = MUSE_SPECIAL_EOT;
+							sv_set_tc(sv, MUSE_SPECIAL_EOT, v[MUSE_SPECIAL_EOS]);
+						} else if (!sv_has_type(sv, MUSE_SPECIAL_EOM)) {
+							sv->types[sv->n_types++] = MUSE_SPECIAL_EOM;
+							sv_set_tc(sv, MUSE_SPECIAL_EOM, v[MUSE_SPECIAL_EOS]);
 						}
-						sv_set_tc(sv, SV_EOS, lj);
+						sv_set_tc(sv, MUSE_SPECIAL_EOS, lj);
 					}
 					json_decref(lj);
-					sv_add(sv, SV_EOS, !have_tc || str_eq(last, v[SV_EOS]), 1);
+					sv_add(sv, MUSE_SPECIAL_EOS, !have_tc || str_eq(last, v[MUSE_SPECIAL_EOS]), 1);
 				}
 			}
 			size_t np = json_is_array(pair) ? json_array_size(pair) : 0;
@@ -483,16 +306,16 @@ static void sv_post_processor(special_vocab *sv, json_t *pp, int have_tc)
 					if (a && b && !strcmp(a, "A") && !strcmp(b, "B") && stop - start > 2) {
 						int add_sep = 0;
 						const char *e = tmpl_special(json_array_get(pair, start + 1));
-						if (e && (str_eq(e, v[SV_SEP]) || str_eq(e, v[SV_EOS])) && !last)
+						if (e && (str_eq(e, v[MUSE_SPECIAL_SEP]) || str_eq(e, v[MUSE_SPECIAL_EOS])) && !last)
 							add_sep = 1;
 						if (stop - start - 2 == 2) {
 							const char *e2 = tmpl_special(json_array_get(pair, start + 2));
-							if (e2 && (str_eq(e2, v[SV_SEP]) || str_eq(e2, v[SV_EOS])))
+							if (e2 && (str_eq(e2, v[MUSE_SPECIAL_SEP]) || str_eq(e2, v[MUSE_SPECIAL_EOS])))
 								add_sep = 1;
 						}
-						sv_add(sv, SV_SEP, add_sep, 1);
-						if (add_sep && !truthy(v[SV_SEP]) && have_tc)
-							sv_set_tc(sv, SV_SEP, v[SV_EOS]);
+						sv_add(sv, MUSE_SPECIAL_SEP, add_sep, 1);
+						if (add_sep && !truthy(v[MUSE_SPECIAL_SEP]) && have_tc)
+							sv_set_tc(sv, MUSE_SPECIAL_SEP, v[MUSE_SPECIAL_EOS]);
 					}
 				}
 			}
@@ -514,17 +337,17 @@ static muse_status sv_load(special_vocab *sv, json_t *tok, json_t *tcfg, json_t 
 	json_t *added = have_tok ? json_object_get(tok, "added_tokens") : NULL;
 	if (have_tok && json_object_get(tok, "normalizer"))
 		sv_parse_normalizer(sv, json_object_get(tok, "normalizer"), 0);
-	for (int t = 0; t <= SV_MASK && tcfg; t++) {
+	for (int t = 0; t <= MUSE_SPECIAL_MASK && tcfg; t++) {
 		char k[32];
 		snprintf(k, sizeof k, "%s_token", sv_name[t]);
 		sv_set_tc(sv, t, json_object_get(tcfg, k));
 	}
 	if (have_tok) {
 		json_t **v = sv->tc_val;
-		if (!truthy(v[SV_BOS]) && truthy(v[SV_CLS]) && have_tc)
-			sv_set_tc(sv, SV_BOS, v[SV_CLS]);
-		if (!truthy(v[SV_EOS]) && truthy(v[SV_SEP]) && have_tc)
-			sv_set_tc(sv, SV_EOS, v[SV_SEP]);
+		if (!truthy(v[MUSE_SPECIAL_BOS]) && truthy(v[MUSE_SPECIAL_CLS]) && have_tc)
+			sv_set_tc(sv, MUSE_SPECIAL_BOS, v[MUSE_SPECIAL_CLS]);
+		if (!truthy(v[MUSE_SPECIAL_EOS]) && truthy(v[MUSE_SPECIAL_SEP]) && have_tc)
+			sv_set_tc(sv, MUSE_SPECIAL_EOS, v[MUSE_SPECIAL_SEP]);
 		json_t *pp = json_object_get(tok, "post_processor");
 		if (truthy(pp))
 			sv_post_processor(sv, pp, have_tc);
@@ -537,7 +360,7 @@ static muse_status sv_load(special_vocab *sv, json_t *tok, json_t *tcfg, json_t 
 		json_t *ae = json_object_get(tcfg, k);
 		if (json_is_boolean(ae))
 			sv_add(sv, t, json_is_true(ae), 0);
-		const char *c = tc_content(sv->tc_val[t]);
+		const char *c = muse_vocab_hf_content(sv->tc_val[t]);
 		if (!c)
 			continue;
 		for (size_t j = 0; json_is_array(added) && j < json_array_size(added); j++) {
@@ -564,10 +387,48 @@ static muse_status sv_load(special_vocab *sv, json_t *tok, json_t *tcfg, json_t 
 	return MUSE_OK;
 }
 
-#define NOMEM(x) do { if (x) { s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory"); goto done; } } while (0)
+/* Appends the key tokenizer.chat_template (name NULL) or tokenizer.chat_template.NAME. */
+static muse_status add_template(muse_vocab *v, const char *name, const char *text, size_t len, muse_err *err)
+{
+	muse_vocab_template *nt = realloc(v->templates, (v->n_templates + 1) * sizeof *nt);
+	if (!nt)
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	v->templates = nt;
+	muse_vocab_template *t = &nt[v->n_templates];
+	t->name = name ? strdup(name) : NULL;
+	t->text = malloc(len + 1);
+	if ((name && !t->name) || !t->text) {
+		free(t->name);
+		free(t->text);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	}
+	memcpy(t->text, text, len);
+	t->text[len] = '\0';
+	t->text_len = len;
+	v->n_templates++;
+	return MUSE_OK;
+}
+
+#define MAX_TEMPLATE_NAMES 256
+
+/* Adds name to tokenizer.chat_templates once (the first MAX_TEMPLATE_NAMES names). */
+static muse_status add_template_name(muse_vocab *v, const char *name, muse_err *err)
+{
+	for (size_t k = 0; k < v->n_template_names; k++)
+		if (!strcmp(v->template_names[k], name))
+			return MUSE_OK;
+	if (v->n_template_names == MAX_TEMPLATE_NAMES)
+		return MUSE_OK;
+	if (!v->template_names && !(v->template_names = calloc(MAX_TEMPLATE_NAMES, sizeof *v->template_names)))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	if (!(v->template_names[v->n_template_names] = strdup(name)))
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	v->n_template_names++;
+	return MUSE_OK;
+}
 
 /* Chat templates as SpecialVocab + GGUFWriter.add_chat_template write them. */
-static muse_status add_chat_template(const char *dir, json_t *tcfg, muse_meta *meta, muse_err *err)
+static muse_status read_chat_templates(const char *dir, json_t *tcfg, muse_vocab *v, muse_err *err)
 {
 	muse_status s = MUSE_OK;
 	uint64_t len = 0;
@@ -585,25 +446,23 @@ static muse_status add_chat_template(const char *dir, json_t *tcfg, muse_meta *m
 	} else if (s) {
 		goto done;
 	} else {
-		alt_json = load_json(dir, "chat_template.json", 0, JSON_DECODE_INT_AS_REAL, &s, err);
+		alt_json = muse_vocab_hf_load(dir, "chat_template.json", false, JSON_DECODE_INT_AS_REAL, &s, err);
 		if (s)
 			goto done;
 	}
 	json_t *ct = json_object_get(tcfg, "chat_template");
 	if (!ct) {
 		if (alt) {
-			NOMEM(muse_meta_set_strn(meta, "tokenizer.chat_template", alt, len));
+			s = add_template(v, NULL, alt, len, err);
 			goto done;
 		}
 		ct = json_object_get(alt_json, "chat_template");
 	}
 	if (json_is_string(ct)) {
-		NOMEM(muse_meta_set_strn(meta, "tokenizer.chat_template", json_string_value(ct), json_string_length(ct)));
+		s = add_template(v, NULL, json_string_value(ct), json_string_length(ct), err);
 	} else if (json_is_array(ct)) {
 		/* Named templates: "default" -> tokenizer.chat_template, others -> tokenizer.chat_template.NAME. */
-		const char *names[256];
-		size_t n_names = 0;
-		for (size_t i = 0; i < json_array_size(ct); i++) {
+		for (size_t i = 0; i < json_array_size(ct) && !s; i++) {
 			json_t *c = json_array_get(ct, i);
 			json_t *nm = json_object_get(c, "name"), *tp = json_object_get(c, "template");
 			if (!json_is_string(nm) || !json_string_length(nm) || !tp || json_is_null(tp))
@@ -613,36 +472,18 @@ static muse_status add_chat_template(const char *dir, json_t *tcfg, muse_meta *m
 						 dir, i);
 				goto done;
 			}
-			char key[256] = "tokenizer.chat_template.";
-			size_t kl = strlen(key);
+			char name[256];
+			size_t kl = 0;
 			for (const char *p = json_string_value(nm); *p; p++) {
 				char ch = *p;
 				int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-				key[kl++] = ok ? ch : '_';
+				name[kl++] = ok ? ch : '_';
 			}
-			key[kl] = '\0';
-			if (!strcmp(key + 24, "default")) {
-				NOMEM(muse_meta_set_strn(meta, "tokenizer.chat_template", json_string_value(tp),
-							 json_string_length(tp)));
-				continue;
-			}
-			NOMEM(muse_meta_set_strn(meta, key, json_string_value(tp), json_string_length(tp)));
-			int dup = 0;
-			for (size_t k = 0; k < n_names; k++)
-				dup |= !strcmp(names[k], key + 24);
-			if (!dup && n_names < 256) {
-				/* The key string lives in meta; keep our own copy for the name list. */
-				char *cp = strdup(key + 24);
-				NOMEM(!cp);
-				names[n_names++] = cp;
-			}
+			name[kl] = '\0';
+			const char *key = strcmp(name, "default") ? name : NULL;
+			if (!(s = add_template(v, key, json_string_value(tp), json_string_length(tp), err)) && key)
+				s = add_template_name(v, name, err);
 		}
-		if (n_names) {
-			s = muse_meta_set_str_arr(meta, "tokenizer.chat_templates", names, n_names)
-				    ? muse_err_set(err, MUSE_ERR_NOMEM, "out of memory") : MUSE_OK;
-		}
-		for (size_t k = 0; k < n_names; k++)
-			free((char *)names[k]);
 	} else if (ct && !json_is_null(ct)) {
 		/* The converter logs "Bad type for chat_template" and writes none. */
 	}
@@ -652,83 +493,44 @@ done:
 	return s;
 }
 
-/* Writes the SpecialVocab keys and reports the chosen ids. */
-static muse_status sv_write(special_vocab *sv, char *const *text, muse_meta *meta, FILE *report, muse_err *err)
+/* Keeps the SpecialVocab choices for the GGUF writer and reports the chosen ids. */
+static void sv_store(const special_vocab *sv, muse_vocab *v, FILE *report)
 {
-	muse_status s = MUSE_OK;
 	for (int i = 0; i < sv->n_id; i++) {
 		int t = sv->id_order[i];
-		if (!sv_key[t])
-			continue; /* cls: no GGUF key (the converter skips it too) */
-		NOMEM(muse_meta_set_u32(meta, sv_key[t], (uint32_t)sv->id[t]));
-		if (report)
+		v->special[t] = sv->id[t];
+		v->special_order[v->n_special_order++] = t;
+		/* cls has no GGUF key (the converter skips it too) */
+		if (report && t != MUSE_SPECIAL_CLS)
 			fprintf(report, "muse: tokenizer: %s token id %lld '%s'\n", sv_name[t], (long long)sv->id[t],
-				text[sv->id[t]]);
+				v->text[sv->id[t]]);
 	}
 	for (int i = 0; i < sv->n_add; i++) {
 		int t = sv->add_order[i];
-		if (t != SV_BOS && t != SV_EOS && t != SV_SEP)
-			continue;
-		char k[64];
-		snprintf(k, sizeof k, "tokenizer.ggml.add_%s_token", sv_name[t]);
-		NOMEM(muse_meta_set_bool(meta, k, sv->add[t] == 1));
+		v->add[t] = sv->add[t];
+		v->add_order[v->n_add_order++] = t;
 	}
-	if (sv->lowercase >= 0)
-		NOMEM(muse_meta_set_bool(meta, "tokenizer.ggml.normalizer.lowercase", sv->lowercase));
-	if (sv->strip_accents >= 0)
-		NOMEM(muse_meta_set_bool(meta, "tokenizer.ggml.normalizer.strip_accents", sv->strip_accents));
-done:
-	return s;
+	v->lowercase = sv->lowercase;
+	v->strip_accents = sv->strip_accents;
 }
 
-/* The vocabulary being built: vocab_size entries of text, score and type. */
-typedef struct vocab_out {
-	char **text;
-	float *scores; /* NULL for gpt2 */
-	int32_t *types;
-	size_t n;
-} vocab_out;
-
-static void vocab_free(vocab_out *v)
+/* Token i: len bytes of t (a copy), its score (where the vocabulary has scores) and type. */
+static muse_status vocab_set(muse_vocab *v, size_t i, const char *t, size_t len, float score, int type, muse_err *err)
 {
-	for (size_t i = 0; v->text && i < v->n; i++)
-		free(v->text[i]);
-	free(v->text);
-	free(v->scores);
-	free(v->types);
-}
-
-static muse_status vocab_alloc(vocab_out *v, size_t n, int with_scores, muse_err *err)
-{
-	v->n = n;
-	v->text = calloc(n, sizeof *v->text);
-	v->types = calloc(n, sizeof *v->types);
-	v->scores = with_scores ? calloc(n, sizeof *v->scores) : NULL;
-	if (!v->text || !v->types || (with_scores && !v->scores))
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	return MUSE_OK;
-}
-
-static muse_status vocab_set(vocab_out *v, size_t i, const char *t, size_t len, float score, int type, muse_err *err)
-{
-	char *c = malloc(len + 1);
-	if (!c)
-		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	memcpy(c, t, len);
-	c[len] = '\0';
-	free(v->text[i]);
-	v->text[i] = c;
+	muse_status s = muse_vocab_set_text(v, i, t, len, err);
+	if (s)
+		return s;
 	if (v->scores)
 		v->scores[i] = score;
 	v->types[i] = type;
 	return MUSE_OK;
 }
 
-static muse_status vocab_pad(vocab_out *v, size_t i, float score, muse_err *err)
+static muse_status vocab_pad(muse_vocab *v, size_t i, float score, muse_err *err)
 {
 	char pad[32];
 	int n = snprintf(pad, sizeof pad, "[PAD%zu]", i);
-	return vocab_set(v, i, pad, (size_t)n, score, TT_UNUSED, err);
+	return vocab_set(v, i, pad, (size_t)n, score, MUSE_TOKEN_UNUSED, err);
 }
 
 /* A decimal id string ("123") as added_tokens_decoder keys spell them; -1 when not one. */
@@ -745,8 +547,10 @@ static int64_t parse_id_key(const char *k)
 	return v;
 }
 
+#define NOMEM(x) do { if (x) { s = muse_err_set(err, MUSE_ERR_NOMEM, "out of memory"); goto done; } } while (0)
+
 /* _create_vocab_sentencepiece. */
-static muse_status vocab_from_spm(const char *dir, uint64_t vocab_size, json_t *tcfg, vocab_out *v, muse_err *err)
+static muse_status vocab_from_spm(const char *dir, uint64_t vocab_size, json_t *tcfg, muse_vocab *v, muse_err *err)
 {
 	char path[4096];
 	muse_spm_model *m = NULL;
@@ -755,20 +559,19 @@ static muse_status vocab_from_spm(const char *dir, uint64_t vocab_size, json_t *
 	snprintf(path, sizeof path, "%s/tokenizer.model", dir);
 	if ((s = muse_spm_load(path, &m, err)))
 		return s;
-	if ((s = vocab_alloc(v, (size_t)vocab_size, 1, err)))
+	if ((s = muse_vocab_alloc(v, (size_t)vocab_size, true, true, err)))
 		goto done;
 	for (size_t i = 0; i < vocab_size; i++)
 		if ((s = vocab_pad(v, i, -10000.0f, err)))
 			goto done;
 	for (size_t i = 0; i < m->n_pieces && i < vocab_size; i++) {
 		const muse_spm_piece *p = &m->pieces[i];
-		/* IsUnknown/IsControl/IsUnused/IsByte, everything else (user-defined pieces too) NORMAL. */
-		int t = p->type == MUSE_SPM_UNKNOWN ? TT_UNKNOWN : p->type == MUSE_SPM_CONTROL ? TT_CONTROL
-			: p->type == MUSE_SPM_UNUSED ? TT_UNUSED : p->type == MUSE_SPM_BYTE ? TT_BYTE : TT_NORMAL;
+		/* IsUnknown/IsControl/IsUnused/IsByte keep their type, everything else (user-defined pieces too) is NORMAL. */
+		int t = p->type == MUSE_TOKEN_USER_DEFINED ? MUSE_TOKEN_NORMAL : p->type;
 		if ((s = vocab_set(v, i, p->text, p->len, p->score, t, err)))
 			goto done;
 	}
-	atj = load_json(dir, "added_tokens.json", 0, 0, &s, err);
+	atj = muse_vocab_hf_load(dir, "added_tokens.json", false, 0, &s, err);
 	if (s)
 		goto done;
 	const char *key;
@@ -782,7 +585,7 @@ static muse_status vocab_from_spm(const char *dir, uint64_t vocab_size, json_t *
 		}
 		if ((uint64_t)id >= vocab_size)
 			continue; /* the converter warns and ignores it */
-		if ((s = vocab_set(v, (size_t)id, key, strlen(key), -1000.0f, TT_USER_DEFINED, err)))
+		if ((s = vocab_set(v, (size_t)id, key, strlen(key), -1000.0f, MUSE_TOKEN_USER_DEFINED, err)))
 			goto done;
 	}
 	json_t *atd = json_object_get(tcfg, "added_tokens_decoder");
@@ -803,10 +606,10 @@ static muse_status vocab_from_spm(const char *dir, uint64_t vocab_size, json_t *
 			goto done;
 		}
 		memcpy(t, json_string_value(c), len + 1);
-		int type = TT_CONTROL;
+		int type = MUSE_TOKEN_CONTROL;
 		if (!truthy(json_object_get(val, "special")) && !looks_special(t)) {
 			unspace(t);
-			type = TT_USER_DEFINED;
+			type = MUSE_TOKEN_USER_DEFINED;
 		}
 		s = vocab_set(v, (size_t)id, t, strlen(t), -1000.0f, type, err);
 		free(t);
@@ -823,11 +626,12 @@ done:
 static int is_llama_hf(json_t *tok)
 {
 	json_t *model = json_object_get(tok, "model");
-	if (!is_type(model, "BPE"))
+	if (!muse_vocab_hf_is_type(model, "BPE"))
 		return 0;
 	if (json_is_true(json_object_get(model, "ignore_merges")) && !json_is_true(json_object_get(model, "byte_fallback")))
 		return 0;
-	return json_is_true(json_object_get(model, "byte_fallback")) && is_type(json_object_get(tok, "decoder"), "Sequence");
+	return json_is_true(json_object_get(model, "byte_fallback")) &&
+	       muse_vocab_hf_is_type(json_object_get(tok, "decoder"), "Sequence");
 }
 
 /* The token strings of merge i ("a b" or ["a", "b"]) concatenated into buf; 0 when malformed. */
@@ -872,7 +676,7 @@ static int is_special_content(json_t *tcfg, const char *t)
 	static const char *const llama_default[] = { "<s>", "</s>", "<unk>" };
 	for (int i = 0; i < 7; i++) {
 		json_t *e = json_object_get(tcfg, named[i]);
-		const char *c = tc_content(e);
+		const char *c = muse_vocab_hf_content(e);
 		if (!e && llama && i < 3)
 			c = llama_default[i];
 		if (c && !strcmp(c, t))
@@ -882,7 +686,7 @@ static int is_special_content(json_t *tcfg, const char *t)
 	for (int k = 0; k < 2; k++) {
 		json_t *l = json_object_get(tcfg, lists[k]);
 		for (size_t i = 0; json_is_array(l) && i < json_array_size(l); i++) {
-			const char *c = tc_content(json_array_get(l, i));
+			const char *c = muse_vocab_hf_content(json_array_get(l, i));
 			if (c && !strcmp(c, t))
 				return 1;
 		}
@@ -890,8 +694,8 @@ static int is_special_content(json_t *tcfg, const char *t)
 	return 0;
 }
 
-/* _set_vocab_llama_hf (gguf.LlamaHfVocab), scores from merge ranks (see tokenizer_gguf.h). */
-static muse_status vocab_from_llama_hf(const char *dir, uint64_t vocab_size, json_t *tok, json_t *tcfg, vocab_out *v,
+/* _set_vocab_llama_hf (gguf.LlamaHfVocab), scores from merge ranks (see muse_vocab_convert_hf in vocab.h). */
+static muse_status vocab_from_llama_hf(const char *dir, uint64_t vocab_size, json_t *tok, json_t *tcfg, muse_vocab *v,
 				       muse_err *err)
 {
 	muse_status s = MUSE_OK;
@@ -943,7 +747,7 @@ static muse_status vocab_from_llama_hf(const char *dir, uint64_t vocab_size, jso
 				 n_total, (unsigned long long)vocab_size);
 		goto done;
 	}
-	if ((s = vocab_alloc(v, (size_t)vocab_size, 1, err)))
+	if ((s = muse_vocab_alloc(v, (size_t)vocab_size, true, true, err)))
 		goto done;
 	for (size_t i = 0; i < vocab_size; i++)
 		if ((s = vocab_pad(v, i, -1000.0f, err)))
@@ -951,12 +755,12 @@ static muse_status vocab_from_llama_hf(const char *dir, uint64_t vocab_size, jso
 	for (size_t i = 0; i < n_base; i++) {
 		const char *t = base[i];
 		size_t len = strlen(t);
-		int type = TT_NORMAL;
+		int type = MUSE_TOKEN_NORMAL;
 		if (len == 6 && !strncmp(t, "<0x", 3) && t[5] == '>' && strchr("0123456789abcdefABCDEF", t[3]) &&
 		    strchr("0123456789abcdefABCDEF", t[4]) && t[3] && t[4])
-			type = TT_BYTE;
+			type = MUSE_TOKEN_BYTE;
 		else if (is_special_content(tcfg, t))
-			type = TT_CONTROL;
+			type = MUSE_TOKEN_CONTROL;
 		if ((s = vocab_set(v, i, t, len, -1e9f, type, err)))
 			goto done;
 	}
@@ -965,7 +769,7 @@ static muse_status vocab_from_llama_hf(const char *dir, uint64_t vocab_size, jso
 		size_t k = (size_t)json_integer_value(json_object_get(a, "id"));
 		const char *t = json_string_value(json_object_get(a, "content"));
 		if (k >= n_base && (s = vocab_set(v, k, t, strlen(t), -1000.0f,
-						  is_special_content(tcfg, t) ? TT_CONTROL : TT_USER_DEFINED, err)))
+						  is_special_content(tcfg, t) ? MUSE_TOKEN_CONTROL : MUSE_TOKEN_USER_DEFINED, err)))
 			goto done;
 	}
 	/*
@@ -1010,12 +814,12 @@ done:
 }
 
 /* get_vocab_base: byte-level BPE tokens and types ([PADi] UNUSED holes, added tokens CONTROL/USER_DEFINED). */
-static muse_status vocab_from_gpt2(const char *path, uint64_t vocab_size, json_t *tok, vocab_out *v, muse_err *err)
+static muse_status vocab_from_gpt2(const char *path, uint64_t vocab_size, json_t *tok, muse_vocab *v, muse_err *err)
 {
 	muse_status s;
 	uint8_t *added = NULL;
 	json_t *model = json_object_get(tok, "model"), *vocab = json_object_get(model, "vocab");
-	if ((s = vocab_alloc(v, (size_t)vocab_size, 0, err)))
+	if ((s = muse_vocab_alloc(v, (size_t)vocab_size, false, true, err)))
 		return s;
 	NOMEM(!(added = calloc((size_t)vocab_size, 1)));
 	if (!json_is_object(vocab)) {
@@ -1037,7 +841,8 @@ static muse_status vocab_from_gpt2(const char *path, uint64_t vocab_size, json_t
 					 v->text[id], key, id);
 			goto done;
 		}
-		NOMEM(!(v->text[id] = strdup(key)));
+		if ((s = muse_vocab_set_text(v, id, key, strlen(key), err)))
+			goto done;
 	}
 	json_t *at = json_object_get(tok, "added_tokens");
 	for (size_t i = 0; json_is_array(at) && i < json_array_size(at); i++) {
@@ -1048,8 +853,8 @@ static muse_status vocab_from_gpt2(const char *path, uint64_t vocab_size, json_t
 			goto done;
 		}
 		size_t k = (size_t)json_integer_value(id);
-		free(v->text[k]);
-		NOMEM(!(v->text[k] = strdup(json_string_value(c))));
+		if ((s = muse_vocab_set_text(v, k, json_string_value(c), strlen(json_string_value(c)), err)))
+			goto done;
 		added[k] = json_is_true(json_object_get(a, "special")) ? 2 : 1;
 	}
 	for (size_t i = 0; i < vocab_size; i++) {
@@ -1058,13 +863,14 @@ static muse_status vocab_from_gpt2(const char *path, uint64_t vocab_size, json_t
 				goto done;
 		} else if (added[i]) {
 			if (added[i] == 2 || looks_special(v->text[i])) {
-				v->types[i] = TT_CONTROL;
+				v->types[i] = MUSE_TOKEN_CONTROL;
 			} else {
 				unspace(v->text[i]);
-				v->types[i] = TT_USER_DEFINED;
+				v->len[i] = strlen(v->text[i]);
+				v->types[i] = MUSE_TOKEN_USER_DEFINED;
 			}
 		} else {
-			v->types[i] = TT_NORMAL;
+			v->types[i] = MUSE_TOKEN_NORMAL;
 		}
 	}
 done:
@@ -1073,40 +879,35 @@ done:
 }
 
 /* SpecialVocab(load_merges=True)'s merges: the string form as is, the list form with ' ' as U+0120. */
-static muse_status add_merges(const char *path, json_t *tok, muse_meta *meta, muse_err *err)
+static muse_status read_merges(const char *path, json_t *tok, muse_vocab *v, muse_err *err)
 {
 	muse_status s = MUSE_OK;
 	json_t *jm = json_object_get(json_object_get(tok, "model"), "merges");
-	size_t n = json_is_array(jm) ? json_array_size(jm) : 0;
-	char **merges = NULL;
-	if (!n)
-		return MUSE_OK;
-	NOMEM(!(merges = calloc(n, sizeof *merges)));
-	for (size_t i = 0; i < n; i++) {
+	char *buf = NULL;
+	for (size_t i = 0; json_is_array(jm) && i < json_array_size(jm) && !s; i++) {
 		json_t *m = json_array_get(jm, i);
 		if (json_is_string(m)) {
-			NOMEM(!(merges[i] = strdup(json_string_value(m))));
+			/* kept as spelled: split at the first ' ' only so that the writer puts it back */
+			const char *t = json_string_value(m), *sp = strchr(t, ' ');
+			s = sp ? muse_vocab_add_merge(v, t, (size_t)(sp - t), sp + 1, strlen(sp + 1), err)
+			       : muse_vocab_add_merge(v, t, strlen(t), NULL, 0, err);
 			continue;
 		}
 		json_t *a = json_array_get(m, 0), *b = json_array_get(m, 1);
 		if (!json_is_array(m) || json_array_size(m) != 2 || !json_is_string(a) || !json_is_string(b)) {
 			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: model.merges[%zu] is not a pair of strings", path, i);
-			goto done;
+			break;
 		}
-		/* Each ' ' may become two bytes: 2 * len + separator + NUL. */
+		/* Each ' ' may become two bytes. */
 		size_t la = json_string_length(a), lb = json_string_length(b);
-		char *w = merges[i] = malloc(2 * (la + lb) + 2);
-		NOMEM(!w);
-		w = encode_part(json_string_value(a), w);
-		*w++ = ' ';
-		w = encode_part(json_string_value(b), w);
-		*w = '\0';
+		char *nb = realloc(buf, 2 * (la + lb) + 2);
+		NOMEM(!nb);
+		buf = nb;
+		char *mid = encode_part(json_string_value(a), buf), *end = encode_part(json_string_value(b), mid);
+		s = muse_vocab_add_merge(v, buf, (size_t)(mid - buf), mid, (size_t)(end - mid), err);
 	}
-	NOMEM(muse_meta_set_str_arr(meta, "tokenizer.ggml.merges", (const char *const *)merges, n));
 done:
-	for (size_t i = 0; merges && i < n; i++)
-		free(merges[i]);
-	free(merges);
+	free(buf);
 	return s;
 }
 
@@ -1118,41 +919,43 @@ static int file_exists(const char *dir, const char *name)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-muse_status muse_tokenizer_gguf_load(const char *dir, uint64_t vocab_size, muse_meta *meta, FILE *report,
-				     muse_err *err)
+muse_status muse_vocab_convert_hf(const char *dir, uint64_t vocab_size, FILE *report, muse_vocab **out,
+				  muse_err *err)
 {
 	muse_status s = MUSE_OK;
 	json_t *tok = NULL, *tcfg = NULL, *cfg = NULL;
-	vocab_out v = { 0 };
+	muse_vocab *v = NULL;
 	special_vocab sv;
 	sv_init(&sv);
 	char path[4096];
 	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+	*out = NULL;
 
 	if (vocab_size == 0 || vocab_size > (1u << 24))
 		return muse_err_set(err, MUSE_ERR_LIMIT, "%s: vocab_size %llu outside 1..16777216", path,
 				    (unsigned long long)vocab_size);
+	NOMEM(!(v = muse_vocab_create()) || !(v->source = strdup(path)));
 	int have_spm = file_exists(dir, "tokenizer.model");
-	if (!(tok = load_json(dir, "tokenizer.json", !have_spm, 0, &s, err)) && s)
+	if (!(tok = muse_vocab_hf_load(dir, "tokenizer.json", !have_spm, 0, &s, err)) && s)
 		goto done;
-	tcfg = load_json(dir, "tokenizer_config.json", 0, JSON_DECODE_INT_AS_REAL, &s, err);
+	tcfg = muse_vocab_hf_load(dir, "tokenizer_config.json", false, JSON_DECODE_INT_AS_REAL, &s, err);
 	if (s)
 		goto done;
-	cfg = load_json(dir, "config.json", 0, JSON_DECODE_INT_AS_REAL, &s, err);
+	cfg = muse_vocab_hf_load(dir, "config.json", false, JSON_DECODE_INT_AS_REAL, &s, err);
 	if (s)
 		goto done;
 	/* LlamaModel.set_vocab: add_prefix_space -> add_space_prefix. */
 	json_t *aps = json_object_get(tcfg, "add_prefix_space");
 	if (json_is_boolean(aps))
-		NOMEM(muse_meta_set_bool(meta, "tokenizer.ggml.add_space_prefix", json_is_true(aps)));
+		v->add_space_prefix = json_is_true(aps);
 
-	const char *model_name = "llama", *pre_name = "default";
-	int gpt2 = 0;
+	const char *pre_name = "default";
+	v->model = MUSE_VOCAB_SPM;
 	if (have_spm) {
-		if ((s = vocab_from_spm(dir, vocab_size, tcfg, &v, err)))
+		if ((s = vocab_from_spm(dir, vocab_size, tcfg, v, err)))
 			goto done;
 	} else if (is_llama_hf(tok)) {
-		if ((s = vocab_from_llama_hf(dir, vocab_size, tok, tcfg, &v, err)))
+		if ((s = vocab_from_llama_hf(dir, vocab_size, tok, tcfg, v, err)))
 			goto done;
 	} else {
 		json_t *model = json_object_get(tok, "model");
@@ -1163,7 +966,7 @@ muse_status muse_tokenizer_gguf_load(const char *dir, uint64_t vocab_size, muse_
 			goto done;
 		}
 		json_t *pre = json_object_get(tok, "pre_tokenizer");
-		if (!(pre_name = pre_match(pre))) {
+		if (!(pre_name = muse_vocab_pre_match(pre))) {
 			char *dump = json_dumps(pre, JSON_COMPACT);
 			s = muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 					 "%s: pre_tokenizer not recognized (byte-level BPE with the llama-bpe, qwen2, qwen35, "
@@ -1172,28 +975,25 @@ muse_status muse_tokenizer_gguf_load(const char *dir, uint64_t vocab_size, muse_
 			free(dump);
 			goto done;
 		}
-		model_name = "gpt2";
-		gpt2 = 1;
-		if ((s = vocab_from_gpt2(path, vocab_size, tok, &v, err)))
+		v->model = MUSE_VOCAB_BPE;
+		if ((s = vocab_from_gpt2(path, vocab_size, tok, v, err)) || (s = read_merges(path, tok, v, err)))
 			goto done;
 	}
-	NOMEM(muse_meta_set_str(meta, "tokenizer.ggml.model", model_name));
-	NOMEM(muse_meta_set_str(meta, "tokenizer.ggml.pre", pre_name));
-	NOMEM(muse_meta_set_str_arr(meta, "tokenizer.ggml.tokens", (const char *const *)v.text, v.n));
-	if (v.scores)
-		NOMEM(muse_meta_set_arr(meta, "tokenizer.ggml.scores", MUSE_KV_F32, v.scores, v.n));
-	NOMEM(muse_meta_set_arr(meta, "tokenizer.ggml.token_type", MUSE_KV_I32, v.types, v.n));
-	if (gpt2 && (s = add_merges(path, tok, meta, err)))
+	NOMEM(!(v->pre = strdup(pre_name)));
+	if ((s = sv_load(&sv, tok, tcfg, cfg, v->n, dir, err)))
 		goto done;
-	if ((s = sv_load(&sv, tok, tcfg, cfg, v.n, dir, err)) || (s = sv_write(&sv, v.text, meta, report, err)))
-		goto done;
+	sv_store(&sv, v, report);
 	if (truthy(tcfg))
-		s = add_chat_template(dir, tcfg, meta, err);
+		s = read_chat_templates(dir, tcfg, v, err);
 done:
 	sv_free(&sv);
-	vocab_free(&v);
 	json_decref(tok);
 	json_decref(tcfg);
 	json_decref(cfg);
-	return s;
+	if (s) {
+		muse_vocab_free(v);
+		return s;
+	}
+	*out = v;
+	return MUSE_OK;
 }

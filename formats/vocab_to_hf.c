@@ -1,46 +1,14 @@
-/* tokenizer_hf.c: GGUF tokenizer.* keys -> tokenizer.json + tokenizer_config.json, the inverse of tokenizer_gguf.c. */
+/* vocab_to_hf.c: GGUF tokenizer.* keys -> tokenizer.json + tokenizer_config.json (and tokenizer.model), the inverse of vocab_convert.c. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer_hf.h"
+#include "vocab_impl.h"
+#include "vocab_to_hf.h"
 
-/* llama.cpp's token types (gguf.TokenType). */
-enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5, TT_BYTE = 6 };
-
-#define MAX_VOCAB (1u << 24) /* the cap tokenizer_gguf.c reads back */
-
-/*
- * The pre-tokenizers as tokenizers writes them in the tokenizer.json of the
- * models llama.cpp names so; the same four tokenizer_gguf.c recognizes, so
- * HF -> GGUF gives the name back.
- */
-static const char *const pre_json[][2] = {
-	{ "llama-bpe",
-	  "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
-	  "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+"
-	  "[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
-	  "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]}" },
-	{ "qwen2",
-	  "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
-	  "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+"
-	  "[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
-	  "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,\"use_regex\":false}]}" },
-	{ "gpt-2", "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}" },
-	{ "smollm",
-	  "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
-	  "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}]}" },
-};
-
-json_t *muse_tokenizer_hf_pre(const char *name)
-{
-	for (size_t i = 0; i < sizeof pre_json / sizeof pre_json[0]; i++)
-		if (!strcmp(pre_json[i][0], name))
-			return json_loads(pre_json[i][1], 0, NULL);
-	return NULL;
-}
+#define MAX_VOCAB (1u << 24) /* the cap vocab_convert.c reads back */
 
 /* Element i of an integer array kv as int64 (any integer width GGUF allows). */
 static int64_t arr_int(const muse_kv *kv, uint64_t i)
@@ -247,8 +215,8 @@ static json_t *spm_decoder(int prefix)
 	return seq ? json_pack("{s:s, s:o}", "type", "Sequence", "decoders", seq) : NULL;
 }
 
-muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uint64_t ctx, json_t **tok_out,
-				    json_t **cfg_out, muse_err *err)
+muse_status muse_vocab_meta_to_hf(const muse_meta *meta, const char *file, uint64_t ctx, json_t **tok_out,
+				  json_t **cfg_out, muse_err *err)
 {
 	muse_status s = MUSE_OK;
 	json_t *tok = NULL, *cfg = NULL, *vocab = NULL, *merges = NULL, *added = NULL, *pre = NULL;
@@ -269,7 +237,7 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 		pre = spm_pre(prefix);
 	if (!pre && spm)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
-	if (!spm && (!pre_name || !(pre = muse_tokenizer_hf_pre(pre_name))))
+	if (!spm && (!pre_name || !(pre = muse_vocab_pre_json(pre_name))))
 		return muse_err_set(err, MUSE_ERR_UNSUPPORTED,
 				    "%s: tokenizer.ggml.pre '%s' has no tokenizer.json pre-tokenizer in muse (llama-bpe, "
 				    "qwen2, gpt-2, smollm)", file, pre_name ? pre_name : "(absent)");
@@ -290,11 +258,11 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 	NOMEM(!(vocab = json_object()) || !(merges = json_array()) || !(added = json_array()));
 	int has_bytes = 0;
 	for (uint64_t i = 0; i < tk->n; i++) {
-		int64_t t = ty ? arr_int(ty, i) : TT_NORMAL;
+		int64_t t = ty ? arr_int(ty, i) : MUSE_TOKEN_NORMAL;
 		const muse_str *w = &text[i];
-		if (t == TT_UNUSED && !spm)
-			continue; /* "[PADi]" holes: tokenizer_gguf.c writes them back for ids missing from the vocab */
-		if (t == TT_BYTE)
+		if (t == MUSE_TOKEN_UNUSED && !spm)
+			continue; /* "[PADi]" holes: vocab_convert.c writes them back for ids missing from the vocab */
+		if (t == MUSE_TOKEN_BYTE)
 			has_bytes = 1;
 		if (memchr(w->ptr, 0, (size_t)w->len)) {
 			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: token %llu contains a NUL byte", file,
@@ -302,8 +270,8 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
 			goto done;
 		}
 		/* SentencePiece's unknown piece is a special added token in HF's conversion too. */
-		if (t == TT_CONTROL || t == TT_USER_DEFINED || (spm && t == TT_UNKNOWN)) {
-			json_t *a = added_token((int64_t)i, w, t != TT_USER_DEFINED);
+		if (t == MUSE_TOKEN_CONTROL || t == MUSE_TOKEN_USER_DEFINED || (spm && t == MUSE_TOKEN_UNKNOWN)) {
+			json_t *a = added_token((int64_t)i, w, t != MUSE_TOKEN_USER_DEFINED);
 			if (!a) {
 				s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: token %llu is not valid UTF-8", file,
 						 (unsigned long long)i);
@@ -507,8 +475,8 @@ static void pb_bytes(pbuf *b, unsigned field, const void *d, size_t n)
 	pb_put(b, d, n);
 }
 
-muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file, uint8_t **out, size_t *out_len,
-					muse_err *err)
+muse_status muse_vocab_meta_to_spm(const muse_meta *meta, const char *file, uint8_t **out, size_t *out_len,
+				   muse_err *err)
 {
 	*out = NULL;
 	*out_len = 0;
@@ -524,7 +492,7 @@ muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file,
 	uint64_t unk, bos, eos, pad;
 	int64_t ids[4] = { -1, -1, -1, -1 };
 	if (!muse_meta_get_u64(meta, "tokenizer.ggml.unknown_token_id", &unk) || unk >= tk->n ||
-	    arr_int(ty, unk) != TT_UNKNOWN)
+	    arr_int(ty, unk) != MUSE_TOKEN_UNKNOWN)
 		return MUSE_OK; /* SentencePiece refuses a model without its unknown piece */
 	ids[0] = (int64_t)unk;
 	if (muse_meta_get_u64(meta, "tokenizer.ggml.bos_token_id", &bos) && bos < tk->n)
@@ -533,7 +501,7 @@ muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file,
 		ids[2] = (int64_t)eos;
 	/* pad only as a piece of its own: SentencePiece's ids name distinct control pieces */
 	if (muse_meta_get_u64(meta, "tokenizer.ggml.padding_token_id", &pad) && pad < tk->n &&
-	    arr_int(ty, pad) == TT_CONTROL && (int64_t)pad != ids[1] && (int64_t)pad != ids[2])
+	    arr_int(ty, pad) == MUSE_TOKEN_CONTROL && (int64_t)pad != ids[1] && (int64_t)pad != ids[2])
 		ids[3] = (int64_t)pad;
 	json_t *seen = json_object();
 	pbuf b = { 0 }, piece = { 0 };
@@ -544,19 +512,19 @@ muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file,
 		float f;
 		memcpy(&f, (const uint8_t *)sc->arr + 4 * i, 4);
 		/* SentencePiece wants unique non-empty UTF-8 pieces of its six types and finite scores */
-		if (!w->len || memchr(w->ptr, 0, (size_t)w->len) || t < TT_NORMAL || t > TT_BYTE || !isfinite(f) ||
+		if (!w->len || memchr(w->ptr, 0, (size_t)w->len) || t < MUSE_TOKEN_NORMAL || t > MUSE_TOKEN_BYTE || !isfinite(f) ||
 		    json_object_getn(seen, w->ptr, (size_t)w->len) ||
 		    json_object_setn_new(seen, w->ptr, (size_t)w->len, json_true())) {
 			ok = 0;
 			break;
 		}
-		has_bytes |= t == TT_BYTE;
+		has_bytes |= t == MUSE_TOKEN_BYTE;
 		piece.n = 0;
 		pb_bytes(&piece, 1, w->ptr, (size_t)w->len);
 		uint8_t fb[5] = { 2 << 3 | 5 };
 		memcpy(fb + 1, &f, 4); /* fixed32, little-endian as on every host muse builds for */
 		pb_put(&piece, fb, 5);
-		if (t != TT_NORMAL)
+		if (t != MUSE_TOKEN_NORMAL)
 			pb_int(&piece, 3, t);
 		pb_bytes(&b, 1, piece.p, piece.n);
 		ok = !piece.oom;

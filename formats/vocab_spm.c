@@ -1,4 +1,4 @@
-/* spm.c: a strict hand-written protobuf reader for SentencePiece's tokenizer.model (ModelProto); no protobuf library. */
+/* vocab_spm.c: a strict hand-written protobuf reader for SentencePiece's tokenizer.model (ModelProto), no protobuf library; and sentencepiece's reading of it as a muse_vocab. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,7 +6,8 @@
 #include "../lib/mapfile.h"
 #include "../lib/strmap.h"
 #include "../lib/utf8.h"
-#include "spm.h"
+#include "vocab_impl.h"
+#include "vocab_spm.h"
 
 /* Caps: the largest published vocabularies are ~256k pieces; a piece is a short string. */
 #define SPM_MAX_PIECES (1u << 24)
@@ -145,7 +146,7 @@ static pb pb_sub(const pb *p, size_t off, size_t len)
 static muse_status parse_piece(pb *p, muse_spm_piece *pc, size_t index)
 {
 	bool have_piece = false;
-	pc->type = MUSE_SPM_NORMAL;
+	pc->type = MUSE_TOKEN_NORMAL;
 	pc->score = 0.0f;
 	while (p->pos < p->end) {
 		size_t at = p->pos, off, len;
@@ -190,7 +191,7 @@ static muse_status parse_piece(pb *p, muse_spm_piece *pc, size_t index)
 			uint64_t v;
 			if ((s = pb_expect(p, wt, WT_VARINT, at, "type")) || (s = pb_varint(p, &v)))
 				return s;
-			if (v < MUSE_SPM_NORMAL || v > MUSE_SPM_BYTE)
+			if (v < MUSE_TOKEN_NORMAL || v > MUSE_TOKEN_BYTE)
 				return muse_err_at(p->err, MUSE_ERR_FORMAT, p->path, p->base + at,
 						   "piece %zu: unknown type %llu", index, (unsigned long long)v);
 			pc->type = (int)v;
@@ -399,9 +400,9 @@ muse_status muse_spm_parse(const uint8_t *data, size_t len, const char *path, mu
 					 pc->text);
 			goto done;
 		}
-		if (pc->type == MUSE_SPM_UNKNOWN)
+		if (pc->type == MUSE_TOKEN_UNKNOWN)
 			n_unk++;
-		if (pc->type == MUSE_SPM_BYTE && !is_byte_piece(pc->text, pc->len)) {
+		if (pc->type == MUSE_TOKEN_BYTE && !is_byte_piece(pc->text, pc->len)) {
 			s = muse_err_set(err, MUSE_ERR_FORMAT, "%s: piece %zu '%.100s' has type BYTE but is not <0xXX>",
 					 path, i, pc->text);
 			goto done;
@@ -444,4 +445,54 @@ muse_status muse_spm_load(const char *path, muse_spm_model **out, muse_err *err)
 		s = muse_spm_parse(map.data ? map.data : (const uint8_t *)"", (size_t)map.size, path, out, err);
 	muse_map_close(&map);
 	return s;
+}
+
+muse_status muse_vocab_from_spm(const char *path, bool add_bos, bool add_eos, muse_vocab **out, muse_err *err)
+{
+	muse_spm_model *m = NULL;
+	muse_status s;
+	*out = NULL;
+	muse_vocab *v = muse_vocab_create();
+	if (!v || !(v->source = strdup(path))) {
+		muse_vocab_free(v);
+		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
+	}
+	if ((s = muse_spm_load(path, &m, err)))
+		goto done;
+	if (m->model_type != MUSE_SPM_BPE) {
+		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: SentencePiece model type %d is not supported (BPE only)", path,
+				 m->model_type);
+		goto done;
+	}
+	if ((m->normalizer_name && strcmp(m->normalizer_name, "identity")) ||
+	    (!m->normalizer_name && m->has_precompiled_charsmap)) {
+		s = muse_err_set(err, MUSE_ERR_UNSUPPORTED, "%s: SentencePiece normalizer '%s' is not supported (identity only)",
+				 path, m->normalizer_name ? m->normalizer_name : "precompiled");
+		goto done;
+	}
+	v->model = MUSE_VOCAB_SPM;
+	if ((s = muse_vocab_alloc(v, m->n_pieces, true, true, err)))
+		goto done;
+	for (size_t i = 0; i < m->n_pieces; i++) {
+		if ((s = muse_vocab_set_text(v, i, m->pieces[i].text, m->pieces[i].len, err)))
+			goto done;
+		v->scores[i] = m->pieces[i].score;
+		v->types[i] = m->pieces[i].type;
+		if (m->pieces[i].type == MUSE_TOKEN_UNKNOWN)
+			v->unk = (int32_t)i;
+	}
+	if ((s = muse_vocab_added_from_types(v, err)))
+		goto done;
+	v->spm_space_prefix = m->add_dummy_prefix;
+	v->bos = m->bos_id;
+	v->eos = m->eos_id;
+	muse_vocab_set_post(v, add_bos, add_eos);
+done:
+	muse_spm_free(m);
+	if (s) {
+		muse_vocab_free(v);
+		return s;
+	}
+	*out = v;
+	return MUSE_OK;
 }

@@ -1,6 +1,6 @@
-/* tokenizer_hf.h: GGUF tokenizer.* metadata -> Hugging Face tokenizer.json and tokenizer_config.json (byte-level and SentencePiece BPE), tokenizer.model. */
-#ifndef MUSE_TOKENIZER_HF_H
-#define MUSE_TOKENIZER_HF_H
+/* vocab_to_hf.h: GGUF tokenizer.* metadata -> Hugging Face tokenizer.json and tokenizer_config.json (byte-level and SentencePiece BPE), tokenizer.model. */
+#ifndef MUSE_VOCAB_TO_HF_H
+#define MUSE_VOCAB_TO_HF_H
 
 #include <jansson.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 
 /*
  * Builds the two tokenizer files from a GGUF's metadata (the inverse of
- * tokenizer_gguf.c, so that HF -> GGUF gives the same tokenizer.* keys):
+ * vocab_convert.c, so that HF -> GGUF gives the same tokenizer.* keys):
  * tokenizer.json with model.vocab from tokenizer.ggml.tokens (UNUSED
  * "[PADi]" holes left out), model.merges as pairs, the pre-tokenizer
  * tokenizers uses for tokenizer.ggml.pre, a ByteLevel decoder, a
@@ -26,11 +26,12 @@
  * add_prefix_space, chat_template and model_max_length (ctx, 0: omitted).
  * file names errors (the GGUF path). *tok and *cfg are new references the
  * caller decrefs. MUSE_ERR_UNSUPPORTED when tokenizer.ggml.model is not
- * "gpt2" or "llama", or the byte-level pre-tokenizer is not one muse can write; MUSE_ERR_FORMAT
- * for inconsistent arrays (type count != token count, bad ids).
+ * "gpt2" or "llama", or the byte-level pre-tokenizer is not one muse can
+ * write (vocab_pre.c); MUSE_ERR_FORMAT for inconsistent arrays (type count
+ * != token count, bad ids).
  */
-muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uint64_t ctx, json_t **tok, json_t **cfg,
-				    muse_err *err);
+muse_status muse_vocab_meta_to_hf(const muse_meta *meta, const char *file, uint64_t ctx, json_t **tok, json_t **cfg,
+				  muse_err *err);
 
 /*
  * A SentencePiece tokenizer.model (serialized ModelProto) for a GGUF
@@ -42,10 +43,7 @@ muse_status muse_tokenizer_hf_build(const muse_meta *meta, const char *file, uin
  * SentencePiece accepts (another model, no unknown piece, duplicate or
  * empty pieces); that is not an error, the file is optional.
  */
-muse_status muse_tokenizer_hf_spm_model(const muse_meta *meta, const char *file, uint8_t **out, size_t *out_len,
-					muse_err *err);
-
-/* The tokenizers "pre_tokenizer" object for a tokenizer.ggml.pre name (new reference), or NULL when unknown. */
-json_t *muse_tokenizer_hf_pre(const char *pre_name);
+muse_status muse_vocab_meta_to_spm(const muse_meta *meta, const char *file, uint8_t **out, size_t *out_len,
+				   muse_err *err);
 
 #endif

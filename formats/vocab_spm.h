@@ -1,22 +1,13 @@
-/* spm.h: SentencePiece tokenizer.model (protobuf ModelProto) reader: pieces, scores, types and the spec fields converters use. */
-#ifndef MUSE_SPM_H
-#define MUSE_SPM_H
+/* vocab_spm.h: SentencePiece tokenizer.model (protobuf ModelProto): the reader (pieces, scores, types and the spec fields converters use) and sentencepiece's reading of it as a muse_vocab. */
+#ifndef MUSE_VOCAB_SPM_H
+#define MUSE_VOCAB_SPM_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../lib/status.h"
-
-/* SentencePiece's ModelProto.SentencePiece.Type; equal to gguf.TokenType for the same kinds. */
-enum {
-	MUSE_SPM_NORMAL = 1,
-	MUSE_SPM_UNKNOWN = 2,
-	MUSE_SPM_CONTROL = 3,
-	MUSE_SPM_USER_DEFINED = 4,
-	MUSE_SPM_UNUSED = 5,
-	MUSE_SPM_BYTE = 6,
-};
+#include "vocab.h"
 
 /* TrainerSpec.ModelType. */
 enum { MUSE_SPM_UNIGRAM = 1, MUSE_SPM_BPE = 2, MUSE_SPM_WORD = 3, MUSE_SPM_CHAR = 4 };
@@ -25,7 +16,7 @@ typedef struct muse_spm_piece {
 	char *text;  /* owned, NUL-terminated, valid UTF-8, non-empty */
 	size_t len;
 	float score; /* finite */
-	int type;    /* MUSE_SPM_* (NORMAL when the field is absent, as proto2's default) */
+	int type;    /* SentencePiece.Type, numbered as MUSE_TOKEN_*; NORMAL when absent (proto2's default) */
 } muse_spm_piece;
 
 /*
@@ -64,5 +55,14 @@ muse_status muse_spm_parse(const uint8_t *data, size_t len, const char *path, mu
 muse_status muse_spm_load(const char *path, muse_spm_model **out, muse_err *err);
 
 void muse_spm_free(muse_spm_model *m); /* NULL is a no-op */
+
+/*
+ * sentencepiece's reading of the tokenizer.model at path, for the encoder:
+ * pieces, scores, CONTROL/UNKNOWN/USER_DEFINED pieces as added tokens, the
+ * dummy prefix, bos/eos, and BOS/EOS added as add_bos/add_eos say
+ * (tokenizer_config.json's flags). BPE models with the identity
+ * normalizer only (MUSE_ERR_UNSUPPORTED otherwise).
+ */
+muse_status muse_vocab_from_spm(const char *path, bool add_bos, bool add_eos, muse_vocab **out, muse_err *err);
 
 #endif
