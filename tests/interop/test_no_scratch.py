@@ -4,8 +4,9 @@ Each case runs muse on a tiny HF llama (scripts/make_tiny_models.py) with TMPDIR
 OUT in a fresh empty directory, and records every file and directory created (IN_CREATE, IN_MOVED_TO) anywhere
 under OUT's parent and under TMPDIR while muse runs, with Linux inotify through ctypes: watches are added to
 subdirectories as they appear (their existing entries are scanned, so nothing made before the watch is missed).
-Every created regular file is opened at once and its size polled through that descriptor (fstat), so the peak is
-known even after the file is renamed or unlinked.
+Every created regular file is opened as soon as its event is read and its size polled through that descriptor
+(fstat), so its size is still known after it is renamed or unlinked (a file renamed before it could be opened is
+sized under its new name).
 
 Allowed names (relative to OUT's parent; B is OUT's base name):
 - B itself and the report beside a GGUF output, B.quant_report.json (quant/pack_model.c), and inside a
@@ -20,7 +21,8 @@ Today the --type and --method paths from an HF directory convert the whole model
 (cmd/quantize.c OUT.muse-src-PID.gguf; quant/pack_model.c OUT.muse-hf2gguf-PID.tmp, OUT.muse-calib[-PID].gguf,
 OUT.muse-awq-inputs-PID.safetensors), so those cases are expected to fail (SCRATCH_XFAIL below); --method rtn
 into a packed layout and imatrix read the directory directly and are the controls that must pass now.
-When the HF view lands, delete SCRATCH_XFAIL's use (one line: set it to NO_XFAIL).
+When the HF view lands, set SCRATCH_XFAIL = NO_XFAIL (one line); strict xfails turn a fixed case into a failure
+until then, and only ScratchFiles counts as the expected failure.
 """
 import ctypes
 import ctypes.util
@@ -40,13 +42,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "oracle"))
 from conftest import MUSE  # noqa: E402
 
-# The one line to change when the HF view lands (issue 13): SCRATCH_XFAIL = NO_XFAIL.
 class ScratchFiles(AssertionError):
     """A run made files other than its output, the output's own temporaries and the journal (only this failure is
     the expected one: a crash or a missing output fails the xfail cases too)."""
 
 
 NO_XFAIL = ()
+# The one line to change when the HF view lands (issue 13): SCRATCH_XFAIL = NO_XFAIL (or a case's mark, for one).
 SCRATCH_XFAIL = (pytest.mark.xfail(strict=True, raises=ScratchFiles,
                                    reason="scratch GGUF until the HF view lands (issue 13)"),)
 
