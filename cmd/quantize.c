@@ -772,10 +772,12 @@ static int run_quantize(const qopts *o)
 		muse_err_set(&err, MUSE_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
+	/* an HF directory's view is one GGUF (its shards are not GGUF shards): one input file, in the view's order */
+	const bool view = !strcmp(r->format, "hf");
 	for (size_t i = 0; i < n; i++) {
 		names[i] = r->tensors[i].name;
-		files[i] = r->tensors[i].file;
-		offs[i] = r->tensors[i].offset;
+		files[i] = view ? 0 : r->tensors[i].file;
+		offs[i] = view ? i : r->tensors[i].offset;
 	}
 	bool keep_split = o->keep_split;
 	if (muse_mix_order(names, files, offs, n, keep_split, perm, &err))
@@ -842,7 +844,7 @@ static int run_quantize(const qopts *o)
 	 * as llama-quantize does.
 	 */
 	muse_gguf_write_opts wo = { 0 };
-	uint32_t n_out = keep_split ? r->n_files : 1;
+	uint32_t n_out = keep_split && !view ? r->n_files : 1;
 	char pbuf[4200];
 	if (keep_split)
 		split_name(o->out, 0, n_out, pbuf, sizeof pbuf);
