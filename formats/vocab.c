@@ -76,7 +76,7 @@ muse_status muse_vocab_alloc(muse_vocab *v, size_t n, bool with_scores, bool wit
 	return MUSE_OK;
 }
 
-static char *copy(const char *s, size_t len)
+char *muse_vocab_copy(const char *s, size_t len)
 {
 	char *c = malloc(len + 1);
 	if (c) {
@@ -88,7 +88,7 @@ static char *copy(const char *s, size_t len)
 
 muse_status muse_vocab_set_text(muse_vocab *v, size_t id, const char *s, size_t len, muse_err *err)
 {
-	char *c = copy(s, len);
+	char *c = muse_vocab_copy(s, len);
 	if (!c)
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	free(v->text[id]);
@@ -108,8 +108,8 @@ muse_status muse_vocab_add_merge(muse_vocab *v, const char *a, size_t la, const 
 		v->merges = nm;
 	}
 	muse_vocab_merge *m = &v->merges[v->n_merges];
-	m->a = copy(a, la);
-	m->b = b ? copy(b, lb) : NULL;
+	m->a = muse_vocab_copy(a, la);
+	m->b = b ? muse_vocab_copy(b, lb) : NULL;
 	m->la = la;
 	m->lb = b ? lb : 0;
 	if (!m->a || (b && !m->b)) {
@@ -129,7 +129,7 @@ muse_status muse_vocab_add_added(muse_vocab *v, const char *text, size_t len, in
 	v->added = na;
 	muse_vocab_added *a = &v->added[v->n_added];
 	memset(a, 0, sizeof *a);
-	if (!(a->text = copy(text, len)))
+	if (!(a->text = muse_vocab_copy(text, len)))
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	a->len = len;
 	a->id = id;

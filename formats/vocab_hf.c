@@ -87,16 +87,6 @@ static bool pattern(json_t *p, const char **text, size_t *len, bool *literal)
 	return true;
 }
 
-static char *copy(const char *s, size_t len)
-{
-	char *c = malloc(len + 1);
-	if (c) {
-		memcpy(c, s, len);
-		c[len] = '\0';
-	}
-	return c;
-}
-
 /* ------------------------------------------------------------------ normalizer */
 
 static muse_status add_norm(muse_vocab *v, muse_vocab_norm nm, muse_err *err)
@@ -154,7 +144,7 @@ static muse_status read_normalizer(muse_vocab *v, json_t *n, int depth, muse_err
 		if (!pattern(json_object_get(n, "pattern"), &pat, &nm.pattern_len, &nm.literal))
 			REFUSE(unsupported(path, "pattern", json_object_get(n, "pattern"), ref));
 		nm.text_len = json_string_length(c);
-		if (!(nm.pattern = copy(pat, nm.pattern_len)) || !(nm.text = strdup(json_string_value(c)))) {
+		if (!(nm.pattern = muse_vocab_copy(pat, nm.pattern_len)) || !(nm.text = strdup(json_string_value(c)))) {
 			free(nm.pattern);
 			return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 		}
@@ -249,7 +239,7 @@ static muse_status read_pre(muse_vocab *v, json_t *p, int depth, muse_err *err)
 	} else {
 		REFUSE(unsupported(path, "pre_tokenizer", p, ref));
 	}
-	if (pat && !(pr.pattern = copy(pat, pr.pattern_len)))
+	if (pat && !(pr.pattern = muse_vocab_copy(pat, pr.pattern_len)))
 		return muse_err_set(err, MUSE_ERR_NOMEM, "out of memory");
 	return add_pre(v, pr, err);
 }

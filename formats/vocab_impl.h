@@ -14,6 +14,8 @@ muse_vocab *muse_vocab_create(void);
 
 /* Sizes the vocabulary part for n ids (1..2^24), all holes; scores when with_scores, types when with_types. */
 muse_status muse_vocab_alloc(muse_vocab *v, size_t n, bool with_scores, bool with_types, muse_err *err);
+/* A NUL-terminated copy of len bytes of s (which may hold NULs); NULL on no memory. */
+char *muse_vocab_copy(const char *s, size_t len);
 /* Sets token id's text (a copy of len bytes). */
 muse_status muse_vocab_set_text(muse_vocab *v, size_t id, const char *s, size_t len, muse_err *err);
 /* Appends merge a + b (b may be NULL), copies. */
