@@ -8,6 +8,7 @@
 #include "../lib/dtype.h"
 #include "../lib/status.h"
 #include "hf_general.h"
+#include "hf_view.h"
 
 /*
  * Converts the HF directory dir (config.json, safetensors or PyTorch
@@ -24,13 +25,8 @@
 muse_status muse_hf2gguf(const char *dir, const char *out, muse_dtype want, uint64_t shard_bytes, bool quiet,
 			 muse_err *err);
 
-/*
- * A row quantizer with quant/'s muse_quantize_fn shape (formats/ may not
- * call quant/, so cmd/ hands one in): nrows rows of n_per_row floats into
- * dst, returning the bytes written; importance is always NULL here.
- */
-typedef size_t (*muse_hf2gguf_quantize_fn)(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
-					    const float *importance);
+/* The row quantizer the HF view takes (hf_view.h): cmd/ hands quant/'s Q8_0 reference in. */
+typedef muse_hf_view_quantize_fn muse_hf2gguf_quantize_fn;
 
 typedef struct muse_hf2gguf_opts {
 	muse_dtype want;                   /* F32/F16/BF16/Q8_0, or MUSE_DT_INVALID for auto */

@@ -107,7 +107,7 @@ static muse_status write_all(int fd, const uint8_t *p, size_t n, const char *pat
 static void start_writeback(muse_outfile *o)
 {
 	uint64_t done = o->pos - o->buf_len; /* what the file has */
-	if (o->scratch || done - o->flushed < OUT_WRITEBACK)
+	if (done - o->flushed < OUT_WRITEBACK)
 		return;
 	sync_file_range(o->fd, (off_t)o->flushed, (off_t)(done - o->flushed), SYNC_FILE_RANGE_WRITE);
 	o->flushed = done;
@@ -124,17 +124,9 @@ static muse_status flush(muse_outfile *o, muse_err *err)
 	return s;
 }
 
-static bool scratch_outputs;
-
-void muse_out_set_scratch(bool on)
-{
-	scratch_outputs = on;
-}
-
 muse_status muse_out_open(muse_outfile *o, const char *path, muse_err *err)
 {
 	memset(o, 0, sizeof *o);
-	o->scratch = scratch_outputs;
 	o->fd = -1;
 	o->slot = -1;
 	o->path = strdup(path);
@@ -252,7 +244,7 @@ muse_status muse_out_finish(muse_outfile *o, muse_err *err)
 	if (s)
 		return s;
 	/* An fsync failure is final: the page cache may have dropped the data (fsyncgate). */
-	if (!o->scratch && fsync(o->fd) < 0)
+	if (fsync(o->fd) < 0)
 		return muse_err_set(err, MUSE_ERR_IO, "%s: fsync failed: %s", o->path, strerror(errno));
 	int fd = o->fd;
 	o->fd = -1;
@@ -269,7 +261,7 @@ muse_status muse_out_publish(muse_outfile *o, muse_err *err)
 	o->slot = -1;
 	free(o->tmp);
 	o->tmp = NULL;
-	char *dcopy = o->scratch ? NULL : strdup(o->path);
+	char *dcopy = strdup(o->path);
 	if (dcopy) {
 		int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {

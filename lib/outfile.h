@@ -26,7 +26,6 @@ typedef struct muse_outfile {
 	uint8_t *buf;      /* write buffer */
 	size_t buf_len, buf_cap;
 	int slot;          /* registry slot for signal cleanup, -1 if none */
-	bool scratch;      /* opened under muse_out_set_scratch(true): no fsync */
 } muse_outfile;
 
 #define MUSE_OUTFILE_INIT { .fd = -1, .slot = -1 }
@@ -53,12 +52,6 @@ muse_status muse_out_publish(muse_outfile *o, muse_err *err);
 muse_status muse_out_commit(muse_outfile *o, muse_err *err);
 /* Closes and removes the temp file; safe after any failure, after publish, and on MUSE_OUTFILE_INIT. */
 void muse_out_abort(muse_outfile *o);
-
-/*
- * Outputs opened while scratch is on are not fsynced, nor is their directory: intermediate files the
- * program deletes itself (muse quantize's GGUF of an HF directory), where waiting for the disk buys nothing.
- */
-void muse_out_set_scratch(bool on);
 
 /* Writes a whole small file atomically (configs, manifests). */
 muse_status muse_out_write_file(const char *path, const void *p, size_t n, muse_err *err);
